@@ -1,0 +1,34 @@
+# claudemesh tasks. Recipes run with node_modules/.bin first on PATH, so `node` is the
+# project's Node 24 even where the system Node is older.
+
+export PATH := justfile_directory() + "/node_modules/.bin:" + env_var('PATH')
+
+# list the recipes
+default:
+    @just --list
+
+# type-check, then every test against one real Postgres (embedded unless DATABASE_URL is set)
+test *files:
+    tsc --noEmit -p .
+    node test/run.ts {{files}}
+
+# type-check only
+typecheck:
+    tsc --noEmit -p .
+
+# run the broker (embedded Postgres under ./data unless DATABASE_URL is set)
+broker:
+    node broker.ts
+
+# start a local Postgres 17 in Docker for DATABASE_URL (only where Docker exists)
+db:
+    docker run --rm -d --name claudemesh-pg -e POSTGRES_PASSWORD=claudemesh -e POSTGRES_DB=claudemesh -p 5432:5432 postgres:17
+    @echo "export DATABASE_URL=postgres://postgres:claudemesh@localhost:5432/claudemesh"
+
+# build the container image
+docker:
+    docker build --build-arg GIT_SHA=$(git rev-parse HEAD) -t claudemesh-broker .
+
+# find repeated code before committing
+dupes:
+    duplicates .

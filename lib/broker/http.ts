@@ -1,0 +1,126 @@
+// HTTP routes of the broker: /health, /metrics and /hook/set-status. Membership routes
+// join this table when they exist. Every failure answers JSON {code, message, hint}.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { cmError, isCmError } from '../errors.ts';
+import type { CmError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from '../prom.ts';
+import { KeyedTokenBuckets } from '../token-bucket.ts';
+import { parseJsonObject, readBody } from './body.ts';
+import type { BrokerMetrics } from './metrics.ts';
+import type { HTTP_ROUTES } from './metrics.ts';
+
+const MAX_CWD_LENGTH = 4_096;
+const SECONDS_PER_MINUTE = 60;
+
+export interface HealthReport {
+  status: 'ok' | 'degraded' | 'draining';
+  db: 'up' | 'down';
+  version: string;
+  gitSha: string;
+  uptime: number;
+}
+
+export interface HttpContext {
+  log: Logger;
+  metrics: BrokerMetrics;
+  maxBodyBytes: number;
+  hookRateLimitPerMin: number;
+  health: () => Promise<HealthReport>;
+  now?: () => number;
+}
+
+type Route = (typeof HTTP_ROUTES)[number];
+type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
+
+function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers });
+  response.end(text);
+}
+
+function sendError(response: ServerResponse, error: CmError, headers: Record<string, string> = {}): void {
+  if (error.status === 413) headers.connection = 'close';
+  sendJson(response, error.status, error.toJSON(), headers);
+}
+
+export function createHttpHandler(context: HttpContext): (request: IncomingMessage, response: ServerResponse) => void {
+  const { log, metrics } = context;
+  const hookBuckets = new KeyedTokenBuckets({
+    capacity: context.hookRateLimitPerMin,
+    refillPerSecond: context.hookRateLimitPerMin / SECONDS_PER_MINUTE,
+    ...(context.now === undefined ? {} : { now: context.now }),
+  });
+
+  const health: Handler = async (_request, response) => {
+    const report = await context.health();
+    sendJson(response, report.status === 'ok' ? 200 : 503, report, { 'cache-control': 'no-store' });
+  };
+
+  const scrape: Handler = async (_request, response) => {
+    const text = formatPrometheus(metrics.registry.snapshot());
+    response.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
+    response.end(text);
+  };
+
+  // Claude Code hooks call this once per prompt and per stop. The rate limit keys on the
+  // (pid, cwd) the hook reports, so one runaway hook loop cannot starve the others.
+  const hook: Handler = async (request, response) => {
+    metrics.hookRequests.inc();
+    const body = parseJsonObject(await readBody(request, context.maxBodyBytes));
+    const { pid, cwd } = body;
+    if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
+      throw cmError('CM_ERR_BAD_REQUEST', `field "pid" must be a positive integer, received ${JSON.stringify(pid) ?? 'nothing'}`);
+    }
+    if (typeof cwd !== 'string' || cwd.length === 0 || cwd.length > MAX_CWD_LENGTH) {
+      throw cmError('CM_ERR_BAD_REQUEST', `field "cwd" must be a non-empty path of at most ${MAX_CWD_LENGTH} characters`);
+    }
+    const key = `${pid}\u0000${cwd}`;
+    if (!hookBuckets.take(key)) {
+      metrics.hookRateLimited.inc();
+      const retryAfterSeconds = Math.max(1, Math.ceil(hookBuckets.retryAfterMs(key) / 1000));
+      throw cmError('CM_ERR_RATE_LIMITED', `more than ${context.hookRateLimitPerMin} hook requests per minute from pid ${pid} in ${cwd}`, {
+        details: { retryAfterSeconds },
+      });
+    }
+    throw cmError('CM_ERR_NOT_IMPLEMENTED', 'POST /hook/set-status is not served yet: status updates arrive with the messaging core');
+  };
+
+  const routes = new Map<string, { method: string; route: Route; handler: Handler }>([
+    ['/health', { method: 'GET', route: 'health', handler: health }],
+    ['/metrics', { method: 'GET', route: 'metrics', handler: scrape }],
+    ['/hook/set-status', { method: 'POST', route: 'hook', handler: hook }],
+  ]);
+
+  return (request, response) => {
+    const started = process.hrtime.bigint();
+    const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
+    const entry = routes.get(path);
+    const route: Route = entry?.route ?? 'other';
+    response.on('finish', () => {
+      metrics.httpDuration.observe(Number(process.hrtime.bigint() - started) / 1e9, { route });
+    });
+    const run = async (): Promise<void> => {
+      if (entry === undefined) throw cmError('CM_ERR_NOT_FOUND', `no route for ${request.method} ${path}`);
+      const head = request.method === 'HEAD' && entry.method === 'GET';
+      if (request.method !== entry.method && !head) {
+        throw cmError('CM_ERR_METHOD_NOT_ALLOWED', `${path} takes ${entry.method}, received ${request.method}`);
+      }
+      await entry.handler(request, response);
+    };
+    run().catch((error: unknown) => {
+      if (response.headersSent) {
+        response.destroy();
+        return;
+      }
+      if (isCmError(error)) {
+        const retry = error.details?.retryAfterSeconds;
+        sendError(response, error, typeof retry === 'number' ? { 'retry-after': String(retry) } : {});
+        return;
+      }
+      log.error('http handler failed', { path, error });
+      sendError(response, cmError('CM_ERR_INTERNAL', `request to ${path} failed unexpectedly`));
+    });
+  };
+}

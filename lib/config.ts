@@ -1,0 +1,168 @@
+// Broker configuration: every environment variable of DESIGN §3 parsed and validated here
+// and nowhere else. All problems are collected and reported at once, each with the value
+// received and an example fix, so an operator fixes the environment in one round.
+
+import { resolve } from 'node:path';
+
+export const DEFAULTS = {
+  BROKER_HOST: '127.0.0.1',
+  BROKER_PORT: 7900,
+  BROKER_DATA_DIR: './data',
+  EMBEDDED_PG_PORT: 7901,
+  STATUS_TTL_SECONDS: 60,
+  HOOK_FRESH_WINDOW_SECONDS: 30,
+  MAX_CONNECTIONS_PER_MESH: 100,
+  MAX_MESSAGE_BYTES: 65_536,
+  HOOK_RATE_LIMIT_PER_MIN: 30,
+  MESSAGE_TTL_SECONDS: 7 * 24 * 3600,
+  NODE_ENV: 'development',
+  LOG_LEVEL: 'info',
+} as const;
+
+const NODE_ENVS = ['development', 'production', 'test'] as const;
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+const GIT_SHA_PATTERN = /^[0-9a-f]{7,40}$/;
+
+export type NodeEnv = (typeof NODE_ENVS)[number];
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface BrokerConfig {
+  /** undefined → embedded Postgres under `dataDir` */
+  databaseUrl: string | undefined;
+  host: string;
+  port: number;
+  dataDir: string;
+  embeddedPgPort: number;
+  statusTtlSeconds: number;
+  hookFreshWindowSeconds: number;
+  maxConnectionsPerMesh: number;
+  maxMessageBytes: number;
+  hookRateLimitPerMin: number;
+  messageTtlSeconds: number;
+  nodeEnv: NodeEnv;
+  logLevel: LogLevel;
+  /** undefined → read from `git rev-parse` at start */
+  gitSha: string | undefined;
+}
+
+export interface ConfigProblem {
+  variable: string;
+  received: string;
+  problem: string;
+  fix: string;
+}
+
+export type ConfigResult = { ok: true; config: BrokerConfig } | { ok: false; problems: ConfigProblem[] };
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Parse one integer variable within [min, max]; records a problem and returns the default otherwise. */
+function integer(env: Env, name: keyof typeof DEFAULTS, min: number, max: number, problems: ConfigProblem[]): number {
+  const fallback = DEFAULTS[name] as number;
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const trimmed = raw.trim();
+  const value = /^-?\d+$/.test(trimmed) ? Number(trimmed) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    problems.push({
+      variable: name,
+      received: raw,
+      problem: `must be a whole number from ${min} to ${max}`,
+      fix: `${name}=${fallback}`,
+    });
+    return fallback;
+  }
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: keyof typeof DEFAULTS, allowed: readonly T[], problems: ConfigProblem[]): T {
+  const fallback = DEFAULTS[name] as T;
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    problems.push({ variable: name, received: raw, problem: `must be one of ${allowed.join(', ')}`, fix: `${name}=${fallback}` });
+    return fallback;
+  }
+  return raw as T;
+}
+
+function databaseUrl(env: Env, problems: ConfigProblem[]): string | undefined {
+  const raw = env.DATABASE_URL;
+  if (raw === undefined || raw === '') return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') || url.hostname === '') {
+    problems.push({
+      variable: 'DATABASE_URL',
+      received: redactUrl(raw),
+      problem: 'must be a postgres:// or postgresql:// URL with a host, or unset to use the embedded Postgres',
+      fix: 'DATABASE_URL=postgres://user:password@localhost:5432/claudemesh',
+    });
+    return undefined;
+  }
+  return raw;
+}
+
+/** Validate the whole environment. Pure: reads only `env` (and the cwd to resolve paths). */
+export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult {
+  const problems: ConfigProblem[] = [];
+  const host = env.BROKER_HOST === undefined || env.BROKER_HOST === '' ? DEFAULTS.BROKER_HOST : env.BROKER_HOST;
+  if (/\s/.test(host)) {
+    problems.push({ variable: 'BROKER_HOST', received: host, problem: 'must be a host name or IP address without spaces', fix: 'BROKER_HOST=0.0.0.0' });
+  }
+  const gitSha = env.GIT_SHA === undefined || env.GIT_SHA === '' ? undefined : env.GIT_SHA.trim().toLowerCase();
+  if (gitSha !== undefined && !GIT_SHA_PATTERN.test(gitSha)) {
+    problems.push({ variable: 'GIT_SHA', received: env.GIT_SHA ?? '', problem: 'must be 7 to 40 hex digits', fix: 'GIT_SHA=$(git rev-parse HEAD)' });
+  }
+  const config: BrokerConfig = {
+    databaseUrl: databaseUrl(env, problems),
+    host,
+    port: integer(env, 'BROKER_PORT', 0, 65_535, problems),
+    dataDir: resolve(cwd, env.BROKER_DATA_DIR === undefined || env.BROKER_DATA_DIR === '' ? DEFAULTS.BROKER_DATA_DIR : env.BROKER_DATA_DIR),
+    embeddedPgPort: integer(env, 'EMBEDDED_PG_PORT', 1, 65_535, problems),
+    statusTtlSeconds: integer(env, 'STATUS_TTL_SECONDS', 1, 86_400, problems),
+    hookFreshWindowSeconds: integer(env, 'HOOK_FRESH_WINDOW_SECONDS', 1, 86_400, problems),
+    maxConnectionsPerMesh: integer(env, 'MAX_CONNECTIONS_PER_MESH', 1, 1_000_000, problems),
+    maxMessageBytes: integer(env, 'MAX_MESSAGE_BYTES', 1_024, 16 * 1024 * 1024, problems),
+    hookRateLimitPerMin: integer(env, 'HOOK_RATE_LIMIT_PER_MIN', 1, 100_000, problems),
+    messageTtlSeconds: integer(env, 'MESSAGE_TTL_SECONDS', 60, 365 * 24 * 3600, problems),
+    nodeEnv: oneOf(env, 'NODE_ENV', NODE_ENVS, problems),
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, problems),
+    gitSha,
+  };
+  // A hook signal that stays authoritative longer than a `working` status lives would let
+  // the TTL sweep flip a status the hook still vouches for: the two must be ordered.
+  if (config.hookFreshWindowSeconds > config.statusTtlSeconds) {
+    problems.push({
+      variable: 'HOOK_FRESH_WINDOW_SECONDS',
+      received: String(config.hookFreshWindowSeconds),
+      problem: `must not exceed STATUS_TTL_SECONDS (${config.statusTtlSeconds})`,
+      fix: `HOOK_FRESH_WINDOW_SECONDS=${Math.min(DEFAULTS.HOOK_FRESH_WINDOW_SECONDS, config.statusTtlSeconds)}`,
+    });
+  }
+  if (config.databaseUrl === undefined && config.port !== 0 && config.port === config.embeddedPgPort) {
+    problems.push({
+      variable: 'EMBEDDED_PG_PORT',
+      received: String(config.embeddedPgPort),
+      problem: 'must differ from BROKER_PORT',
+      fix: `EMBEDDED_PG_PORT=${config.port + 1}`,
+    });
+  }
+  if (problems.length > 0) return { ok: false, problems };
+  return { ok: true, config };
+}
+
+/** A connection URL safe to log: the password is replaced. */
+export function redactUrl(raw: string): string {
+  try {
+    const url = new URL(raw);
+    if (url.password !== '') url.password = '***';
+    return url.toString();
+  } catch {
+    return raw.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}

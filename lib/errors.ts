@@ -1,0 +1,70 @@
+// The one place where claudemesh errors get their stable codes. Every code is listed in
+// docs/errors.md (a test keeps the two in step). Messages say what happened and the value
+// received; the hint says what to do. Nobody branches on message text, only on `code`.
+
+/** code → default hint and the HTTP status used when the error answers a request */
+export const ERROR_CODES = {
+  CM_ERR_CONFIG_INVALID: { status: 500, hint: 'fix the listed environment variables and start again' },
+  CM_ERR_EMBEDDED_PG_START: { status: 500, hint: 'set DATABASE_URL to use your own Postgres, or free the data dir and port' },
+  CM_ERR_MIGRATION_CHECKSUM: { status: 500, hint: 'never edit an applied migration: restore the file and add a new numbered migration instead' },
+  CM_ERR_MIGRATION_NAME: { status: 500, hint: 'name migrations NNN_description.sql with unique increasing numbers' },
+  CM_ERR_MIGRATION_FAILED: { status: 500, hint: 'read the Postgres error, fix the SQL or the database, then start again' },
+  CM_ERR_BAD_JSON: { status: 400, hint: 'send one JSON object as the request body' },
+  CM_ERR_BAD_REQUEST: { status: 400, hint: 'check the request fields against docs/protocol.md' },
+  CM_ERR_NOT_FOUND: { status: 404, hint: 'see docs/protocol.md for the routes this broker serves' },
+  CM_ERR_METHOD_NOT_ALLOWED: { status: 405, hint: 'use the method listed for this route in docs/protocol.md' },
+  CM_ERR_PAYLOAD_TOO_LARGE: { status: 413, hint: 'send a smaller body (limit MAX_MESSAGE_BYTES)' },
+  CM_ERR_RATE_LIMITED: { status: 429, hint: 'slow down and retry after the delay given' },
+  CM_ERR_NOT_IMPLEMENTED: { status: 501, hint: 'this broker version does not offer this yet' },
+  CM_ERR_UNAVAILABLE: { status: 503, hint: 'the broker is shutting down; reconnect to another instance or retry shortly' },
+  CM_ERR_DB_UNAVAILABLE: { status: 503, hint: 'the database is unreachable; the broker retries by itself' },
+  CM_ERR_INTERNAL: { status: 500, hint: 'this is a bug: report it with the broker log line of the same time' },
+} as const satisfies Record<string, { status: number; hint: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorOptions {
+  hint?: string;
+  /** structured facts about the failure (e.g. the value received); never secrets */
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+export class CmError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: ErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'CmError';
+    this.code = code;
+    this.hint = options.hint ?? ERROR_CODES[code].hint;
+    this.status = ERROR_CODES[code].status;
+    this.details = options.details;
+  }
+
+  /** The shape used on the wire (HTTP bodies, WS error frames) and by `--json` output. */
+  toJSON(): { code: ErrorCode; message: string; hint: string; details?: Record<string, unknown> } {
+    const body: { code: ErrorCode; message: string; hint: string; details?: Record<string, unknown> } = {
+      code: this.code,
+      message: this.message,
+      hint: this.hint,
+    };
+    if (this.details !== undefined) body.details = this.details;
+    return body;
+  }
+}
+
+/** The factory: the only way this codebase makes an error with a code. */
+export function cmError(code: ErrorCode, message: string, options: ErrorOptions = {}): CmError {
+  const error = new CmError(code, message, options);
+  // Trim the factory frame so the stack starts where the error was raised.
+  Error.captureStackTrace(error, cmError);
+  return error;
+}
+
+export function isCmError(value: unknown): value is CmError {
+  return value instanceof CmError;
+}

@@ -1,0 +1,21 @@
+// Version facts shown by /health and the CLI.
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+const GIT_TIMEOUT_MS = 1_000;
+const ROOT = new URL('../', import.meta.url).pathname;
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** GIT_SHA from the environment (Docker build arg), else `git rev-parse`, else "unknown". */
+export function resolveGitSha(configured: string | undefined): string {
+  if (configured !== undefined) return configured;
+  try {
+    const out = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, timeout: GIT_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'ignore'] });
+    const sha = out.toString().trim();
+    return /^[0-9a-f]{40}$/.test(sha) ? sha : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}

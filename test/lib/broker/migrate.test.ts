@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { createLogger } from '../../../lib/log.ts';
+import { migrate, readMigrations } from '../../../lib/broker/migrate.ts';
+import { createTestDatabase } from '../../helpers/db.ts';
+import type { TestDatabase } from '../../helpers/db.ts';
+
+const quiet = createLogger({ write: () => {} });
+
+async function sqlDir(files: Record<string, string>): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'cm-migrations-'));
+  for (const [name, sql] of Object.entries(files)) await writeFile(join(dir, name), sql);
+  return dir;
+}
+
+describe('migrate', () => {
+  let database: TestDatabase;
+  let pool: pg.Pool;
+  const dirs: string[] = [];
+
+  before(async () => {
+    database = await createTestDatabase('migrate');
+    pool = new pg.Pool({ connectionString: database.url, max: 4 });
+  });
+  after(async () => {
+    await pool.end();
+    await database.drop();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('applies the shipped schema, then nothing on the second run', async () => {
+    const first = await migrate(pool, quiet);
+    assert.deepEqual(first.applied, ['001_initial.sql']);
+    const second = await migrate(pool, quiet);
+    assert.deepEqual(second.applied, []);
+    assert.equal(second.alreadyApplied, first.applied.length);
+    const { rows } = await pool.query('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
+    const shipped = await readMigrations();
+    assert.deepEqual(rows, shipped.map((m) => ({ version: m.version, name: m.name, checksum: m.checksum })));
+    assert.match(String(rows[0]?.checksum), /^[0-9a-f]{64}$/);
+  });
+
+  it('creates the tables and the indexes the hot queries need', async () => {
+    const tables = await pool.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`);
+    assert.deepEqual(
+      tables.rows.map((row) => row.tablename),
+      ['deliveries', 'invites', 'members', 'meshes', 'messages', 'presences', 'schema_migrations'],
+    );
+    const indexes = new Set((await pool.query(`SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)).rows.map((row) => row.indexname));
+    for (const name of ['deliveries_queued', 'deliveries_queued_expiry', 'deliveries_queued_lease', 'presences_mesh_live', 'presences_instance_live', 'members_mesh_current', 'messages_mesh_id_sender_pubkey_client_message_id_key']) {
+      assert.ok(indexes.has(name), `index ${name} exists`);
+    }
+  });
+
+  it('lets concurrent starts apply each migration exactly once', async () => {
+    const dir = await sqlDir({ '001_a.sql': 'CREATE TABLE a (id int);', '002_b.sql': 'CREATE TABLE b (id int); SELECT pg_sleep(0.05);' });
+    dirs.push(dir);
+    const fresh = await createTestDatabase('migrate_race');
+    const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: fresh.url, max: 1 }));
+    try {
+      const results = await Promise.all(pools.map((each) => migrate(each, quiet, dir)));
+      assert.equal(results.reduce((sum, result) => sum + result.applied.length, 0), 2, 'two files applied once in total');
+    } finally {
+      for (const each of pools) await each.end();
+      await fresh.drop();
+    }
+  });
+
+  it('stops when an applied file has changed', async () => {
+    const dir = await sqlDir({ '001_a.sql': 'CREATE TABLE changed_a (id int);' });
+    dirs.push(dir);
+    const fresh = await createTestDatabase('migrate_checksum');
+    const own = new pg.Pool({ connectionString: fresh.url, max: 1 });
+    try {
+      await migrate(own, quiet, dir);
+      await writeFile(join(dir, '001_a.sql'), 'CREATE TABLE changed_a (id bigint);');
+      await assert.rejects(migrate(own, quiet, dir), (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'CM_ERR_MIGRATION_CHECKSUM');
+        assert.match(error.message, /001_a\.sql/);
+        return true;
+      });
+    } finally {
+      await own.end();
+      await fresh.drop();
+    }
+  });
+
+  it('rolls a failing migration back and names it', async () => {
+    const dir = await sqlDir({ '001_ok.sql': 'CREATE TABLE ok (id int);', '002_bad.sql': 'CREATE TABLE half (id int); SELECT * FROM missing_table;' });
+    dirs.push(dir);
+    const fresh = await createTestDatabase('migrate_fail');
+    const own = new pg.Pool({ connectionString: fresh.url, max: 1 });
+    try {
+      await assert.rejects(migrate(own, quiet, dir), (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'CM_ERR_MIGRATION_FAILED');
+        assert.match(error.message, /002_bad\.sql.*missing_table/);
+        return true;
+      });
+      const half = await own.query(`SELECT to_regclass('half') AS t, to_regclass('ok') AS o`);
+      assert.equal(half.rows[0]?.t, null, 'the failed file left nothing behind');
+      assert.equal(half.rows[0]?.o, 'ok', 'the earlier file stays applied');
+      const versions = await own.query('SELECT version FROM schema_migrations');
+      assert.deepEqual(versions.rows, [{ version: 1 }]);
+    } finally {
+      await own.end();
+      await fresh.drop();
+    }
+  });
+
+  it('refuses badly named or clashing files, and unknown applied versions', async () => {
+    const badName = await sqlDir({ '1_short.sql': 'SELECT 1;' });
+    const clash = await sqlDir({ '001_a.sql': 'SELECT 1;', '001_b.sql': 'SELECT 1;' });
+    dirs.push(badName, clash);
+    await assert.rejects(readMigrations(badName), { code: 'CM_ERR_MIGRATION_NAME' });
+    await assert.rejects(readMigrations(clash), { code: 'CM_ERR_MIGRATION_NAME' });
+    const older = await sqlDir({});
+    dirs.push(older);
+    await assert.rejects(migrate(pool, quiet, older), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'CM_ERR_MIGRATION_NAME');
+      assert.match(error.message, /migration 1 \(initial\)/);
+      return true;
+    });
+  });
+});
