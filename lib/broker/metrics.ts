@@ -27,7 +27,6 @@ export interface BrokerMetrics {
   readonly ttlSweeps: Counter;
   readonly hookRequests: Counter;
   readonly hookRateLimited: Counter;
-  readonly dbHealthy: Gauge;
   readonly httpDuration: Histogram;
   stop(): void;
 }
@@ -35,6 +34,8 @@ export interface BrokerMetrics {
 export interface MetricsSources {
   /** live sockets, read at scrape time: the gauge cannot drift from the truth */
   liveConnections: () => number;
+  /** result of the last database ping */
+  dbHealthy: () => boolean;
 }
 
 export function createBrokerMetrics(sources: MetricsSources): BrokerMetrics {
@@ -80,7 +81,6 @@ export function createBrokerMetrics(sources: MetricsSources): BrokerMetrics {
       name: 'broker_hook_requests_rate_limited_total',
       help: 'Requests to /hook/set-status refused by the per (pid, cwd) rate limit.',
     }),
-    dbHealthy: registry.gauge({ name: 'broker_db_healthy', help: '1 while the last database ping succeeded, else 0.' }),
     httpDuration: registry.histogram({
       name: 'broker_http_request_duration_seconds',
       help: 'HTTP request handling time, by route.',
@@ -89,6 +89,11 @@ export function createBrokerMetrics(sources: MetricsSources): BrokerMetrics {
     }),
     stop: () => loopDelay.disable(),
   };
+  registry.gauge({
+    name: 'broker_db_healthy',
+    help: '1 while the last database ping succeeded, else 0.',
+    collect: () => (sources.dbHealthy() ? 1 : 0),
+  });
   registry.gauge({
     name: 'process_resident_memory_bytes',
     help: 'Resident set size of the broker process.',

@@ -70,7 +70,7 @@ export function createBroker(options: BrokerOptions): Broker {
   let draining = false;
   let closing: Promise<void> | undefined;
 
-  const metrics = createBrokerMetrics({ liveConnections: () => sockets.size });
+  const metrics = createBrokerMetrics({ liveConnections: () => sockets.size, dbHealthy: () => db.healthy });
 
   async function health(): Promise<HealthReport> {
     const up = await db.ping();

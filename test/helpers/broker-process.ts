@@ -74,8 +74,8 @@ export function runBroker(env: NodeJS.ProcessEnv, timeoutMs = DEFAULT_START_TIME
   });
 }
 
-export async function startBroker(env: NodeJS.ProcessEnv, timeoutMs = DEFAULT_START_TIMEOUT_MS): Promise<BrokerProcess> {
-  const child = spawn(process.execPath, ['broker.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+export async function startBroker(env: NodeJS.ProcessEnv, nodeArgs: string[] = [], timeoutMs = DEFAULT_START_TIMEOUT_MS): Promise<BrokerProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, 'broker.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
   const logs: LogLine[] = [];
   const waiters: Array<{ msg: string; resolve: (line: LogLine) => void }> = [];
   const buffer = { text: '' };

@@ -4,6 +4,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
+const DRAIN_ATTEMPTS = 100;
+const DRAIN_POLL_MS = 20;
+
 export interface TestDatabase {
   url: string;
   name: string;
@@ -40,6 +43,13 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
       const client = new pg.Client({ connectionString: adminUrl() });
       await client.connect();
       try {
+        // pg's Pool.end() resolves before its backends have gone; a forced drop while one
+        // is still closing would hand that client an error it has no listener for.
+        for (let attempt = 0; attempt < DRAIN_ATTEMPTS; attempt += 1) {
+          const { rows } = await client.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+          if (rows[0]?.n === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+        }
         await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       } finally {
         await client.end();

@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { WebSocket } from 'ws';
+import { startTestBroker } from '../../helpers/broker.ts';
+
+const PUBKEY_A = 'a'.repeat(64);
+const PUBKEY_B = 'b'.repeat(64);
+
+describe('broker.close', () => {
+  it('closes sockets 1001, releases only its own presences, and is safe to call twice', async () => {
+    const t = await startTestBroker('server_close');
+    const { pool } = t.db;
+    // Rows as a future hello would write them: one live presence on this instance, one on another.
+    await pool.query(`INSERT INTO meshes (id, name, owner_pubkey) VALUES ('mesh_0001', 'm', $1)`, [PUBKEY_A]);
+    const member = await pool.query(`INSERT INTO members (mesh_id, pubkey, name, role) VALUES ('mesh_0001', $1, 'owner', 'owner') RETURNING id`, [PUBKEY_A]);
+    const memberId = member.rows[0]?.id;
+    await pool.query(
+      `INSERT INTO presences (mesh_id, member_id, pubkey, role, instance_id) VALUES ('mesh_0001', $1, $2, 'control', $3), ('mesh_0001', $1, $4, 'session', 'other-instance')`,
+      [memberId, PUBKEY_A, t.broker.instanceId, PUBKEY_B],
+    );
+    // Read back through a separate pool: the broker's own pool is ended by close().
+    const pg = (await import('pg')).default;
+    const reader = new pg.Pool({ connectionString: t.database.url, max: 1 });
+
+    const client = new WebSocket(t.wsUrl);
+    await new Promise((resolve) => client.once('open', resolve));
+    const code = new Promise<number>((resolve) => client.once('close', (closeCode) => resolve(closeCode)));
+
+    const first = t.broker.close({ timeoutMs: 2_000 });
+    const second = t.broker.close({ timeoutMs: 2_000 });
+    assert.equal(first, second, 'the second call returns the same shutdown');
+    await first;
+    assert.equal(await code, 1001);
+    await t.broker.close();
+
+    const rows = await reader.query(`SELECT instance_id, disconnected_at IS NOT NULL AS gone FROM presences ORDER BY instance_id`);
+    assert.deepEqual(rows.rows, [
+      { instance_id: 'other-instance', gone: false },
+      { instance_id: t.broker.instanceId, gone: true },
+    ].sort((a, b) => a.instance_id.localeCompare(b.instance_id)));
+    await assert.rejects(fetch(`${t.baseUrl}/health`), 'HTTP is closed');
+    await reader.end();
+    await t.database.drop();
+  });
+});
