@@ -28,13 +28,22 @@ export interface HttpContext {
   maxBodyBytes: number;
   hookRateLimitPerMin: number;
   health: () => Promise<HealthReport>;
+  /** more routes (membership, …), each a file of its own */
+  extraRoutes?: readonly RouteEntry[];
   now?: () => number;
 }
 
-type Route = (typeof HTTP_ROUTES)[number];
-type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
+export type Route = (typeof HTTP_ROUTES)[number];
+export type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
+export interface RouteEntry {
+  path: string;
+  method: 'GET' | 'POST' | 'DELETE';
+  /** metrics label */
+  route: Route;
+  handler: Handler;
+}
 
-function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers });
   response.end(text);
@@ -87,11 +96,17 @@ export function createHttpHandler(context: HttpContext): (request: IncomingMessa
     throw cmError('CM_ERR_NOT_IMPLEMENTED', 'POST /hook/set-status is not served yet: status updates arrive with the messaging core');
   };
 
-  const routes = new Map<string, { method: string; route: Route; handler: Handler }>([
-    ['/health', { method: 'GET', route: 'health', handler: health }],
-    ['/metrics', { method: 'GET', route: 'metrics', handler: scrape }],
-    ['/hook/set-status', { method: 'POST', route: 'hook', handler: hook }],
-  ]);
+  const routes = new Map<string, RouteEntry>();
+  const entries: RouteEntry[] = [
+    { path: '/health', method: 'GET', route: 'health', handler: health },
+    { path: '/metrics', method: 'GET', route: 'metrics', handler: scrape },
+    { path: '/hook/set-status', method: 'POST', route: 'hook', handler: hook },
+    ...(context.extraRoutes ?? []),
+  ];
+  for (const entry of entries) {
+    if (routes.has(entry.path)) throw new TypeError(`route ${entry.path} is defined twice`);
+    routes.set(entry.path, entry);
+  }
 
   return (request, response) => {
     const started = process.hrtime.bigint();

@@ -9,8 +9,11 @@ import type { BrokerConfig } from '../config.ts';
 import { cmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from './db.ts';
+import { ReplayGuard } from '../replay-guard.ts';
 import { createHttpHandler } from './http.ts';
 import type { HealthReport } from './http.ts';
+import { createMembershipRoutes } from './membership.ts';
+import type { MembershipEvents } from './membership.ts';
 import { createBrokerMetrics } from './metrics.ts';
 import type { BrokerMetrics } from './metrics.ts';
 import { createUpgradeHandler } from './upgrade.ts';
@@ -70,6 +73,10 @@ export function createBroker(options: BrokerOptions): Broker {
   let draining = false;
   let closing: Promise<void> | undefined;
 
+  const now = options.now ?? Date.now;
+  const replay = new ReplayGuard({ now });
+  // Replaced by the connection hub once it exists; until then nothing is connected to close.
+  const membershipEvents: MembershipEvents = { memberRemoved: () => {} };
   const metrics = createBrokerMetrics({ liveConnections: () => sockets.size, dbHealthy: () => db.healthy });
 
   async function health(): Promise<HealthReport> {
@@ -91,7 +98,8 @@ export function createBroker(options: BrokerOptions): Broker {
       maxBodyBytes: config.maxMessageBytes,
       hookRateLimitPerMin: config.hookRateLimitPerMin,
       health,
-      ...(options.now === undefined ? {} : { now: options.now }),
+      extraRoutes: createMembershipRoutes({ pool: db.pool, log, config, replay, events: membershipEvents, now }),
+      now,
     }),
   );
   // A client error (malformed request line, oversized headers) answers 400 and never throws.

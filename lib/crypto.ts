@@ -1,0 +1,119 @@
+// Signatures and end-to-end encryption, on libsodium (sodium-native).
+// Identities are ed25519 keys, shown as 64 lowercase hex characters. Every signed string is
+// domain-separated ("claudemesh/v1/<purpose>" first) so a signature made for one purpose can
+// never be replayed as another. Envelopes are crypto_box (x25519 + XSalsa20-Poly1305) with
+// the ed25519 keys converted to x25519, and a fresh random 24-byte nonce each.
+
+import { createHash } from 'node:crypto';
+import sodium from 'sodium-native';
+
+export const PUBLIC_KEY_BYTES = 32;
+export const SECRET_KEY_BYTES = 64;
+export const SIGNATURE_BYTES = 64;
+export const NONCE_BYTES = 24;
+export const BOX_MAC_BYTES = 16;
+const X25519_KEY_BYTES = 32;
+export const PUBLIC_KEY_HEX = /^[0-9a-f]{64}$/;
+export const SIGNATURE_HEX = /^[0-9a-f]{128}$/;
+const DOMAIN_PREFIX = 'claudemesh/v1/';
+
+export interface SigningKeyPair {
+  /** 64 hex characters */
+  publicKey: string;
+  /** 64 bytes (seed + public key); never leaves the process that owns it */
+  secretKey: Buffer;
+}
+
+export function generateKeyPair(): SigningKeyPair {
+  const publicKey = Buffer.alloc(PUBLIC_KEY_BYTES);
+  const secretKey = Buffer.alloc(SECRET_KEY_BYTES);
+  sodium.crypto_sign_keypair(publicKey, secretKey);
+  return { publicKey: publicKey.toString('hex'), secretKey };
+}
+
+/** Rebuild a key pair from its stored secret (the public key is its second half). */
+export function keyPairFromSecret(secretKey: Buffer): SigningKeyPair {
+  if (secretKey.length !== SECRET_KEY_BYTES) throw new TypeError(`secret key must be ${SECRET_KEY_BYTES} bytes, received ${secretKey.length}`);
+  return { publicKey: secretKey.subarray(PUBLIC_KEY_BYTES).toString('hex'), secretKey };
+}
+
+export function isPublicKey(value: unknown): value is string {
+  return typeof value === 'string' && PUBLIC_KEY_HEX.test(value);
+}
+
+/** The exact bytes that get signed: the purpose, then each field on its own line. */
+export function signingString(purpose: string, fields: ReadonlyArray<string | number>): Buffer {
+  for (const field of fields) {
+    if (String(field).includes('\n')) throw new TypeError(`a signed field cannot contain a newline (purpose ${purpose})`);
+  }
+  return Buffer.from(`${DOMAIN_PREFIX}${purpose}\n${fields.join('\n')}`, 'utf8');
+}
+
+export function sign(message: Buffer, secretKey: Buffer): string {
+  const signature = Buffer.alloc(SIGNATURE_BYTES);
+  sodium.crypto_sign_detached(signature, message, secretKey);
+  return signature.toString('hex');
+}
+
+/** Never throws: a malformed key or signature is simply not valid. */
+export function verify(signatureHex: unknown, message: Buffer, publicKeyHex: unknown): boolean {
+  if (typeof signatureHex !== 'string' || !SIGNATURE_HEX.test(signatureHex)) return false;
+  if (!isPublicKey(publicKeyHex)) return false;
+  return sodium.crypto_sign_verify_detached(Buffer.from(signatureHex, 'hex'), message, Buffer.from(publicKeyHex, 'hex'));
+}
+
+function x25519Public(publicKeyHex: string): Buffer | undefined {
+  const out = Buffer.alloc(X25519_KEY_BYTES);
+  try {
+    sodium.crypto_sign_ed25519_pk_to_curve25519(out, Buffer.from(publicKeyHex, 'hex'));
+  } catch {
+    return undefined; // not a valid curve point
+  }
+  return out;
+}
+
+function x25519Secret(secretKey: Buffer): Buffer {
+  const out = Buffer.alloc(X25519_KEY_BYTES);
+  sodium.crypto_sign_ed25519_sk_to_curve25519(out, secretKey);
+  return out;
+}
+
+export interface Envelope {
+  nonce: Buffer;
+  ciphertext: Buffer;
+}
+
+/** Encrypt for one recipient key, authenticated as the sender's key. */
+export function seal(plaintext: Buffer, recipientPublicKey: string, senderSecretKey: Buffer): Envelope {
+  const recipient = isPublicKey(recipientPublicKey) ? x25519Public(recipientPublicKey) : undefined;
+  if (recipient === undefined) throw new TypeError(`cannot encrypt to "${recipientPublicKey}": not an ed25519 public key`);
+  const nonce = Buffer.alloc(NONCE_BYTES);
+  sodium.randombytes_buf(nonce);
+  const ciphertext = Buffer.alloc(plaintext.length + BOX_MAC_BYTES);
+  const secret = x25519Secret(senderSecretKey);
+  sodium.crypto_box_easy(ciphertext, plaintext, nonce, recipient, secret);
+  sodium.sodium_memzero(secret);
+  return { nonce, ciphertext };
+}
+
+/** Decrypt an envelope from `senderPublicKey`; undefined when it does not authenticate. */
+export function open(envelope: Envelope, senderPublicKey: string, recipientSecretKey: Buffer): Buffer | undefined {
+  if (envelope.nonce.length !== NONCE_BYTES || envelope.ciphertext.length < BOX_MAC_BYTES) return undefined;
+  const sender = isPublicKey(senderPublicKey) ? x25519Public(senderPublicKey) : undefined;
+  if (sender === undefined) return undefined;
+  const plaintext = Buffer.alloc(envelope.ciphertext.length - BOX_MAC_BYTES);
+  const secret = x25519Secret(recipientSecretKey);
+  const ok = sodium.crypto_box_open_easy(plaintext, envelope.ciphertext, envelope.nonce, sender, secret);
+  sodium.sodium_memzero(secret);
+  return ok ? plaintext : undefined;
+}
+
+export function sha256Hex(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function randomId(bytes = 16): string {
+  const buffer = Buffer.alloc(bytes);
+  sodium.randombytes_buf(buffer);
+  return buffer.toString('base64url');
+}
