@@ -22,6 +22,7 @@ export const DEFAULTS = {
 const NODE_ENVS = ['development', 'production', 'test'] as const;
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 const GIT_SHA_PATTERN = /^[0-9a-f]{7,40}$/;
+const MIN_ADMIN_TOKEN_LENGTH = 16;
 
 export type NodeEnv = (typeof NODE_ENVS)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -43,6 +44,8 @@ export interface BrokerConfig {
   logLevel: LogLevel;
   /** undefined → read from `git rev-parse` at start */
   gitSha: string | undefined;
+  /** undefined → anyone who reaches the broker may create a mesh; else `Bearer <token>` is required */
+  adminToken: string | undefined;
 }
 
 export interface ConfigProblem {
@@ -115,6 +118,16 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult 
     problems.push({ variable: 'BROKER_HOST', received: host, problem: 'must be a host name or IP address without spaces', fix: 'BROKER_HOST=0.0.0.0' });
   }
   const gitSha = env.GIT_SHA === undefined || env.GIT_SHA === '' ? undefined : env.GIT_SHA.trim().toLowerCase();
+  // A short operator token could be guessed by anyone who can reach the broker.
+  const adminToken = env.BROKER_ADMIN_TOKEN === undefined || env.BROKER_ADMIN_TOKEN === '' ? undefined : env.BROKER_ADMIN_TOKEN;
+  if (adminToken !== undefined && (adminToken.length < MIN_ADMIN_TOKEN_LENGTH || /\s/.test(adminToken))) {
+    problems.push({
+      variable: 'BROKER_ADMIN_TOKEN',
+      received: `(${adminToken.length} characters, not shown)`,
+      problem: `must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters without spaces, or unset to let anyone create meshes`,
+      fix: 'BROKER_ADMIN_TOKEN=$(openssl rand -hex 32)',
+    });
+  }
   if (gitSha !== undefined && !GIT_SHA_PATTERN.test(gitSha)) {
     problems.push({ variable: 'GIT_SHA', received: env.GIT_SHA ?? '', problem: 'must be 7 to 40 hex digits', fix: 'GIT_SHA=$(git rev-parse HEAD)' });
   }
@@ -133,6 +146,7 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult 
     nodeEnv: oneOf(env, 'NODE_ENV', NODE_ENVS, problems),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, problems),
     gitSha,
+    adminToken,
   };
   // A hook signal that stays authoritative longer than a `working` status lives would let
   // the TTL sweep flip a status the hook still vouches for: the two must be ordered.

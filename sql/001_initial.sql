@@ -75,6 +75,7 @@ CREATE TABLE messages (
   mesh_id            text NOT NULL REFERENCES meshes (id) ON DELETE CASCADE,
   sender_member_id   bigint NOT NULL REFERENCES members (id) ON DELETE CASCADE,
   sender_pubkey      text NOT NULL,
+  sender_member_key  text NOT NULL,
   client_message_id  text NOT NULL CHECK (length(client_message_id) BETWEEN 1 AND 128),
   -- hash of the request (targets, envelopes, priority): a retry with the same
   -- client_message_id but another fingerprint is an idempotency conflict
@@ -87,6 +88,8 @@ CREATE TABLE messages (
   UNIQUE (mesh_id, sender_pubkey, client_message_id)
 );
 CREATE INDEX messages_created ON messages (created_at);
+-- message_status: the sender's view of its own messages
+CREATE INDEX messages_sender_member ON messages (mesh_id, sender_member_key);
 
 -- One row per recipient key: queued → delivered (client_ack) → surfaced → read, or expired.
 CREATE TABLE deliveries (
@@ -94,6 +97,8 @@ CREATE TABLE deliveries (
   message_id        uuid NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
   mesh_id           text NOT NULL,
   recipient_pubkey  text NOT NULL,
+  -- copied from the message: the drain filters held priorities without a join
+  priority          text NOT NULL CHECK (priority IN ('now', 'next', 'low')),
   nonce             bytea NOT NULL,
   ciphertext        bytea NOT NULL,
   state             text NOT NULL DEFAULT 'queued'

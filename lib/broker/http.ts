@@ -1,18 +1,13 @@
-// HTTP routes of the broker: /health, /metrics and /hook/set-status. Membership routes
-// join this table when they exist. Every failure answers JSON {code, message, hint}.
+// HTTP routes of the broker: /health and /metrics here; the hook and membership routes
+// come from their own files through `extraRoutes`. Every failure answers JSON {code, message, hint}.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from '../prom.ts';
-import { KeyedTokenBuckets } from '../token-bucket.ts';
-import { parseJsonObject, readBody } from './body.ts';
 import type { BrokerMetrics } from './metrics.ts';
 import type { HTTP_ROUTES } from './metrics.ts';
-
-const MAX_CWD_LENGTH = 4_096;
-const SECONDS_PER_MINUTE = 60;
 
 export interface HealthReport {
   status: 'ok' | 'degraded' | 'draining';
@@ -25,12 +20,9 @@ export interface HealthReport {
 export interface HttpContext {
   log: Logger;
   metrics: BrokerMetrics;
-  maxBodyBytes: number;
-  hookRateLimitPerMin: number;
   health: () => Promise<HealthReport>;
   /** more routes (membership, …), each a file of its own */
   extraRoutes?: readonly RouteEntry[];
-  now?: () => number;
 }
 
 export type Route = (typeof HTTP_ROUTES)[number];
@@ -56,11 +48,6 @@ function sendError(response: ServerResponse, error: CmError, headers: Record<str
 
 export function createHttpHandler(context: HttpContext): (request: IncomingMessage, response: ServerResponse) => void {
   const { log, metrics } = context;
-  const hookBuckets = new KeyedTokenBuckets({
-    capacity: context.hookRateLimitPerMin,
-    refillPerSecond: context.hookRateLimitPerMin / SECONDS_PER_MINUTE,
-    ...(context.now === undefined ? {} : { now: context.now }),
-  });
 
   const health: Handler = async (_request, response) => {
     const report = await context.health();
@@ -73,34 +60,10 @@ export function createHttpHandler(context: HttpContext): (request: IncomingMessa
     response.end(text);
   };
 
-  // Claude Code hooks call this once per prompt and per stop. The rate limit keys on the
-  // (pid, cwd) the hook reports, so one runaway hook loop cannot starve the others.
-  const hook: Handler = async (request, response) => {
-    metrics.hookRequests.inc();
-    const body = parseJsonObject(await readBody(request, context.maxBodyBytes));
-    const { pid, cwd } = body;
-    if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
-      throw cmError('CM_ERR_BAD_REQUEST', `field "pid" must be a positive integer, received ${JSON.stringify(pid) ?? 'nothing'}`);
-    }
-    if (typeof cwd !== 'string' || cwd.length === 0 || cwd.length > MAX_CWD_LENGTH) {
-      throw cmError('CM_ERR_BAD_REQUEST', `field "cwd" must be a non-empty path of at most ${MAX_CWD_LENGTH} characters`);
-    }
-    const key = `${pid}\u0000${cwd}`;
-    if (!hookBuckets.take(key)) {
-      metrics.hookRateLimited.inc();
-      const retryAfterSeconds = Math.max(1, Math.ceil(hookBuckets.retryAfterMs(key) / 1000));
-      throw cmError('CM_ERR_RATE_LIMITED', `more than ${context.hookRateLimitPerMin} hook requests per minute from pid ${pid} in ${cwd}`, {
-        details: { retryAfterSeconds },
-      });
-    }
-    throw cmError('CM_ERR_NOT_IMPLEMENTED', 'POST /hook/set-status is not served yet: status updates arrive with the messaging core');
-  };
-
   const routes = new Map<string, RouteEntry>();
   const entries: RouteEntry[] = [
     { path: '/health', method: 'GET', route: 'health', handler: health },
     { path: '/metrics', method: 'GET', route: 'metrics', handler: scrape },
-    { path: '/hook/set-status', method: 'POST', route: 'hook', handler: hook },
     ...(context.extraRoutes ?? []),
   ];
   for (const entry of entries) {

@@ -11,7 +11,7 @@ export const CONNECTION_REJECT_REASONS = [
 ] as const;
 export const MESSAGE_REJECT_REASONS = [
   'unknown_recipient', 'too_large', 'rate_limited', 'not_member', 'idempotency_conflict',
-  'bad_envelope', 'loop_guard', 'expired',
+  'bad_envelope', 'loop_guard', 'db_unavailable',
 ] as const;
 export const PRIORITIES = ['now', 'next', 'low'] as const;
 export const HTTP_ROUTES = ['health', 'metrics', 'hook', 'membership', 'other'] as const;

@@ -6,16 +6,17 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { BrokerConfig } from '../config.ts';
-import { cmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from './db.ts';
 import { ReplayGuard } from '../replay-guard.ts';
 import { createHttpHandler } from './http.ts';
 import type { HealthReport } from './http.ts';
 import { createMembershipRoutes } from './membership.ts';
-import type { MembershipEvents } from './membership.ts';
 import { createBrokerMetrics } from './metrics.ts';
 import type { BrokerMetrics } from './metrics.ts';
+import { createRuntime } from './runtime.ts';
+import type { Runtime, Timings } from './runtime.ts';
+import { query } from './sql.ts';
 import { createUpgradeHandler } from './upgrade.ts';
 
 export const SHUTDOWN_TIMEOUT_MS = 4_000;
@@ -26,10 +27,6 @@ const CLOSE_BATCH_JITTER_MS = 25;
 const CLOSE_HANDSHAKE_MS = 1_000;
 export const CLOSE_GOING_AWAY = 1001;
 
-const MARK_INSTANCE_DISCONNECTED = `
-  UPDATE presences SET disconnected_at = now(), lease_until = now()
-  WHERE instance_id = $1 AND disconnected_at IS NULL`;
-const COUNT_QUEUED = `SELECT count(*)::bigint AS depth FROM deliveries WHERE state = 'queued'`;
 
 export interface BrokerOptions {
   config: BrokerConfig;
@@ -40,11 +37,14 @@ export interface BrokerOptions {
   instanceId?: string;
   now?: () => number;
   queueDepthIntervalMs?: number;
+  timings?: Timings;
 }
 
 export interface Broker {
   readonly instanceId: string;
   readonly metrics: BrokerMetrics;
+  /** the messaging core (hub, delivery, presence), for sweeps and inspection */
+  readonly runtime: Runtime;
   listen(): Promise<AddressInfo>;
   /** Stop accepting, close sockets 1001, release presences, end the pool. Safe to call twice. */
   close(options?: { timeoutMs?: number }): Promise<void>;
@@ -75,9 +75,11 @@ export function createBroker(options: BrokerOptions): Broker {
 
   const now = options.now ?? Date.now;
   const replay = new ReplayGuard({ now });
-  // Replaced by the connection hub once it exists; until then nothing is connected to close.
-  const membershipEvents: MembershipEvents = { memberRemoved: () => {} };
   const metrics = createBrokerMetrics({ liveConnections: () => sockets.size, dbHealthy: () => db.healthy });
+  const runtime = createRuntime({
+    pool: db.pool, log, config, metrics, replay, instanceId, now,
+    ...(options.timings === undefined ? {} : { timings: options.timings }),
+  });
 
   async function health(): Promise<HealthReport> {
     const up = await db.ping();
@@ -95,11 +97,11 @@ export function createBroker(options: BrokerOptions): Broker {
     createHttpHandler({
       log,
       metrics,
-      maxBodyBytes: config.maxMessageBytes,
-      hookRateLimitPerMin: config.hookRateLimitPerMin,
       health,
-      extraRoutes: createMembershipRoutes({ pool: db.pool, log, config, replay, events: membershipEvents, now }),
-      now,
+      extraRoutes: [
+        runtime.hookRoute,
+        ...createMembershipRoutes({ pool: db.pool, log, config, replay, events: runtime.membershipEvents, now }),
+      ],
     }),
   );
   // A client error (malformed request line, oversized headers) answers 400 and never throws.
@@ -118,10 +120,7 @@ export function createBroker(options: BrokerOptions): Broker {
       // `ws` reports protocol violations (oversized or malformed frames) here and closes
       // the socket itself with 1009/1002; we only keep the process alive.
       socket.on('error', (error) => log.debug('socket error', { error }));
-      socket.on('message', () => {
-        const error = cmError('CM_ERR_NOT_IMPLEMENTED', 'this broker does not route messages yet');
-        socket.send(JSON.stringify({ type: 'error', ...error.toJSON() }));
-      });
+      runtime.onConnection(socket);
     },
   });
   httpServer.on('upgrade', upgrade.handle);
@@ -130,7 +129,7 @@ export function createBroker(options: BrokerOptions): Broker {
   const queueDepthTimer = setInterval(() => {
     if (!db.healthy) return;
     db.pool
-      .query<{ depth: string }>(COUNT_QUEUED)
+      .query<{ depth: string }>(query('queue_depth', []))
       .then((result) => metrics.queueDepth.set(Number(result.rows[0]?.depth ?? 0)))
       .catch((error: unknown) => log.debug('queue depth query failed', { error }));
   }, options.queueDepthIntervalMs ?? QUEUE_DEPTH_INTERVAL_MS);
@@ -157,8 +156,9 @@ export function createBroker(options: BrokerOptions): Broker {
     const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
     httpServer.closeIdleConnections();
     await closeSockets(deadline);
+    await until(runtime.close(), deadline);
     const marked = await until(
-      db.pool.query(MARK_INSTANCE_DISCONNECTED, [instanceId]).then(
+      db.pool.query(query('presence_leave_instance', [instanceId])).then(
         (result) => result.rowCount ?? 0,
         (error: unknown) => {
           log.warn('could not release presences at shutdown', { error });
@@ -178,6 +178,7 @@ export function createBroker(options: BrokerOptions): Broker {
   return {
     instanceId,
     metrics,
+    runtime,
     listen() {
       return new Promise((resolve, reject) => {
         httpServer.once('error', reject);

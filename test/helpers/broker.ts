@@ -9,6 +9,7 @@ import type { Database } from '../../lib/broker/db.ts';
 import { migrate } from '../../lib/broker/migrate.ts';
 import { createBroker } from '../../lib/broker/server.ts';
 import type { Broker } from '../../lib/broker/server.ts';
+import type { Timings } from '../../lib/broker/runtime.ts';
 import { createTestDatabase } from './db.ts';
 import type { TestDatabase } from './db.ts';
 
@@ -27,6 +28,7 @@ export interface TestBrokerOptions {
   env?: Record<string, string>;
   now?: () => number;
   log?: Logger;
+  timings?: Timings;
 }
 
 export async function startTestBroker(label: string, options: TestBrokerOptions = {}): Promise<TestBroker> {
@@ -44,6 +46,7 @@ export async function startTestBroker(label: string, options: TestBrokerOptions 
     version: '0.0.0-test',
     gitSha: 'abc1234',
     ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.timings === undefined ? {} : { timings: options.timings }),
   });
   const address = await broker.listen();
   return {

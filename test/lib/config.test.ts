@@ -36,6 +36,7 @@ describe('loadConfig', () => {
       NODE_ENV: 'production',
       LOG_LEVEL: 'debug',
       GIT_SHA: 'ABCDEF0123',
+      BROKER_ADMIN_TOKEN: 'a-long-operator-token-0123',
     });
     assert.equal(result.ok, true);
     if (!result.ok) return;
@@ -54,6 +55,7 @@ describe('loadConfig', () => {
       nodeEnv: 'production',
       logLevel: 'debug',
       gitSha: 'abcdef0123',
+      adminToken: 'a-long-operator-token-0123',
     });
   });
 

@@ -68,13 +68,14 @@ describe('WebSocket upgrade', () => {
     assert.match(text, /^broker_connections_active 0$/m);
   });
 
-  it('answers any frame with an error frame, never silence', async () => {
+  it('answers a frame before hello with an error frame, never silence', async () => {
     const socket = await open(t.wsUrl);
     const reply = nextMessage(socket);
-    socket.send(JSON.stringify({ type: 'hello' }));
+    socket.send(JSON.stringify({ type: 'list_peers', id: 'r1' }));
     const frame = await reply;
     assert.equal(frame.type, 'error');
-    assert.equal(frame.code, 'CM_ERR_NOT_IMPLEMENTED');
+    assert.equal(frame.code, 'CM_ERR_NO_HELLO');
+    assert.equal(frame.id, 'r1');
     socket.close();
   });
 

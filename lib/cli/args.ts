@@ -1,0 +1,69 @@
+// Argument parsing for one verb: node:util parseArgs, strict, with its errors turned into
+// CM_ERR_USAGE (exit 2) that name the verb and point at its --help.
+
+import { parseArgs } from 'node:util';
+import type { ParseArgsOptionsConfig } from 'node:util';
+import { cmError } from '../errors.ts';
+
+/** Options every verb accepts. */
+export const COMMON_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  json: { type: 'boolean' },
+} as const satisfies ParseArgsOptionsConfig;
+
+export interface ParsedArgs {
+  /** option values by name; strings, booleans or undefined (null prototype) */
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+export function usageError(verb: string, message: string) {
+  return cmError('CM_ERR_USAGE', message, { hint: verb === '' ? 'see claudemesh --help' : `see claudemesh ${verb} --help` });
+}
+
+export function parseVerbArgs(verb: string, args: readonly string[], options: ParseArgsOptionsConfig, positionals: { min: number; max: number }): ParsedArgs {
+  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: [...args], options: { ...options, ...COMMON_OPTIONS }, allowPositionals: true, strict: true }) as typeof parsed;
+  } catch (error) {
+    // parseArgs explains itself well (unknown option, missing value); keep its words.
+    throw usageError(verb, `claudemesh ${verb}: ${(error as Error).message}`);
+  }
+  const values = Object.assign(Object.create(null) as ParsedArgs['values'], parsed.values);
+  if (values.help === true) return { values, positionals: parsed.positionals };
+  if (parsed.positionals.length < positionals.min) {
+    throw usageError(verb, `claudemesh ${verb} needs ${positionals.min === 1 ? 'an argument' : `${positionals.min} arguments`}`);
+  }
+  if (parsed.positionals.length > positionals.max) {
+    throw usageError(verb, `claudemesh ${verb} takes at most ${positionals.max} argument${positionals.max === 1 ? '' : 's'}, received ${parsed.positionals.length}: ${parsed.positionals.join(' ')}`);
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+export function stringOption(values: ParsedArgs['values'], name: string): string | undefined {
+  const value = values[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+const DURATION = /^(\d{1,6})([smhd])$/;
+const UNIT_SECONDS = new Map<string, number>([
+  ['s', 1],
+  ['m', 60],
+  ['h', 3_600],
+  ['d', 86_400],
+]);
+
+/** "90s", "30m", "12h", "7d" → seconds; undefined when it is not one of those. */
+export function parseDuration(text: string): number | undefined {
+  const match = DURATION.exec(text.trim());
+  if (match === null) return undefined;
+  const seconds = Number(match[1]) * (UNIT_SECONDS.get(match[2] ?? '') ?? 0);
+  return seconds > 0 ? seconds : undefined;
+}
+
+/** A whole number within [min, max]; undefined otherwise. */
+export function parseCount(text: string, min: number, max: number): number | undefined {
+  if (!/^\d{1,9}$/.test(text.trim())) return undefined;
+  const value = Number(text.trim());
+  return value >= min && value <= max ? value : undefined;
+}

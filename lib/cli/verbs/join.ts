@@ -1,0 +1,109 @@
+// `claudemesh join <token>`: check the invite's signature and expiry on this machine first
+// (a tampered invite never reaches the network), then make a member key and enrol it.
+//
+// The new key is saved as "pending" before the broker is asked, so a crash or a lost answer
+// never strands an enrolled key: running the same join again reuses the saved key, and the
+// broker answers "already a member" without taking another use. A definitive refusal
+// removes the pending entry; an unreachable broker keeps it for the retry.
+
+import { generateKeyPair, isPublicKey } from '../../crypto.ts';
+import { readConfig, updateConfig } from '../../client-config.ts';
+import type { MeshIdentity } from '../../client-config.ts';
+import { checkInvite, decodeInvite } from '../../invite.ts';
+import { isMemberName } from '../../names.ts';
+import { stringOption, usageError } from '../args.ts';
+import { callBroker } from '../broker-client.ts';
+import { BrokerRefusal, printJson, shortKey } from '../output.ts';
+import { defaultMemberName, signingIdentity } from '../verb.ts';
+import type { Verb } from '../verb.ts';
+
+const ROLES = new Set(['owner', 'admin', 'member']);
+
+export const joinVerb: Verb = {
+  name: 'join',
+  summary: 'join a mesh with an invite token',
+  help: `usage: claudemesh join <token> [--name NAME] [--json]
+
+Check the invite (its signature and expiry) on this machine, make a member key, and enrol
+it with the broker named in the invite. Joining again with the same identity is harmless
+and does not use up the invite.
+
+options:
+  --name NAME   your member name in the mesh (default: your login name)
+  --json        print the result as JSON
+`,
+  options: { name: { type: 'string' } },
+  positionals: { min: 1, max: 1 },
+  async run(context, args) {
+    const invite = decodeInvite(args.positionals[0] ?? '');
+    checkInvite(invite, context.now());
+    const wantedName = stringOption(args.values, 'name') ?? defaultMemberName();
+    if (!isMemberName(wantedName)) {
+      throw usageError('join', `member name ${JSON.stringify(wantedName)} must be letters, digits, ".", "_", "@" or "-" (up to 64), starting with a letter or digit`);
+    }
+
+    // Reuse the identity this machine already has for the mesh (a retry, or a second join).
+    let identity: MeshIdentity | undefined;
+    await updateConfig(context.home, (config) => {
+      identity = config.meshes.find((mesh) => mesh.meshId === invite.meshId && mesh.brokerUrl === invite.brokerUrl);
+      if (identity !== undefined) return;
+      const keys = generateKeyPair();
+      identity = {
+        meshId: invite.meshId,
+        name: invite.meshName,
+        brokerUrl: invite.brokerUrl,
+        role: invite.role,
+        memberName: wantedName,
+        publicKey: keys.publicKey,
+        secretKey: keys.secretKey.toString('hex'),
+        ownerPubkey: null,
+        createdAt: new Date(context.now()).toISOString(),
+        status: 'pending',
+      };
+      config.meshes.push(identity);
+    });
+    if (identity === undefined) throw new Error('join: no identity after the config update');
+    const mine: MeshIdentity = identity;
+
+    let answer;
+    try {
+      answer = await callBroker({
+        brokerUrl: invite.brokerUrl,
+        method: 'POST',
+        path: '/mesh/join',
+        identity: signingIdentity(mine),
+        meshId: invite.meshId,
+        body: { token: args.positionals[0]?.trim() ?? '', name: mine.status === 'pending' ? wantedName : mine.memberName },
+      });
+    } catch (error) {
+      if (error instanceof BrokerRefusal && mine.status === 'pending') {
+        await updateConfig(context.home, (config) => {
+          config.meshes = config.meshes.filter((mesh) => !(mesh.meshId === mine.meshId && mesh.publicKey === mine.publicKey && mesh.status === 'pending'));
+        });
+      }
+      throw error;
+    }
+    const { body } = answer;
+    const role = typeof body.role === 'string' && ROLES.has(body.role) ? (body.role as MeshIdentity['role']) : mine.role;
+    const memberName = isMemberName(body.name) ? body.name : mine.memberName;
+    const ownerPubkey = isPublicKey(body.ownerPubkey) ? body.ownerPubkey : mine.ownerPubkey;
+    await updateConfig(context.home, (config) => {
+      const entry = config.meshes.find((mesh) => mesh.meshId === mine.meshId && mesh.publicKey === mine.publicKey);
+      if (entry === undefined) {
+        config.meshes.push({ ...mine, role, memberName, ownerPubkey, status: 'active' });
+        return;
+      }
+      Object.assign(entry, { role, memberName, ownerPubkey, status: 'active' });
+    });
+    const alreadyMember = body.alreadyMember === true;
+    if (args.values.json === true) {
+      printJson(context, { meshId: mine.meshId, name: mine.name, brokerUrl: mine.brokerUrl, role, memberName, publicKey: mine.publicKey, alreadyMember });
+      return;
+    }
+    context.stdout(
+      alreadyMember
+        ? `already a member of mesh ${JSON.stringify(mine.name)}, as ${JSON.stringify(memberName)} (${role}); nothing changed\n`
+        : `joined mesh ${JSON.stringify(mine.name)} on ${mine.brokerUrl} as ${JSON.stringify(memberName)} (${role}, key ${shortKey(mine.publicKey)})\n`,
+    );
+  },
+};

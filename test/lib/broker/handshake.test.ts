@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { WebSocket } from 'ws';
+import { generateKeyPair, sign } from '../../../lib/crypto.ts';
+import { helloSigningString } from '../../../lib/protocol.ts';
+import { startTestBroker } from '../../helpers/broker.ts';
+import type { TestBroker } from '../../helpers/broker.ts';
+import { seedMesh, TestPeer } from '../../helpers/peer.ts';
+import type { SeededMesh } from '../../helpers/peer.ts';
+
+const CAPACITY = 3;
+
+async function refused(peer: TestPeer): Promise<{ error: Record<string, unknown>; code: number; reason: string }> {
+  const error = await peer.waitFor((frame) => frame.type === 'error');
+  const closed = await peer.closed;
+  return { error, ...closed };
+}
+
+describe('handshakes', () => {
+  let t: TestBroker;
+  let mesh: SeededMesh;
+  let other: SeededMesh;
+
+  before(async () => {
+    t = await startTestBroker('handshake', { env: { MAX_CONNECTIONS_PER_MESH: String(CAPACITY) }, timings: { helloTimeoutMs: 150 } });
+    mesh = await seedMesh(t.db.pool, 5, ['owner', 'alice', 'bob', 'carol', 'dave']);
+    other = await seedMesh(t.db.pool, 1);
+  });
+  after(() => t.close());
+
+  it('hello proves the member key and answers hello_ack with identity, mesh, version and roster', async () => {
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, name: 'alice-laptop' });
+    const ack = peer.ack!;
+    assert.equal(ack.protocolVersion, 1);
+    assert.equal(ack.meshId, mesh.meshId);
+    assert.equal(ack.key, mesh.members[1]!.publicKey);
+    assert.equal(ack.memberKey, mesh.members[1]!.publicKey);
+    assert.equal(ack.role, 'control');
+    assert.equal(ack.memberRole, 'member');
+    assert.equal(ack.name, 'alice-laptop');
+    assert.equal(ack.reattached, false);
+    assert.equal(ack.members.length, 5);
+    assert.ok(ack.peers.some((p: Record<string, unknown>) => p.key === peer.key && p.online === true));
+    await peer.close();
+  });
+
+  it('session_hello proves the session key and the member attestation', async () => {
+    const session = generateKeyPair();
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[2]!, session, groups: ['team/backend'] });
+    assert.equal(peer.ack!.key, session.publicKey);
+    assert.equal(peer.ack!.memberKey, mesh.members[2]!.publicKey);
+    assert.equal(peer.ack!.role, 'session');
+    const self = peer.ack!.peers.find((p: Record<string, unknown>) => p.key === session.publicKey);
+    assert.deepEqual(self.groups, ['team/backend']);
+    await peer.close();
+  });
+
+  it('refuses a forged attestation (not signed by the member) with 1008 bad_signature', async () => {
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[2]!, session: generateKeyPair(), attestationSigner: generateKeyPair(), noWait: true });
+    const { error, code, reason } = await refused(peer);
+    assert.equal(error.code, 'CM_ERR_BAD_SIGNATURE');
+    assert.equal(code, 1008);
+    assert.equal(reason, 'bad_signature');
+  });
+
+  it('refuses an unproven session key (hello not signed by it)', async () => {
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[2]!, session: generateKeyPair(), helloSigner: mesh.members[2]!, noWait: true });
+    const { error, code } = await refused(peer);
+    assert.equal(error.code, 'CM_ERR_BAD_SIGNATURE');
+    assert.equal(code, 1008);
+  });
+
+  it('refuses a replayed old hello (outside the clock window) with timestamp_skew', async () => {
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, timestamp: Date.now() - 120_000, noWait: true });
+    const { error, code, reason } = await refused(peer);
+    assert.equal(error.code, 'CM_ERR_TIMESTAMP_SKEW');
+    assert.equal(code, 1008);
+    assert.equal(reason, 'timestamp_skew');
+  });
+
+  it('refuses the very same hello replayed inside the window', async () => {
+    const timestamp = Date.now();
+    const member = mesh.members[3]!;
+    const frame = JSON.stringify({ type: 'hello', id: 'h', meshId: mesh.meshId, memberKey: member.publicKey, timestamp, signature: sign(helloSigningString(mesh.meshId, member.publicKey, timestamp), member.secretKey) });
+    const first = new WebSocket(t.wsUrl);
+    await new Promise((resolve) => first.once('open', resolve));
+    const firstReply = new Promise<Record<string, unknown>>((resolve) => first.once('message', (data) => resolve(JSON.parse(String(data)))));
+    first.send(frame);
+    assert.equal((await firstReply).type, 'hello_ack');
+    const replay = new WebSocket(t.wsUrl);
+    await new Promise((resolve) => replay.once('open', resolve));
+    const replayReply = new Promise<Record<string, unknown>>((resolve) => replay.once('message', (data) => resolve(JSON.parse(String(data)))));
+    replay.send(frame);
+    assert.equal((await replayReply).code, 'CM_ERR_REPLAYED');
+    first.close();
+  });
+
+  it('refuses expired attestations and attestations longer than 24 h', async () => {
+    const expired = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[2]!, session: generateKeyPair(), attestationExpiresAt: Date.now() - 1, noWait: true });
+    const first = await refused(expired);
+    assert.equal(first.error.code, 'CM_ERR_EXPIRED');
+    assert.equal(first.reason, 'expired');
+    const tooLong = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[2]!, session: generateKeyPair(), attestationExpiresAt: Date.now() + 25 * 3_600_000, noWait: true });
+    assert.equal((await refused(tooLong)).error.code, 'CM_ERR_EXPIRED');
+  });
+
+  it('refuses a key that is not a member, and a member of another mesh, alike', async () => {
+    const stranger = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: generateKeyPair(), noWait: true });
+    const a = await refused(stranger);
+    assert.equal(a.error.code, 'CM_ERR_UNAUTHORIZED');
+    assert.equal(a.code, 1008);
+    const foreign = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: other.members[0]!, noWait: true });
+    assert.equal((await refused(foreign)).error.code, 'CM_ERR_UNAUTHORIZED');
+  });
+
+  it('closes a revoked member with 4002', async () => {
+    const banned = await seedMesh(t.db.pool, 2);
+    await t.db.pool.query('UPDATE members SET revoked_at = now() WHERE pubkey = $1', [banned.members[1]!.publicKey]);
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: banned.meshId, member: banned.members[1]!, noWait: true });
+    const { error, code } = await refused(peer);
+    assert.equal(error.code, 'CM_ERR_REVOKED');
+    assert.equal(code, 4002);
+  });
+
+  it('closes a socket that does not say hello in time', async () => {
+    const socket = new WebSocket(t.wsUrl);
+    const frames: Record<string, unknown>[] = [];
+    socket.on('message', (data) => frames.push(JSON.parse(String(data))));
+    const [code, reason] = await new Promise<[number, string]>((resolve) => socket.once('close', (c, r) => resolve([c, r.toString()])));
+    assert.equal(code, 1008);
+    assert.equal(reason, 'hello_timeout');
+    assert.equal(frames[0]?.code, 'CM_ERR_HELLO_TIMEOUT');
+  });
+
+  it('answers a second hello, unknown types and malformed frames with errors and stays open', async () => {
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]! });
+    const again = await peer.request({ type: 'hello', meshId: mesh.meshId, memberKey: peer.key, timestamp: Date.now(), signature: 'a'.repeat(128) });
+    assert.equal(again.code, 'CM_ERR_DUPLICATE_HELLO');
+    const unknown = await peer.request({ type: 'teleport' });
+    assert.equal(unknown.code, 'CM_ERR_UNKNOWN_TYPE');
+    const badField = await peer.request({ type: 'set_status', status: 'sleeping' });
+    assert.equal(badField.code, 'CM_ERR_BAD_FRAME');
+    assert.match(String(badField.message), /"status".*sleeping/);
+    peer.socket.send('{not json');
+    const notJson = await peer.waitFor((frame) => frame.type === 'error' && /not JSON/.test(String(frame.message)));
+    assert.equal(notJson.code, 'CM_ERR_BAD_FRAME');
+    peer.socket.send(JSON.stringify({ type: 'send', id: 's1', __proto__: { polluted: true }, target: 'nobody', envelopes: [] }));
+    assert.equal((await peer.waitFor((frame) => frame.id === 's1')).code, 'CM_ERR_BAD_FRAME');
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+    const peers = await peer.request({ type: 'list_peers' });
+    assert.equal(peers.type, 'peers', 'still serving after bad frames');
+    await peer.close();
+  });
+
+  it('enforces capacity from live state, but never against a reattach or a replacement', async () => {
+    const full = await seedMesh(t.db.pool, 4);
+    const peers = [];
+    for (let i = 0; i < CAPACITY; i += 1) peers.push(await TestPeer.connect(t.wsUrl, { meshId: full.meshId, member: full.members[i]! }));
+    const extra = await TestPeer.connect(t.wsUrl, { meshId: full.meshId, member: full.members[3]!, noWait: true });
+    const { error, reason } = await refused(extra);
+    assert.equal(error.code, 'CM_ERR_CAPACITY');
+    assert.equal(reason, 'capacity');
+    // The same key connecting again replaces the older socket (1000 session_replaced).
+    const replacement = await TestPeer.connect(t.wsUrl, { meshId: full.meshId, member: full.members[0]! });
+    assert.deepEqual(await peers[0]!.closed, { code: 1000, reason: 'session_replaced' });
+    assert.equal(replacement.ack!.reattached, true);
+    // A dropped socket keeps its place for the lease: its reconnect is not refused.
+    peers[1]!.crash();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const back = await TestPeer.connect(t.wsUrl, { meshId: full.meshId, member: full.members[1]! });
+    assert.equal(back.ack!.reattached, true);
+    for (const peer of [replacement, back, peers[2]!]) await peer.close();
+  });
+});

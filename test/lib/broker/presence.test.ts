@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { generateKeyPair } from '../../../lib/crypto.ts';
+import { startTestBroker } from '../../helpers/broker.ts';
+import type { TestBroker } from '../../helpers/broker.ts';
+import { seedMesh, TestPeer } from '../../helpers/peer.ts';
+
+const LEASE_MS = 300;
+const settle = (ms = 100) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('presence', () => {
+  let t: TestBroker;
+  before(async () => {
+    t = await startTestBroker('presence', { timings: { leaseMs: LEASE_MS, pingIntervalMs: 50, pongTimeoutMs: 200 } });
+  });
+  after(() => t.close());
+
+  it('lists peers with key, member key, name, role, status, summary, groups and connected-at', async () => {
+    const mesh = await seedMesh(t.db.pool, 2, ['alice', 'bob']);
+    const alice = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
+    const bob = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, session: generateKeyPair(), name: 'bob-claude' });
+    assert.equal((await bob.request({ type: 'set_summary', summary: 'refactoring the parser' })).type, 'ok');
+    assert.deepEqual((await bob.request({ type: 'join_group', group: 'team/backend' })).groups, ['team/backend']);
+    assert.deepEqual((await bob.request({ type: 'join_group', group: 'reviewers' })).groups, ['team/backend', 'reviewers']);
+    assert.deepEqual((await bob.request({ type: 'leave_group', group: 'team/backend' })).groups, ['reviewers']);
+    const dnd = await bob.request({ type: 'set_status', status: 'dnd' });
+    assert.deepEqual([dnd.applied, dnd.status], [true, 'dnd']);
+    const list = await alice.request({ type: 'list_peers' });
+    const peer = list.peers.find((p: Record<string, unknown>) => p.key === bob.key);
+    assert.deepEqual(
+      { ...peer, connectedAt: typeof peer.connectedAt },
+      { key: bob.key, memberKey: mesh.members[1]!.publicKey, name: 'bob-claude', role: 'session', status: 'dnd', summary: 'refactoring the parser', groups: ['reviewers'], connectedAt: 'string', online: true },
+    );
+    assert.deepEqual(list.members.map((m: Record<string, unknown>) => m.name), ['alice', 'bob']);
+    await bob.close();
+    await alice.close();
+  });
+
+  it('announces a new peer, keeps a reattach silent, and says peer_left only when the lease runs out', async () => {
+    const mesh = await seedMesh(t.db.pool, 2);
+    const watcher = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
+    const session = generateKeyPair();
+    const first = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, session });
+    const joined = await watcher.waitFor((f) => f.type === 'system' && f.event === 'peer_joined');
+    assert.equal(joined.peer.key, session.publicKey);
+    first.crash();
+    await settle(50);
+    const back = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, session });
+    assert.equal(back.ack!.reattached, true);
+    await settle(LEASE_MS + 150);
+    const events = watcher.frames.filter((f) => f.type === 'system').map((f) => f.event);
+    assert.deepEqual(events, ['peer_joined'], 'no peer_left and no second peer_joined for a reattach');
+    await back.close();
+    const left = await watcher.waitFor((f) => f.type === 'system' && f.event === 'peer_left', LEASE_MS + 2_000);
+    assert.equal(left.peer.key, session.publicKey);
+    assert.equal(left.reason, 'lease_expired');
+    const list = await watcher.request({ type: 'list_peers' });
+    assert.equal(list.peers.find((p: Record<string, unknown>) => p.key === session.publicKey)?.online, false);
+    await watcher.close();
+  });
+
+  it('terminates a socket that stops answering pings', async () => {
+    const mesh = await seedMesh(t.db.pool, 1);
+    const { WebSocket } = await import('ws');
+    const silent = new WebSocket(t.wsUrl, { autoPong: false });
+    await new Promise((resolve) => silent.once('open', resolve));
+    const { helloSigningString } = await import('../../../lib/protocol.ts');
+    const { sign } = await import('../../../lib/crypto.ts');
+    const member = mesh.members[0]!;
+    const timestamp = Date.now();
+    silent.send(JSON.stringify({ type: 'hello', meshId: mesh.meshId, memberKey: member.publicKey, timestamp, signature: sign(helloSigningString(mesh.meshId, member.publicKey, timestamp), member.secretKey) }));
+    const code = await new Promise<number>((resolve) => silent.once('close', (closeCode) => resolve(closeCode)));
+    assert.equal(code, 1006, 'terminated without a close handshake');
+  });
+
+  it('ranks hook over manual while fresh; dnd is manual only; the TTL sweep flips stale working', async () => {
+    const mesh = await seedMesh(t.db.pool, 1);
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]!, session: generateKeyPair() });
+    const { presence } = t.broker.runtime;
+    assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'working', 'hook'), { applied: true, status: 'working' });
+    assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'idle', 'manual'), { applied: false, status: 'working' }, 'a fresh hook outranks manual');
+    assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'dnd', 'hook'), { applied: false, status: 'working' }, 'hooks cannot set dnd');
+    assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'dnd', 'manual'), { applied: true, status: 'dnd' }, 'dnd by hand always applies');
+    assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'idle', 'hook'), { applied: false, status: 'dnd' }, 'hooks cannot clear dnd');
+    assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'working', 'manual'), { applied: true, status: 'working' });
+    await t.db.pool.query(`UPDATE presences SET status_at = now() - interval '10 minutes' WHERE pubkey = $1`, [peer.key]);
+    const before = await (await fetch(`${t.baseUrl}/metrics`)).text();
+    assert.ok(await presence.ttlSweep() >= 1);
+    const list = await peer.request({ type: 'list_peers' });
+    assert.equal(list.peers.find((p: Record<string, unknown>) => p.key === peer.key).status, 'idle');
+    const after = await (await fetch(`${t.baseUrl}/metrics`)).text();
+    const flipped = (text: string) => Number(/^broker_ttl_sweeps_total\{flipped="true"\} (\d+)$/m.exec(text)?.[1]);
+    assert.equal(flipped(after), flipped(before) + 1);
+    await peer.close();
+  });
+});
