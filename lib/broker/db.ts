@@ -87,6 +87,7 @@ export function createDatabase(options: DatabaseOptions): Database {
     },
     startMonitor() {
       if (monitor !== undefined || closed) return;
+      void this.ping();
       monitor = setInterval(() => void this.ping(), options.monitorIntervalMs ?? DB_MONITOR_INTERVAL_MS);
       monitor.unref();
     },

@@ -7,6 +7,7 @@ import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import type { BrokerMetrics } from './metrics.ts';
 import type { Hub, Peer } from './hub.ts';
+import { OFFLINE_PRESENCE_SECONDS } from './roster.ts';
 import type { RosterCache } from './roster.ts';
 import { query } from './sql.ts';
 
@@ -196,13 +197,15 @@ export class Delivery {
     }
   }
 
-  /** Periodic: expire what outlived its TTL (a visible state), purge what is long final. */
+  /** Periodic: expire what outlived its TTL (a visible state), purge what is long final,
+   * and forget session keys offline for longer than a message could wait for them. */
   async sweep(): Promise<void> {
     const { pool, log } = this.#options;
     try {
       const expired = await pool.query(query('expire_deliveries', [EXPIRE_BATCH]));
       if ((expired.rowCount ?? 0) > 0) log.info('deliveries expired', { count: expired.rowCount });
       await pool.query(query('purge_messages', [this.#options.messageTtlSeconds + STATUS_RETENTION_SECONDS, PURGE_BATCH]));
+      await pool.query(query('purge_presences', [OFFLINE_PRESENCE_SECONDS]));
     } catch (error) {
       log.warn('delivery sweep failed', { error });
     }

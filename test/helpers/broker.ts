@@ -29,6 +29,7 @@ export interface TestBrokerOptions {
   now?: () => number;
   log?: Logger;
   timings?: Timings;
+  queueDepthIntervalMs?: number;
 }
 
 export async function startTestBroker(label: string, options: TestBrokerOptions = {}): Promise<TestBroker> {
@@ -47,6 +48,7 @@ export async function startTestBroker(label: string, options: TestBrokerOptions 
     gitSha: 'abc1234',
     ...(options.now === undefined ? {} : { now: options.now }),
     ...(options.timings === undefined ? {} : { timings: options.timings }),
+    ...(options.queueDepthIntervalMs === undefined ? {} : { queueDepthIntervalMs: options.queueDepthIntervalMs }),
   });
   const address = await broker.listen();
   return {

@@ -102,6 +102,8 @@ export async function startMembershipHarness(label: string, env: Record<string, 
   const brokerUrl = `http://127.0.0.1:${port}`;
 
   const call: Harness['call'] = (method, path, as, options = {}) => {
+    // Signatures are deterministic: two identical requests at one instant would be a replay.
+    clock.now += 1;
     const text = options.body === undefined ? '' : JSON.stringify(options.body);
     const signed = options.unsigned
       ? {}
