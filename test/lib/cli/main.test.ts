@@ -1,0 +1,205 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parseCount, parseDuration } from '../../../lib/cli/args.ts';
+import { globalHelp, main } from '../../../lib/cli/main.ts';
+import { formatTable } from '../../../lib/cli/output.ts';
+import { resolvePeer, selectMesh } from '../../../lib/cli/select.ts';
+import type { MeshIdentity } from '../../../lib/client-config.ts';
+import { isCmError } from '../../../lib/errors.ts';
+
+const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans'];
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+describe('claudemesh command line', () => {
+  let home: string;
+  before(async () => {
+    home = await mkdtemp(join(tmpdir(), 'cm-cli-main-'));
+  });
+  after(() => rm(home, { recursive: true, force: true }));
+
+  async function run(...argv: string[]): Promise<Run> {
+    let stdout = '';
+    let stderr = '';
+    const code = await main(argv, {
+      env: { CLAUDEMESH_BROKER: 'http://127.0.0.1:9' },
+      home,
+      now: () => Date.UTC(2030, 0, 1),
+      stdout: (text) => void (stdout += text),
+      stderr: (text) => void (stderr += text),
+    });
+    return { code, stdout, stderr };
+  }
+
+  it('--help lists exactly the verbs it serves, and exits 0', async () => {
+    const result = await run('--help');
+    assert.equal(result.code, 0);
+    assert.equal(result.stdout, globalHelp());
+    const listed = [...result.stdout.matchAll(/^ {2}(\w+)/gm)].map((match) => match[1]);
+    assert.deepEqual(listed, VERBS);
+    assert.match(result.stdout, /0 ok, 1 a check failed, 2 usage, 3 daemon not running, 4 broker unreachable or refused/);
+  });
+
+  it('no verb prints the help on stderr and exits 2', async () => {
+    const result = await run();
+    assert.equal(result.code, 2);
+    assert.equal(result.stdout, '');
+    assert.match(result.stderr, /^usage: claudemesh <verb>/);
+  });
+
+  for (const verb of VERBS) {
+    it(`${verb} --help names every option the verb accepts, and no other`, async () => {
+      const result = await run(verb, '--help');
+      assert.equal(result.code, 0);
+      assert.ok(result.stdout.startsWith(`usage: claudemesh ${verb}`), result.stdout);
+      const again = await run('help', verb);
+      assert.equal(again.stdout, result.stdout);
+      const documented = new Set([...result.stdout.matchAll(/--([a-z]+)/g)].map((match) => match[1]));
+      documented.delete('help');
+      for (const option of documented) {
+        const probe = await run(verb, `--${option}`, '--help');
+        assert.doesNotMatch(probe.stderr, /Unknown option/, `${verb} --${option} is documented but not accepted`);
+      }
+      const unknown = await run(verb, '--definitely-not-an-option');
+      assert.equal(unknown.code, 2);
+      assert.match(unknown.stderr, /^error CM_ERR_USAGE: .*Unknown option/);
+      assert.match(unknown.stderr, new RegExp(`hint: see claudemesh ${verb} --help`));
+    });
+  }
+
+  it('verbs of later versions say so, exit 2, and are not in --help', async () => {
+    for (const verb of ['send', 'peer', 'daemon', 'mcp']) {
+      const result = await run(verb, 'x');
+      assert.equal(result.code, 2);
+      assert.match(result.stderr, new RegExp(`^error CM_ERR_NOT_IMPLEMENTED: claudemesh ${verb} is not available in this version yet`));
+      assert.doesNotMatch(globalHelp(), new RegExp(`^ {2}${verb}\\b`, 'm'));
+    }
+  });
+
+  it('usage errors exit 2 with a code and a hint, as JSON with --json', async () => {
+    const text = await run('frobnicate');
+    assert.equal(text.code, 2);
+    assert.equal(text.stderr, 'error CM_ERR_USAGE: unknown verb "frobnicate"\nhint: see claudemesh --help for the verbs\n');
+    const missing = await run('join');
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /needs an argument/);
+    const json = await run('invite', '--role', 'king', '--json');
+    assert.equal(json.code, 2);
+    assert.equal(json.stderr, '');
+    const body = JSON.parse(json.stdout) as { error: { code: string; message: string; hint: string } };
+    assert.equal(body.error.code, 'CM_ERR_USAGE');
+    assert.match(body.error.message, /--role must be member or admin, received "king"/);
+  });
+
+  it('a verb that needs a mesh says how to get one', async () => {
+    const result = await run('bans');
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^error CM_ERR_MESH_UNKNOWN: this machine is in no mesh yet\nhint: start one with claudemesh new NAME/);
+  });
+
+  it('an unreachable broker exits 4 without a stack trace', async () => {
+    const result = await run('new', 'team', '--broker', 'http://127.0.0.1:9');
+    assert.equal(result.code, 4);
+    assert.match(result.stderr, /^error CM_ERR_BROKER_UNREACHABLE: broker http:\/\/127\.0\.0\.1:9 is unreachable/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /);
+  });
+
+  it('join refuses a malformed token (exit 2) before anything else', async () => {
+    const result = await run('join', 'cm1.broken');
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^error CM_ERR_INVITE_MALFORMED/);
+  });
+});
+
+describe('argument values', () => {
+  it('parseDuration takes s, m, h, d', () => {
+    assert.equal(parseDuration('90s'), 90);
+    assert.equal(parseDuration('30m'), 1_800);
+    assert.equal(parseDuration('12h'), 43_200);
+    assert.equal(parseDuration('7d'), 604_800);
+    for (const bad of ['7', 'd', '0d', '-1d', '1w', '1.5h', '']) assert.equal(parseDuration(bad), undefined, bad);
+  });
+
+  it('parseCount keeps whole numbers in range', () => {
+    assert.equal(parseCount('1', 1, 10), 1);
+    assert.equal(parseCount('10', 1, 10), 10);
+    for (const bad of ['0', '11', '1.0', '-1', 'x', '']) assert.equal(parseCount(bad, 1, 10), undefined, bad);
+  });
+
+  it('formatTable pads every column but the last', () => {
+    assert.equal(formatTable(['A', 'BB'], [['xyz', 'q'], ['', 'long value']]), 'A    BB\nxyz  q\n     long value\n');
+  });
+});
+
+function mesh(name: string, meshId: string): MeshIdentity {
+  return {
+    meshId,
+    name,
+    brokerUrl: 'http://127.0.0.1:7900',
+    role: 'owner',
+    memberName: 'me',
+    publicKey: 'a'.repeat(64),
+    secretKey: 'b'.repeat(128),
+    ownerPubkey: null,
+    createdAt: '',
+    status: 'active',
+  };
+}
+
+function codeOf(work: () => unknown): string | undefined {
+  try {
+    work();
+  } catch (error) {
+    return isCmError(error) ? error.code : String(error);
+  }
+  return undefined;
+}
+
+describe('selectMesh', () => {
+  const one = { version: 1 as const, meshes: [mesh('team', 'Team_id_0001')] };
+  const three = { version: 1 as const, meshes: [mesh('team', 'Team_id_0001'), mesh('dup', 'Dup_id_00001'), mesh('dup', 'Dup_id_00002')] };
+
+  it('takes the only mesh when --mesh is omitted', () => {
+    assert.equal(selectMesh(one, undefined).meshId, 'Team_id_0001');
+    assert.equal(codeOf(() => selectMesh(three, undefined)), 'CM_ERR_MESH_UNKNOWN');
+    assert.equal(codeOf(() => selectMesh({ version: 1, meshes: [] }, undefined)), 'CM_ERR_MESH_UNKNOWN');
+  });
+
+  it('matches an id or a unique name', () => {
+    assert.equal(selectMesh(three, 'team').meshId, 'Team_id_0001');
+    assert.equal(selectMesh(three, 'Dup_id_00002').meshId, 'Dup_id_00002');
+    assert.equal(codeOf(() => selectMesh(three, 'dup')), 'CM_ERR_AMBIGUOUS');
+    assert.equal(codeOf(() => selectMesh(three, 'nope')), 'CM_ERR_MESH_UNKNOWN');
+  });
+});
+
+describe('resolvePeer', () => {
+  const peers = [
+    { name: 'alice', pubkey: `abcd01${'0'.repeat(58)}` },
+    { name: 'bob', pubkey: `abcd02${'0'.repeat(58)}` },
+    { name: 'cafe', pubkey: `ffff00${'0'.repeat(58)}` },
+  ];
+
+  it('prefers an exact name, then a unique key prefix of at least 4 hex', () => {
+    assert.equal(resolvePeer('bob', peers, 'member').name, 'bob');
+    assert.equal(resolvePeer('cafe', peers, 'member').name, 'cafe');
+    assert.equal(resolvePeer('abcd01', peers, 'member').name, 'alice');
+    assert.equal(resolvePeer('ABCD02', peers, 'member').name, 'bob');
+    assert.equal(codeOf(() => resolvePeer('abcd', peers, 'member')), 'CM_ERR_AMBIGUOUS');
+    assert.equal(codeOf(() => resolvePeer('abc', peers, 'member')), 'CM_ERR_PEER_UNKNOWN');
+    assert.equal(codeOf(() => resolvePeer('carol', peers, 'member')), 'CM_ERR_PEER_UNKNOWN');
+  });
+
+  it('accepts any full key, listed or not', () => {
+    const stranger = '9'.repeat(64);
+    assert.deepEqual(resolvePeer(stranger, peers, 'member'), { name: '999999999999…', pubkey: stranger });
+    assert.equal(resolvePeer(peers[0]?.pubkey ?? '', peers, 'member').name, 'alice');
+  });
+});
