@@ -32,3 +32,7 @@ docker:
 # find repeated code before committing
 dupes:
     duplicates .
+
+# load benchmark (issue 7): prints figures and writes bench/results/latest.json
+bench *args:
+    node bench/run.ts {{args}}

@@ -15,6 +15,8 @@ export const DEFAULTS = {
   MAX_MESSAGE_BYTES: 65_536,
   HOOK_RATE_LIMIT_PER_MIN: 30,
   MESSAGE_TTL_SECONDS: 7 * 24 * 3600,
+  SEND_BURST: 1_000,
+  SEND_RATE_PER_SECOND: 100,
   NODE_ENV: 'development',
   LOG_LEVEL: 'info',
 } as const;
@@ -40,6 +42,9 @@ export interface BrokerConfig {
   maxMessageBytes: number;
   hookRateLimitPerMin: number;
   messageTtlSeconds: number;
+  /** per member: sends allowed at once, then per second */
+  sendBurst: number;
+  sendRatePerSecond: number;
   nodeEnv: NodeEnv;
   logLevel: LogLevel;
   /** undefined → read from `git rev-parse` at start */
@@ -143,6 +148,8 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult 
     maxMessageBytes: integer(env, 'MAX_MESSAGE_BYTES', 1_024, 16 * 1024 * 1024, problems),
     hookRateLimitPerMin: integer(env, 'HOOK_RATE_LIMIT_PER_MIN', 1, 100_000, problems),
     messageTtlSeconds: integer(env, 'MESSAGE_TTL_SECONDS', 60, 365 * 24 * 3600, problems),
+    sendBurst: integer(env, 'SEND_BURST', 1, 100_000_000, problems),
+    sendRatePerSecond: integer(env, 'SEND_RATE_PER_SECOND', 1, 1_000_000, problems),
     nodeEnv: oneOf(env, 'NODE_ENV', NODE_ENVS, problems),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, problems),
     gitSha,

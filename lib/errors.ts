@@ -23,7 +23,7 @@ export const ERROR_CODES = {
   CM_ERR_INVITE_EXPIRED: { status: 410, hint: 'ask an owner or admin for a fresh invite (claudemesh invite --expires 7d)' },
   CM_ERR_INVITE_EXHAUSTED: { status: 410, hint: 'every use of this invite is taken: ask for a fresh invite (claudemesh invite --uses N)' },
   CM_ERR_INVITE_REVOKED: { status: 410, hint: 'the invite was revoked, or whoever signed it is no longer an owner or admin: ask for a fresh invite' },
-  CM_ERR_INVITE_WRONG_BROKER: { status: 421, hint: 'the invite names another broker address than the one that received it: use an invite made for this broker, or forward the Host header through your proxy' },
+  CM_ERR_INVITE_WRONG_BROKER: { status: 400, hint: 'the invite names another broker address than the one that received it: use an invite made for this broker, or forward the Host header through your proxy' },
   CM_ERR_NAME_TAKEN: { status: 409, hint: 'pick another name with --name' },
   // the claudemesh CLI (never sent by the broker)
   CM_ERR_USAGE: { status: 400, hint: 'see claudemesh <verb> --help' },

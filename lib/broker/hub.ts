@@ -10,7 +10,7 @@ export const LEASE_MS = 90_000;
 export const PING_INTERVAL_MS = 30_000;
 export const PONG_TIMEOUT_MS = 75_000;
 // Per-socket send buffer above which pushes wait for the redelivery tick (backpressure).
-export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+export const MAX_BUFFERED_BYTES = 1024 * 1024;
 export const CLOSE_SESSION_REPLACED = 1000;
 
 export interface PeerIdentity {

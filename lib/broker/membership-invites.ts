@@ -169,9 +169,10 @@ interface JoinerRow {
 
 /**
  * Enrol `joinerKey` with `invite` (already decoded, broker URL already checked). Checks, in
- * order: the mesh and the invite exist here with this exact signature; the invite is not
- * revoked and its signer is still an owner or admin; not expired; the joiner is not banned;
- * already a member (harmless, no use taken); re-entry with the same invite; name free; a use left.
+ * order: the mesh and the invite exist here with this exact signature; the joiner is not
+ * banned; already a member (harmless, no use taken); the invite is not revoked and its
+ * signer is still an owner or admin; not expired; re-entry with the same invite; name free;
+ * a use left.
  */
 export async function joinMesh(pool: pg.Pool, input: { invite: Invite; joinerKey: string; name: string; now: Date }): Promise<JoinResult> {
   const { invite, now } = input;
@@ -186,6 +187,14 @@ export async function joinMesh(pool: pg.Pool, input: { invite: Invite; joinerKey
     if (row.signature !== invite.signature || row.inviter_key !== invite.inviterKey) {
       throw cmError('CM_ERR_INVITE_BAD_SIGNATURE', 'the invite differs from the one registered under its nonce');
     }
+    const joiner = (await client.query<JoinerRow>(SELECT_JOINER, [invite.meshId, input.joinerKey])).rows[0];
+    const result = { meshId: invite.meshId, meshName: mesh.name, ownerPubkey: mesh.owner_pubkey };
+    if (joiner?.revoked_at !== null && joiner?.revoked_at !== undefined) {
+      throw cmError('CM_ERR_REVOKED', `key ${input.joinerKey.slice(0, 12)}… is banned from mesh ${JSON.stringify(mesh.name)}`);
+    }
+    // Before the invite's own state: a retry whose first answer was lost must succeed even
+    // if the invite has since expired, been revoked or used up. Nothing changes.
+    if (joiner !== undefined && joiner.left_at === null) return { ...result, role: joiner.role, name: joiner.name, alreadyMember: true };
     if (row.revoked_at !== null) throw cmError('CM_ERR_INVITE_REVOKED', `the invite was revoked at ${row.revoked_at.toISOString()}`);
     if (!row.inviter_current || (row.inviter_role !== 'owner' && row.inviter_role !== 'admin')) {
       throw cmError('CM_ERR_INVITE_REVOKED', 'whoever signed this invite is no longer an owner or admin of the mesh');
@@ -193,12 +202,6 @@ export async function joinMesh(pool: pg.Pool, input: { invite: Invite; joinerKey
     if (row.expires_at.getTime() <= now.getTime()) {
       throw cmError('CM_ERR_INVITE_EXPIRED', `the invite expired at ${row.expires_at.toISOString()}`);
     }
-    const joiner = (await client.query<JoinerRow>(SELECT_JOINER, [invite.meshId, input.joinerKey])).rows[0];
-    const result = { meshId: invite.meshId, meshName: mesh.name, ownerPubkey: mesh.owner_pubkey };
-    if (joiner?.revoked_at !== null && joiner?.revoked_at !== undefined) {
-      throw cmError('CM_ERR_REVOKED', `key ${input.joinerKey.slice(0, 12)}… is banned from mesh ${JSON.stringify(mesh.name)}`);
-    }
-    if (joiner !== undefined && joiner.left_at === null) return { ...result, role: joiner.role, name: joiner.name, alreadyMember: true };
     if (joiner !== undefined && joiner.invite_id === invite.nonce) {
       throw cmError('CM_ERR_INVITE_EXHAUSTED', 'this key already entered the mesh with this invite and has since left or been removed', {
         hint: 'coming back needs a new invite: ask an owner or admin (claudemesh invite)',

@@ -1,10 +1,12 @@
 // Being in a mesh and being put out of it: the member list, leave, kick, ban, unban, bans.
 //
 // A member who leaves or is kicked gets `left_at`; coming back needs a new invite. A ban
-// sets `revoked_at` (and `left_at`): a revoked key can neither join again, even with a valid
-// invite, nor say hello. Unban clears `revoked_at` only — the key is allowed back, not let
-// back in; it still needs an invite. Every statement is scoped to the caller's mesh, so keys
-// of another mesh are "not found" exactly like keys that do not exist.
+// sets `revoked_at` and leaves `left_at` as it was, so a hello from a banned key reads as
+// "revoked" (close 4002), not as "not a member": it can neither join again, even with a valid
+// invite, nor say hello. A current member is one with neither set. Unban clears `revoked_at`
+// and sets `left_at` if it was not — the key is allowed back, not let back in; it still
+// needs an invite. Every statement is scoped to the caller's mesh, so keys of another mesh
+// are "not found" exactly like keys that do not exist.
 
 import type pg from 'pg';
 import { cmError } from '../errors.ts';
@@ -17,10 +19,10 @@ const SELECT_MEMBERS = `
   ORDER BY joined_at, id`;
 const SELECT_TARGET = `SELECT id, name, pubkey, role, left_at, revoked_at FROM members WHERE mesh_id = $1 AND pubkey = $2`;
 const MARK_LEFT = `UPDATE members SET left_at = $2 WHERE id = $1 AND left_at IS NULL AND revoked_at IS NULL`;
-const MARK_REVOKED = `
-  UPDATE members SET revoked_at = $2, revoked_by = $3, left_at = COALESCE(left_at, $2)
-  WHERE id = $1 AND revoked_at IS NULL`;
-const CLEAR_REVOKED = `UPDATE members SET revoked_at = NULL, revoked_by = NULL WHERE id = $1 AND revoked_at IS NOT NULL`;
+const MARK_REVOKED = `UPDATE members SET revoked_at = $2, revoked_by = $3 WHERE id = $1 AND revoked_at IS NULL`;
+const CLEAR_REVOKED = `
+  UPDATE members SET revoked_at = NULL, revoked_by = NULL, left_at = COALESCE(left_at, $2)
+  WHERE id = $1 AND revoked_at IS NOT NULL`;
 const SELECT_BANS = `
   SELECT m.name, m.pubkey, m.role, m.revoked_at, b.name AS revoked_by_name
   FROM members m LEFT JOIN members b ON b.id = m.revoked_by
@@ -107,29 +109,26 @@ export async function kickMember(pool: pg.Pool, scope: Scope & { pubkey: string;
   return { name: row.name, pubkey: row.pubkey, role: row.role };
 }
 
-/** Ban a current or former member. `wasCurrent` says whether it was in the mesh until now. */
-export async function banMember(
-  pool: pg.Pool,
-  scope: Scope & { pubkey: string; now: Date },
-): Promise<TargetView & { alreadyBanned: boolean; wasCurrent: boolean }> {
+/** Ban a current or former member (a kicked key must not come back with another invite). */
+export async function banMember(pool: pg.Pool, scope: Scope & { pubkey: string; now: Date }): Promise<TargetView & { alreadyBanned: boolean }> {
   const caller = await currentMember(pool, scope.meshId, scope.callerKey);
   requireModerator(caller, 'ban');
   const row = await target(pool, scope.meshId, scope.pubkey);
   if (row === undefined) throw notFound(caller, scope.pubkey, 'member, current or former,');
   requireOutranks(caller, row, 'ban');
   const view = { name: row.name, pubkey: row.pubkey, role: row.role };
-  if (row.revoked_at !== null) return { ...view, alreadyBanned: true, wasCurrent: false };
+  if (row.revoked_at !== null) return { ...view, alreadyBanned: true };
   const updated = await pool.query(MARK_REVOKED, [row.id, scope.now, caller.id]);
-  return { ...view, alreadyBanned: updated.rowCount !== 1, wasCurrent: row.left_at === null };
+  return { ...view, alreadyBanned: updated.rowCount !== 1 };
 }
 
-export async function unbanMember(pool: pg.Pool, scope: Scope & { pubkey: string }): Promise<TargetView> {
+export async function unbanMember(pool: pg.Pool, scope: Scope & { pubkey: string; now: Date }): Promise<TargetView> {
   const caller = await currentMember(pool, scope.meshId, scope.callerKey);
   requireModerator(caller, 'unban');
   const row = await target(pool, scope.meshId, scope.pubkey);
   if (row === undefined || row.revoked_at === null) throw notFound(caller, scope.pubkey, 'banned member');
   requireOutranks(caller, row, 'unban');
-  const updated = await pool.query(CLEAR_REVOKED, [row.id]);
+  const updated = await pool.query(CLEAR_REVOKED, [row.id, scope.now]);
   if (updated.rowCount !== 1) throw notFound(caller, scope.pubkey, 'banned member');
   return { name: row.name, pubkey: row.pubkey, role: row.role };
 }

@@ -93,6 +93,8 @@ function headerValue(request: IncomingMessage, name: string): string | undefined
  * host:port under the invite's scheme (so default ports match); `X-Forwarded-Host` counts
  * too, for proxies that rewrite `Host`. The invite's signature is the security; this check
  * catches an invite made for another broker address before it is registered or used.
+ * (Refused with 400, not 421 Misdirected Request: fetch silently retries a 421, and the
+ * replay guard would then answer the retry with CM_ERR_REPLAYED instead.)
  */
 export function brokerHostMatches(brokerUrl: string, request: IncomingMessage): boolean {
   const expected = new URL(brokerUrl);
@@ -239,7 +241,7 @@ export function createMembershipRoutes(deps: MembershipDeps): RouteEntry[] {
   const unban: Operation = async (call) => {
     const meshId = requireMesh(call);
     const pubkey = field(call.body, 'pubkey', isPublicKey, 'a member key (64 lowercase hex characters)');
-    const unbanned = await unbanMember(pool, { meshId, callerKey: call.key, pubkey });
+    const unbanned = await unbanMember(pool, { meshId, callerKey: call.key, pubkey, now: call.now });
     log.info('member unbanned', { meshId, member: pubkey.slice(0, 12), by: call.key.slice(0, 12) });
     return { status: 200, body: { meshId, ...unbanned } };
   };

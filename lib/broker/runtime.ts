@@ -76,9 +76,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     ...(timings.pongTimeoutMs === undefined ? {} : { pongTimeoutMs: timings.pongTimeoutMs }),
     events: {
       onDetached(peer) {
-        roster.invalidate(peer.meshId);
+        // Inside its lease a peer still lists as online: the roster view does not change.
         void pool.query(query('presence_disconnect', [peer.meshId, peer.key, instanceId, leaseMs / 1000]))
-          .then(() => roster.invalidate(peer.meshId))
           .catch((error: unknown) => log.warn('could not record disconnect', { error }));
         void delivery?.releaseLeases(peer).catch((error: unknown) => log.warn('could not release leases', { error }));
       },
@@ -107,7 +106,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     hookFreshWindowSeconds: config.hookFreshWindowSeconds,
     ...(timings.ttlSweepIntervalMs === undefined ? {} : { sweepIntervalMs: timings.ttlSweepIntervalMs }),
   });
-  const sender = new Sender({ pool, log, hub, roster, delivery, metrics, instanceId, messageTtlSeconds: config.messageTtlSeconds, now });
+  const sender = new Sender({
+    pool, log, hub, roster, delivery, metrics, instanceId, now,
+    messageTtlSeconds: config.messageTtlSeconds, sendBurst: config.sendBurst, sendRatePerSecond: config.sendRatePerSecond,
+  });
   const deliveryReady = delivery;
 
   return {

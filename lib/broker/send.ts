@@ -21,9 +21,11 @@ import type { Roster, RosterCache } from './roster.ts';
 import { query } from './sql.ts';
 
 export const MAX_BATCH_SENDS = 500;
-// Per member: a burst, then a steady rate. Reconnecting does not reset it (keyed by member).
-export const SEND_BURST = 1_000;
-export const SEND_RATE_PER_SECOND = 100;
+// Backpressure: past HIGH_WATER sends waiting for a transaction, the sockets that keep
+// sending are paused (TCP pushes back on the client) until the queue is under LOW_WATER.
+// Memory stays bounded however fast clients send.
+export const QUEUE_HIGH_WATER = 2_000;
+export const QUEUE_LOW_WATER = 500;
 // Loop guard per (sender key, target): generous for people and agents, fatal for a loop.
 export const PAIR_BURST = 120;
 export const PAIR_RATE_PER_SECOND = 1;
@@ -51,6 +53,9 @@ export interface SenderOptions {
   metrics: BrokerMetrics;
   instanceId: string;
   messageTtlSeconds: number;
+  /** per member (so reconnecting does not reset it): a burst, then a steady rate */
+  sendBurst: number;
+  sendRatePerSecond: number;
   now?: () => number;
 }
 
@@ -62,11 +67,12 @@ export class Sender {
   readonly #pairs: KeyedTokenBuckets;
   #queue: Pending[] = [];
   #flushing = false;
+  readonly #paused = new Set<Peer>();
 
   constructor(options: SenderOptions) {
     this.#options = options;
     const now = options.now === undefined ? {} : { now: options.now };
-    this.#members = new KeyedTokenBuckets({ capacity: SEND_BURST, refillPerSecond: SEND_RATE_PER_SECOND, ...now });
+    this.#members = new KeyedTokenBuckets({ capacity: options.sendBurst, refillPerSecond: options.sendRatePerSecond, ...now });
     this.#pairs = new KeyedTokenBuckets({ capacity: PAIR_BURST, refillPerSecond: PAIR_RATE_PER_SECOND, ...now });
   }
 
@@ -76,7 +82,7 @@ export class Sender {
       return { type: 'ack', ...(frame.id === undefined ? {} : { id: frame.id }), queued: false, ...error.toJSON() };
     };
     if (!this.#members.take(`${peer.meshId}\n${peer.memberKey}`)) {
-      return refuse('rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${SEND_BURST} messages in a burst (steady limit ${SEND_RATE_PER_SECOND}/s)`));
+      return refuse('rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${this.#options.sendBurst} messages in a burst (steady limit ${this.#options.sendRatePerSecond}/s)`));
     }
     if (frame.hops > MAX_HOPS) {
       return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
@@ -106,6 +112,10 @@ export class Sender {
     return new Promise((resolve) => {
       this.#queue.push({ peer, frame, envelopes, fingerprint, roster, resolve });
       if (this.#queue.length === 1 && !this.#flushing) setImmediate(() => void this.#flush());
+      if (this.#queue.length > QUEUE_HIGH_WATER && peer.socket !== null && !this.#paused.has(peer)) {
+        peer.socket.pause();
+        this.#paused.add(peer);
+      }
     });
   }
 
@@ -124,8 +134,14 @@ export class Sender {
       }
     } finally {
       this.#flushing = false;
+      if (this.#queue.length < QUEUE_LOW_WATER) this.#resumeAll();
       if (this.#queue.length > 0) setImmediate(() => void this.#flush());
     }
+  }
+
+  #resumeAll(): void {
+    for (const peer of this.#paused) peer.socket?.resume();
+    this.#paused.clear();
   }
 
   async #commit(batch: Pending[]): Promise<void> {

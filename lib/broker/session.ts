@@ -96,7 +96,9 @@ export function handleConnection(socket: WebSocket, deps: SessionDeps): void {
     peer = attached.peer;
     const groups = frame.type === 'session_hello' ? (frame.groups ?? null) : null;
     await deps.pool.query(query('presence_connect', [identity.meshId, identity.memberId, identity.key, identity.role, identity.name, deps.instanceId, groups, !attached.reattached]));
-    deps.roster.invalidate(identity.meshId);
+    // A reattach inside the lease does not change what the roster shows (it was online all
+    // along): keep the cache, so a reconnect storm does not reload the roster per hello.
+    if (!attached.reattached) deps.roster.invalidate(identity.meshId);
     const roster = await deps.roster.get(identity.meshId);
     send({
       type: 'hello_ack',

@@ -23,7 +23,7 @@ const LATER_VERBS: ReadonlySet<string> = new Set([
 ]);
 
 function verbLines(verbs: readonly Verb[]): string {
-  const usage = (verb: Verb) => `${verb.name}${verb.positionals.min > 0 ? ` ${/^usage: claudemesh \S+ (<[^>]+>)/.exec(verb.help)?.[1] ?? ''}` : ''}`;
+  const usage = (verb: Verb) => (verb.argument === undefined ? verb.name : `${verb.name} ${verb.argument}`);
   const width = Math.max(...verbs.map((verb) => usage(verb).length));
   return verbs.map((verb) => `  ${usage(verb).padEnd(width)}  ${verb.summary}`).join('\n');
 }

@@ -24,6 +24,8 @@ export interface CliContext extends Io {
 
 export interface Verb {
   name: string;
+  /** the positional argument as `claudemesh --help` shows it, e.g. "<token>" */
+  argument?: string;
   /** one line for `claudemesh --help` */
   summary: string;
   /** the whole text of `claudemesh <verb> --help` */

@@ -7,20 +7,55 @@
 // removes the pending entry; an unreachable broker keeps it for the retry.
 
 import { generateKeyPair, isPublicKey } from '../../crypto.ts';
+import { cmError } from '../../errors.ts';
 import { readConfig, updateConfig } from '../../client-config.ts';
 import type { MeshIdentity } from '../../client-config.ts';
 import { checkInvite, decodeInvite } from '../../invite.ts';
+import type { Invite } from '../../invite.ts';
 import { isMemberName } from '../../names.ts';
 import { stringOption, usageError } from '../args.ts';
 import { callBroker } from '../broker-client.ts';
 import { BrokerRefusal, printJson, shortKey } from '../output.ts';
 import { defaultMemberName, signingIdentity } from '../verb.ts';
-import type { Verb } from '../verb.ts';
+import type { CliContext, Verb } from '../verb.ts';
 
 const ROLES = new Set(['owner', 'admin', 'member']);
 
+/**
+ * The identity to join with: the one this machine already has for the mesh (a retry, or a
+ * second join), else a new key saved as pending.
+ */
+async function identityFor(context: CliContext, invite: Invite, memberName: string): Promise<MeshIdentity> {
+  const config = await updateConfig(context.home, (current) => {
+    const existing = current.meshes.find((mesh) => mesh.meshId === invite.meshId);
+    if (existing !== undefined && existing.brokerUrl !== invite.brokerUrl) {
+      throw cmError('CM_ERR_MESH_EXISTS', `you are already in mesh ${JSON.stringify(existing.name)} through broker ${existing.brokerUrl}; this invite names ${invite.brokerUrl}`, {
+        hint: `ask for an invite made for ${existing.brokerUrl}, or forget the old identity first (claudemesh leave ${JSON.stringify(existing.name)} --local)`,
+      });
+    }
+    if (existing !== undefined) return;
+    const keys = generateKeyPair();
+    current.meshes.push({
+      meshId: invite.meshId,
+      name: invite.meshName,
+      brokerUrl: invite.brokerUrl,
+      role: invite.role,
+      memberName,
+      publicKey: keys.publicKey,
+      secretKey: keys.secretKey.toString('hex'),
+      ownerPubkey: null,
+      createdAt: new Date(context.now()).toISOString(),
+      status: 'pending',
+    });
+  });
+  const identity = config.meshes.find((mesh) => mesh.meshId === invite.meshId);
+  if (identity === undefined) throw new Error(`join: mesh ${invite.meshId} missing from the config just written`);
+  return identity;
+}
+
 export const joinVerb: Verb = {
   name: 'join',
+  argument: '<token>',
   summary: 'join a mesh with an invite token',
   help: `usage: claudemesh join <token> [--name NAME] [--json]
 
@@ -42,28 +77,7 @@ options:
       throw usageError('join', `member name ${JSON.stringify(wantedName)} must be letters, digits, ".", "_", "@" or "-" (up to 64), starting with a letter or digit`);
     }
 
-    // Reuse the identity this machine already has for the mesh (a retry, or a second join).
-    let identity: MeshIdentity | undefined;
-    await updateConfig(context.home, (config) => {
-      identity = config.meshes.find((mesh) => mesh.meshId === invite.meshId && mesh.brokerUrl === invite.brokerUrl);
-      if (identity !== undefined) return;
-      const keys = generateKeyPair();
-      identity = {
-        meshId: invite.meshId,
-        name: invite.meshName,
-        brokerUrl: invite.brokerUrl,
-        role: invite.role,
-        memberName: wantedName,
-        publicKey: keys.publicKey,
-        secretKey: keys.secretKey.toString('hex'),
-        ownerPubkey: null,
-        createdAt: new Date(context.now()).toISOString(),
-        status: 'pending',
-      };
-      config.meshes.push(identity);
-    });
-    if (identity === undefined) throw new Error('join: no identity after the config update');
-    const mine: MeshIdentity = identity;
+    const mine = await identityFor(context, invite, wantedName);
 
     let answer;
     try {

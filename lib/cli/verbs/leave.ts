@@ -11,6 +11,7 @@ import type { Verb } from '../verb.ts';
 
 export const leaveVerb: Verb = {
   name: 'leave',
+  argument: '<mesh>',
   summary: 'leave a mesh and forget its identity on this machine',
   help: `usage: claudemesh leave <mesh> [--local] [--json]
 

@@ -9,9 +9,8 @@ import { stringOption } from '../args.ts';
 import type { ParsedArgs } from '../args.ts';
 import { callBroker } from '../broker-client.ts';
 import { formatTable, printJson, shortKey } from '../output.ts';
-import { resolvePeer } from '../select.ts';
+import { resolvePeer, selectMesh } from '../select.ts';
 import type { Peer } from '../select.ts';
-import { selectMesh } from '../select.ts';
 import { signingIdentity } from '../verb.ts';
 import type { CliContext, Verb } from '../verb.ts';
 
@@ -42,6 +41,7 @@ function moderationVerb(spec: {
 }): Verb {
   return {
     name: spec.name,
+    argument: '<peer>',
     summary: spec.summary,
     help: `usage: claudemesh ${spec.name} <peer> [--mesh M] [--json]
 

@@ -13,6 +13,7 @@ import type { Verb } from '../verb.ts';
 
 export const newVerb: Verb = {
   name: 'new',
+  argument: '<name>',
   summary: 'create a mesh on a broker; you become its owner',
   help: `usage: claudemesh new <name> [--broker URL] [--name YOU] [--token TOKEN] [--json]
 

@@ -8,7 +8,11 @@ import { globalHelp, main } from '../../../lib/cli/main.ts';
 import { formatTable } from '../../../lib/cli/output.ts';
 import { resolvePeer, selectMesh } from '../../../lib/cli/select.ts';
 import type { MeshIdentity } from '../../../lib/client-config.ts';
+import { writeConfig } from '../../../lib/client-config.ts';
+import { generateKeyPair } from '../../../lib/crypto.ts';
+import type { SigningKeyPair } from '../../../lib/crypto.ts';
 import { isCmError } from '../../../lib/errors.ts';
+import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 
 const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans'];
 
@@ -58,7 +62,10 @@ describe('claudemesh command line', () => {
     it(`${verb} --help names every option the verb accepts, and no other`, async () => {
       const result = await run(verb, '--help');
       assert.equal(result.code, 0);
-      assert.ok(result.stdout.startsWith(`usage: claudemesh ${verb}`), result.stdout);
+      const line = globalHelp().split('\n').find((each) => each.startsWith(`  ${verb} `)) ?? '';
+      const synopsis = /^ {2}(\S+(?: <[^>]+>)?)/.exec(line)?.[1] ?? '';
+      assert.equal(synopsis.split(' ')[0], verb);
+      assert.ok(result.stdout.startsWith(`usage: claudemesh ${synopsis}`), `${synopsis}: ${result.stdout}`);
       const again = await run('help', verb);
       assert.equal(again.stdout, result.stdout);
       const documented = new Set([...result.stdout.matchAll(/--([a-z]+)/g)].map((match) => match[1]));
@@ -111,6 +118,23 @@ describe('claudemesh command line', () => {
     assert.doesNotMatch(result.stderr, /\n\s+at /);
   });
 
+  it('join refuses an invite to a mesh this machine already reaches through another broker address', async () => {
+    const owner = generateKeyPair();
+    const invite = createInvite(
+      { meshId: 'Team_id_0001', meshName: 'team', brokerUrl: 'http://localhost:9', role: 'member', expiresAt: Date.UTC(2030, 0, 2) / 1000, maxUses: 1 },
+      owner.secretKey,
+    );
+    const existing = { ...mesh('team', 'Team_id_0001'), ...keysOf(generateKeyPair()) };
+    await writeConfig(home, { version: 1, meshes: [existing] });
+    try {
+      const result = await run('join', encodeInvite(invite));
+      assert.equal(result.code, 2);
+      assert.match(result.stderr, /^error CM_ERR_MESH_EXISTS: you are already in mesh "team" through broker http:\/\/127\.0\.0\.1:7900/);
+    } finally {
+      await writeConfig(home, { version: 1, meshes: [] });
+    }
+  });
+
   it('join refuses a malformed token (exit 2) before anything else', async () => {
     const result = await run('join', 'cm1.broken');
     assert.equal(result.code, 2);
@@ -151,6 +175,10 @@ function mesh(name: string, meshId: string): MeshIdentity {
     createdAt: '',
     status: 'active',
   };
+}
+
+function keysOf(keys: SigningKeyPair): { publicKey: string; secretKey: string } {
+  return { publicKey: keys.publicKey, secretKey: keys.secretKey.toString('hex') };
 }
 
 function codeOf(work: () => unknown): string | undefined {

@@ -1,0 +1,103 @@
+// The benchmark's world: one Postgres (embedded unless DATABASE_URL is set), a fresh
+// database and a fresh broker process per run, and samplers on both.
+
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { embeddedPostgres } from '../lib/embedded-pg.ts';
+import type { EmbeddedPostgresHandle } from '../lib/embedded-pg.ts';
+import { brokerEnv, startBroker } from '../test/helpers/broker-process.ts';
+import type { BrokerProcess } from '../test/helpers/broker-process.ts';
+import { freePort } from '../test/helpers/ports.ts';
+import { Sampler } from './sampler.ts';
+import type { Usage } from './sampler.ts';
+
+// The load test measures throughput, so the per-member limits are opened wide.
+const BENCH_BROKER_ENV = { SEND_BURST: '100000000', SEND_RATE_PER_SECOND: '1000000', MAX_CONNECTIONS_PER_MESH: '5000' };
+
+export interface Postgres {
+  adminUrl: string;
+  /** pid of the postmaster when embedded (its children are the backends) */
+  postmasterPid: number | undefined;
+  stop(): Promise<void>;
+}
+
+export async function startPostgres(): Promise<Postgres> {
+  const external = process.env.DATABASE_URL;
+  if (external !== undefined && external !== '') return { adminUrl: external, postmasterPid: undefined, stop: async () => {} };
+  const baseDir = await mkdtemp(join(tmpdir(), 'claudemesh-bench-pg-'));
+  const cluster: EmbeddedPostgresHandle = await embeddedPostgres({ baseDir, port: await freePort() });
+  await cluster.start();
+  const pid = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  return {
+    adminUrl: cluster.url,
+    postmasterPid: pid,
+    async stop() {
+      await cluster.stop();
+      await rm(baseDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function childrenOf(parent: number): number[] {
+  const pids: number[] = [parent];
+  try {
+    const children = readFileSync(`/proc/${parent}/task/${parent}/children`, 'utf8').trim();
+    if (children !== '') pids.push(...children.split(' ').map(Number));
+  } catch {
+    // not on Linux, or gone
+  }
+  return pids;
+}
+
+export interface RunWorld {
+  broker: BrokerProcess;
+  brokerUrl: string;
+  wsUrl: string;
+  /** start sampling CPU and memory */
+  measure(): () => { broker: Usage; postgres: Usage | undefined };
+  eventLoopP99Ms(): Promise<number>;
+  close(): Promise<void>;
+}
+
+let databases = 0;
+
+export async function startRun(postgres: Postgres, extraEnv: Record<string, string> = {}): Promise<RunWorld> {
+  databases += 1;
+  const name = `bench_${process.pid}_${databases}`;
+  const admin = new pg.Client({ connectionString: postgres.adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(postgres.adminUrl);
+  url.pathname = `/${name}`;
+  // BENCH_BROKER_NODE_ARGS passes flags to the broker's Node, e.g. "--cpu-prof" to profile it.
+  const nodeArgs = process.env.BENCH_BROKER_NODE_ARGS === undefined ? [] : process.env.BENCH_BROKER_NODE_ARGS.split(' ');
+  const broker = await startBroker(brokerEnv({ ...BENCH_BROKER_ENV, ...extraEnv, DATABASE_URL: url.toString() }), nodeArgs);
+  const brokerPid = broker.child.pid ?? 0;
+  return {
+    broker,
+    brokerUrl: broker.baseUrl,
+    wsUrl: `ws://127.0.0.1:${broker.port}/ws`,
+    measure() {
+      const brokerSampler = new Sampler(() => [brokerPid]);
+      const pgSampler = postgres.postmasterPid === undefined ? undefined : new Sampler(() => childrenOf(postgres.postmasterPid ?? 0));
+      brokerSampler.start();
+      pgSampler?.start();
+      return () => ({ broker: brokerSampler.stop(), postgres: pgSampler?.stop() });
+    },
+    async eventLoopP99Ms() {
+      const text = await (await fetch(`${broker.baseUrl}/metrics`)).text();
+      return Number(/^nodejs_eventloop_delay_p99_seconds (\S+)$/m.exec(text)?.[1]) * 1000;
+    },
+    async close() {
+      await broker.stop('SIGTERM');
+      const client = new pg.Client({ connectionString: postgres.adminUrl });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await client.end();
+    },
+  };
+}

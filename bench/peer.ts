@@ -1,0 +1,123 @@
+// A lean protocol client for the benchmark: signed hello, pre-encrypted sends, and pushes
+// acknowledged the way the daemon does (batched client_ack after the push is recorded).
+
+import { WebSocket } from 'ws';
+import { open, seal, sign } from '../lib/crypto.ts';
+import type { SigningKeyPair } from '../lib/crypto.ts';
+import { helloSigningString } from '../lib/protocol.ts';
+
+const ACK_FLUSH_MS = 5;
+const HELLO_TIMEOUT_MS = 30_000;
+
+export interface Received { clientMessageId: string; messageId: string; at: number }
+
+export class BenchPeer {
+  readonly member: SigningKeyPair;
+  readonly meshId: string;
+  socket: WebSocket | undefined;
+  readonly received: Received[] = [];
+  readonly acks = new Map<string, { at: number; queued: boolean; code?: string }>();
+  readonly seen = new Set<string>();
+  duplicates = 0;
+  decryptFailures = 0;
+  decrypt = true;
+  #pendingAcks: string[] = [];
+  #ackTimer: NodeJS.Timeout | undefined;
+  #onHelloAck: ((frame: Record<string, unknown>) => void) | undefined;
+  onPush: ((received: Received) => void) | undefined;
+
+  constructor(meshId: string, member: SigningKeyPair) {
+    this.meshId = meshId;
+    this.member = member;
+  }
+
+  get key(): string {
+    return this.member.publicKey;
+  }
+
+  async connect(wsUrl: string): Promise<Record<string, unknown>> {
+    const socket = new WebSocket(wsUrl, { perMessageDeflate: false });
+    this.socket = socket;
+    socket.on('error', () => {});
+    socket.on('message', (data) => this.#onFrame(JSON.parse(String(data)) as Record<string, any>));
+    await new Promise((resolve, reject) => {
+      socket.once('open', resolve);
+      socket.once('error', reject);
+    });
+    const timestamp = Date.now();
+    const answer = new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no hello_ack')), HELLO_TIMEOUT_MS);
+      this.#onHelloAck = (frame) => {
+        clearTimeout(timer);
+        resolve(frame);
+      };
+    });
+    socket.send(JSON.stringify({
+      type: 'hello', id: 'hello', meshId: this.meshId, memberKey: this.key, timestamp,
+      signature: sign(helloSigningString(this.meshId, this.key, timestamp), this.member.secretKey),
+    }));
+    return answer;
+  }
+
+  /** One encrypted send frame, ready to go (encryption is done before the clock starts). */
+  frame(to: string, clientMessageId: string, text: string, priority: 'now' | 'next' = 'now'): string {
+    const envelope = seal(Buffer.from(text), to, this.member.secretKey);
+    return JSON.stringify({
+      type: 'send', id: clientMessageId, clientMessageId, target: to, priority,
+      envelopes: [{ to, nonce: envelope.nonce.toString('base64'), ciphertext: envelope.ciphertext.toString('base64') }],
+    });
+  }
+
+  sendRaw(frame: string): void {
+    this.socket?.send(frame);
+  }
+
+  setStatus(status: 'idle' | 'working'): void {
+    this.socket?.send(JSON.stringify({ type: 'set_status', status }));
+  }
+
+  drop(): void {
+    this.socket?.terminate();
+  }
+
+  async close(): Promise<void> {
+    const socket = this.socket;
+    if (socket === undefined || socket.readyState === socket.CLOSED) return;
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.close(1000);
+    await closed;
+  }
+
+  #onFrame(frame: Record<string, any>): void {
+    const now = performance.now();
+    if (frame.type === 'hello_ack' || (frame.type === 'error' && frame.id === 'hello')) {
+      this.#onHelloAck?.(frame);
+      return;
+    }
+    if (frame.type === 'ack') {
+      this.acks.set(frame.id, { at: now, queued: frame.queued, ...(frame.code === undefined ? {} : { code: frame.code }) });
+      return;
+    }
+    if (frame.type !== 'push') return;
+    if (this.decrypt) {
+      const plaintext = open({ nonce: Buffer.from(frame.envelope.nonce, 'base64'), ciphertext: Buffer.from(frame.envelope.ciphertext, 'base64') }, frame.senderKey, this.member.secretKey);
+      if (plaintext === undefined) this.decryptFailures += 1;
+    }
+    if (this.seen.has(frame.messageId)) this.duplicates += 1;
+    else {
+      this.seen.add(frame.messageId);
+      const received = { clientMessageId: frame.clientMessageId, messageId: frame.messageId, at: now };
+      this.received.push(received);
+      this.onPush?.(received);
+    }
+    this.#pendingAcks.push(frame.messageId);
+    this.#ackTimer ??= setTimeout(() => this.#flushAcks(), ACK_FLUSH_MS);
+  }
+
+  #flushAcks(): void {
+    this.#ackTimer = undefined;
+    const ids = this.#pendingAcks.splice(0, 1000);
+    if (ids.length > 0 && this.socket?.readyState === this.socket?.OPEN) this.socket?.send(JSON.stringify({ type: 'client_ack', messageIds: ids }));
+    if (this.#pendingAcks.length > 0) this.#ackTimer = setTimeout(() => this.#flushAcks(), 0);
+  }
+}

@@ -1,0 +1,99 @@
+// `just bench`: the load benchmark of issue 7. Starts Postgres (embedded unless
+// DATABASE_URL is set), then for each point a fresh database and broker process; runs
+// each point RUNS times with a fixed seed and reports the median run.
+// Usage: node bench/run.ts [--quick] [--only burst|steady|held|storm] [--out FILE]
+
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { startPostgres } from './harness.ts';
+import { directTraffic, heldPriority, reconnectStorm } from './scenarios.ts';
+import type { BurstResult, HeldResult, StormResult } from './scenarios.ts';
+import { medianRun } from './stats.ts';
+
+const SEED = 20261123;
+const RUNS = 3;
+const OUT_DIR = new URL('./results/', import.meta.url).pathname;
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    out: { type: 'string' },
+    runs: { type: 'string' },
+  },
+});
+const runs = values.runs === undefined ? (values.quick ? 1 : RUNS) : Number(values.runs);
+const wanted = (name: string) => values.only === undefined || values.only.split(',').includes(name);
+
+const fmt = (value: number | null, digits = 1) => (value === null || Number.isNaN(value) ? '–' : value.toFixed(digits));
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+async function repeat<T>(label: string, once: (run: number) => Promise<T>, key: (result: T) => number): Promise<{ median: T; all: T[] }> {
+  const all: T[] = [];
+  for (let run = 0; run < runs; run += 1) {
+    const started = Date.now();
+    all.push(await once(run));
+    log(`  ${label} run ${run + 1}/${runs} done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+  return { median: medianRun(all, key), all };
+}
+
+const postgres = await startPostgres();
+const bursts: BurstResult[] = [];
+const held: HeldResult[] = [];
+const storms: StormResult[] = [];
+const started = Date.now();
+try {
+  if (wanted('burst')) {
+    const points: Array<[number, number]> = values.quick ? [[10, 100], [100, 100]] : [[10, 100], [100, 100], [100, 1_000]];
+    for (const [peers, perPeer] of points) {
+      const point = `burst ${peers}×${perPeer}`;
+      log(point);
+      bursts.push((await repeat(point, (run) => directTraffic(postgres, { peers, perPeer, seed: SEED + run, point }), (r) => r.sendToPushMs.p99)).median);
+    }
+  }
+  if (wanted('steady')) {
+    const seconds = values.quick ? 10 : 30;
+    const rate = 1_000;
+    const peers = 100;
+    const point = `steady ${rate} msg/s × ${seconds} s`;
+    log(point);
+    bursts.push((await repeat(point, (run) => directTraffic(postgres, { peers, perPeer: (rate * seconds) / peers, seed: SEED + run, point, rate }), (r) => r.sendToPushMs.p99)).median);
+  }
+  if (wanted('held')) {
+    log('next held while working');
+    held.push((await repeat('held', () => heldPriority(postgres, { peers: 20, perPeer: 50, holdMs: 1_000 }), (r) => r.releaseToPushMs.p99)).median);
+  }
+  if (wanted('storm')) {
+    const sockets = values.quick ? 200 : 1_000;
+    log(`reconnect storm ${sockets}`);
+    storms.push((await repeat('storm', () => reconnectStorm(postgres, { sockets, senders: 10 }), (r) => r.reattachedMs)).median);
+  }
+} finally {
+  await postgres.stop();
+}
+
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+const lines: string[] = [];
+lines.push(`Machine: ${machine}; runs per point: ${runs} (median by p99 shown); seed ${SEED}; total ${((Date.now() - started) / 1000).toFixed(0)} s`);
+lines.push('');
+lines.push('| point | delivered | lost | dup | send→ack p50/p99 ms | send→push p50/p95/p99/max ms | total s | msg/s | broker RSS MB | broker CPU s | PG CPU s | loop p99 ms |');
+lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+for (const r of bursts) {
+  lines.push(`| ${r.point} | ${fmt(r.deliveredPercent, 2)}% | ${r.lost} | ${r.duplicates} | ${fmt(r.sendToAckMs.p50)} / ${fmt(r.sendToAckMs.p99)} | ${fmt(r.sendToPushMs.p50)} / ${fmt(r.sendToPushMs.p95)} / ${fmt(r.sendToPushMs.p99)} / ${fmt(r.sendToPushMs.max)} | ${fmt(r.totalMs / 1000, 2)} | ${fmt(r.messagesPerSecond, 0)} | ${fmt(r.brokerPeakRssMb, 0)} | ${fmt(r.brokerCpuSeconds)} | ${fmt(r.postgresCpuSeconds)} | ${fmt(r.eventLoopP99Ms)} |`);
+}
+for (const r of held) {
+  lines.push('');
+  lines.push(`${r.point}: ${r.held} held, ${r.pushedWhileWorking} pushed while working, ${r.delivered} delivered after idle (lost ${r.lost}); idle→push p50 ${fmt(r.releaseToPushMs.p50)} ms, p99 ${fmt(r.releaseToPushMs.p99)} ms`);
+}
+for (const r of storms) {
+  lines.push('');
+  lines.push(`${r.point}: ${r.reattached}/${r.sockets} reattached silently in ${fmt(r.reattachedMs / 1000, 2)} s; ${r.messagesDuringStorm} messages sent meanwhile, lost ${r.lost}, duplicates ${r.duplicates}; broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB`);
+}
+const report = lines.join('\n');
+process.stdout.write(`${report}\n`);
+await mkdir(OUT_DIR, { recursive: true });
+const out = values.out ?? `${OUT_DIR}latest.json`;
+await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, report }, null, 2));
+process.stderr.write(`results written to ${out}\n`);
