@@ -63,14 +63,15 @@ export async function verifyHello(frame: HelloFrame | SessionHelloFrame, pool: p
   }
   const { rows } = await pool.query(query('member_for_hello', [frame.meshId, frame.memberKey]));
   const member = rows[0];
+  // A ban outranks everything else about the row: it always closes 4002.
+  if (member?.revoked === true) {
+    return refuse('revoked', cmError('CM_ERR_REVOKED', `member ${member.name} is banned from mesh ${frame.meshId}`), CLOSE_REVOKED);
+  }
   // Unknown mesh and unknown member answer the same: a stranger learns nothing about meshes.
   if (member === undefined || member.left) {
     return refuse('unauthorized', cmError('CM_ERR_UNAUTHORIZED', `key ${frame.memberKey.slice(0, 12)}… is not a member of mesh ${frame.meshId}`, {
       hint: 'join the mesh with an invite first (claudemesh join <token>)',
     }));
-  }
-  if (member.revoked) {
-    return refuse('revoked', cmError('CM_ERR_REVOKED', `member ${member.name} is banned from mesh ${frame.meshId}`), CLOSE_REVOKED);
   }
   const session = frame.type === 'session_hello';
   return {

@@ -12,6 +12,10 @@ export const PONG_TIMEOUT_MS = 75_000;
 // Per-socket send buffer above which pushes wait for the redelivery tick (backpressure).
 export const MAX_BUFFERED_BYTES = 1024 * 1024;
 export const CLOSE_SESSION_REPLACED = 1000;
+// A hello checks membership in the database, then registers. A kick or ban that commits in
+// between would miss that socket, so removals are remembered this long and refused here.
+export const REMOVAL_MEMORY_MS = 10_000;
+const MAX_REMEMBERED_REMOVALS = 10_000;
 
 export interface PeerIdentity {
   meshId: string;
@@ -50,13 +54,14 @@ export interface HubOptions {
   pongTimeoutMs?: number;
 }
 
-export type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' };
+export type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'removed' };
 
 const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
 
 export class Hub {
   readonly #peers = new Map<string, Peer>();
   readonly #byMesh = new Map<string, Set<Peer>>();
+  readonly #removed = new Map<string, number>();
   readonly #options: HubOptions;
   readonly #now: () => number;
   readonly #pinger: NodeJS.Timeout;
@@ -81,6 +86,8 @@ export class Hub {
    * capacity check is skipped — a reattaching peer is never refused for capacity.
    */
   attach(identity: PeerIdentity, socket: WebSocket): AttachResult {
+    const removedAt = this.#removed.get(entryKey(identity.meshId, identity.memberKey));
+    if (removedAt !== undefined && this.#now() - removedAt < REMOVAL_MEMORY_MS) return { ok: false, reason: 'removed' };
     const existing = this.#peers.get(entryKey(identity.meshId, identity.key));
     if (existing !== undefined) {
       clearTimeout(existing.leaseTimer);
@@ -112,6 +119,8 @@ export class Hub {
 
   /** Close every connection of a member now (kick 4001, ban 4002, leave 1000); no lease. */
   removeMember(meshId: string, memberKey: string, closeCode: number, reason: string): Peer[] {
+    if (this.#removed.size >= MAX_REMEMBERED_REMOVALS) this.#removed.clear();
+    this.#removed.set(entryKey(meshId, memberKey), this.#now());
     const removed: Peer[] = [];
     for (const peer of [...(this.#byMesh.get(meshId) ?? [])]) {
       if (peer.memberKey !== memberKey) continue;

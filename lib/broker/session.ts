@@ -86,6 +86,12 @@ export function handleConnection(socket: WebSocket, deps: SessionDeps): void {
     // The socket may have closed while we were checking: never register a dead socket.
     if (socket.readyState !== socket.OPEN) return;
     const attached = hub.attach(identity, socket);
+    if (!attached.ok && attached.reason === 'removed') {
+      metrics.connectionsRejected.inc({ reason: 'unauthorized' });
+      sendError(cmError('CM_ERR_UNAUTHORIZED', `member ${identity.name} was just removed from mesh ${identity.meshId}`), frame.id);
+      socket.close(CLOSE_POLICY, 'unauthorized');
+      return;
+    }
     if (!attached.ok) {
       metrics.connectionsRejected.inc({ reason: 'capacity' });
       sendError(cmError('CM_ERR_CAPACITY', `mesh ${identity.meshId} is at its limit of live connections`), frame.id);

@@ -171,4 +171,22 @@ describe('handshakes', () => {
     assert.equal(back.ack!.reattached, true);
     for (const peer of [replacement, back, peers[2]!]) await peer.close();
   });
+
+  it('refuses a hello that checked membership just before the member was removed', async () => {
+    const racing = await seedMesh(t.db.pool, 2);
+    // The database still lists the member (the removal's commit raced the hello's read),
+    // but the hub has already heard memberRemoved.
+    t.broker.runtime.membershipEvents.memberRemoved(racing.meshId, racing.members[1]!.publicKey, 4001, 'kicked');
+    const late = await TestPeer.connect(t.wsUrl, { meshId: racing.meshId, member: racing.members[1]!, noWait: true });
+    const { error, code } = await refused(late);
+    assert.equal(error.code, 'CM_ERR_UNAUTHORIZED');
+    assert.equal(code, 1008);
+  });
+
+  it('closes a banned member 4002 even when it had also left', async () => {
+    const both = await seedMesh(t.db.pool, 2);
+    await t.db.pool.query('UPDATE members SET revoked_at = now(), left_at = now() WHERE pubkey = $1', [both.members[1]!.publicKey]);
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: both.meshId, member: both.members[1]!, noWait: true });
+    assert.equal((await refused(peer)).code, 4002);
+  });
 });
