@@ -64,6 +64,13 @@ export interface RunWorld {
 
 let databases = 0;
 
+/** The Node flags of package.json's start script (`node <flags> broker.ts`). */
+export function startFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
+  const words = pkg.scripts.start.split(/\s+/);
+  return words.slice(1, words.indexOf('broker.ts'));
+}
+
 export async function startRun(postgres: Postgres, extraEnv: Record<string, string> = {}): Promise<RunWorld> {
   databases += 1;
   const name = `bench_${process.pid}_${databases}`;
@@ -73,8 +80,9 @@ export async function startRun(postgres: Postgres, extraEnv: Record<string, stri
   await admin.end();
   const url = new URL(postgres.adminUrl);
   url.pathname = `/${name}`;
-  // BENCH_BROKER_NODE_ARGS passes flags to the broker's Node, e.g. "--cpu-prof" to profile it.
-  const nodeArgs = process.env.BENCH_BROKER_NODE_ARGS === undefined ? [] : process.env.BENCH_BROKER_NODE_ARGS.split(' ');
+  // The broker runs with the Node flags of `npm start` (what operators run), unless
+  // BENCH_BROKER_NODE_ARGS replaces them (e.g. "--cpu-prof" to profile it).
+  const nodeArgs = process.env.BENCH_BROKER_NODE_ARGS === undefined ? startFlags() : process.env.BENCH_BROKER_NODE_ARGS.split(' ');
   const broker = await startBroker(brokerEnv({ ...BENCH_BROKER_ENV, ...extraEnv, DATABASE_URL: url.toString() }), nodeArgs);
   const brokerPid = broker.child.pid ?? 0;
   return {

@@ -21,11 +21,7 @@ import type { Roster, RosterCache } from './roster.ts';
 import { query } from './sql.ts';
 
 export const MAX_BATCH_SENDS = 500;
-// Backpressure: past HIGH_WATER sends waiting for a transaction, the sockets that keep
-// sending are paused (TCP pushes back on the client) until the queue is under LOW_WATER.
-// Memory stays bounded however fast clients send.
-export const QUEUE_HIGH_WATER = 2_000;
-export const QUEUE_LOW_WATER = 500;
+
 // Loop guard per (sender key, target): generous for people and agents, fatal for a loop.
 export const PAIR_BURST = 120;
 export const PAIR_RATE_PER_SECOND = 1;
@@ -67,7 +63,6 @@ export class Sender {
   readonly #pairs: KeyedTokenBuckets;
   #queue: Pending[] = [];
   #flushing = false;
-  readonly #paused = new Set<Peer>();
 
   constructor(options: SenderOptions) {
     this.#options = options;
@@ -112,10 +107,6 @@ export class Sender {
     return new Promise((resolve) => {
       this.#queue.push({ peer, frame, envelopes, fingerprint, roster, resolve });
       if (this.#queue.length === 1 && !this.#flushing) setImmediate(() => void this.#flush());
-      if (this.#queue.length > QUEUE_HIGH_WATER && peer.socket !== null && !this.#paused.has(peer)) {
-        peer.socket.pause();
-        this.#paused.add(peer);
-      }
     });
   }
 
@@ -134,14 +125,8 @@ export class Sender {
       }
     } finally {
       this.#flushing = false;
-      if (this.#queue.length < QUEUE_LOW_WATER) this.#resumeAll();
       if (this.#queue.length > 0) setImmediate(() => void this.#flush());
     }
-  }
-
-  #resumeAll(): void {
-    for (const peer of this.#paused) peer.socket?.resume();
-    this.#paused.clear();
   }
 
   async #commit(batch: Pending[]): Promise<void> {

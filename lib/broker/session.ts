@@ -22,6 +22,10 @@ import type { Sender } from './send.ts';
 import { query } from './sql.ts';
 
 export const HELLO_TIMEOUT_MS = 10_000;
+// Backpressure: at most this many frames of one socket are being handled at once. Further
+// frames wait as raw bytes (compact) and the socket is paused, so TCP pushes back on a
+// client that sends faster than the broker commits: memory stays bounded under any burst.
+export const MAX_FRAMES_IN_FLIGHT = 32;
 const CLOSE_INTERNAL = 1011;
 
 export interface SessionDeps {
@@ -217,7 +221,25 @@ export function handleConnection(socket: WebSocket, deps: SessionDeps): void {
     }
   }
 
-  socket.on('message', (data, isBinary) => void onMessage(data, isBinary));
+  let inFlight = 0;
+  const backlog: Array<[RawData, boolean]> = [];
+  function run(data: RawData, isBinary: boolean): void {
+    inFlight += 1;
+    void onMessage(data, isBinary).finally(() => {
+      inFlight -= 1;
+      const next = backlog.shift();
+      if (next !== undefined) run(next[0], next[1]);
+      else if (socket.isPaused) socket.resume();
+    });
+  }
+  socket.on('message', (data, isBinary) => {
+    if (inFlight < MAX_FRAMES_IN_FLIGHT) {
+      run(data, isBinary);
+      return;
+    }
+    backlog.push([data, isBinary]);
+    if (!socket.isPaused) socket.pause();
+  });
   socket.on('pong', () => {
     if (peer !== undefined) hub.touch(peer);
   });
