@@ -1,9 +1,10 @@
 // `just bench`: the load benchmark of issue 7. Starts Postgres (embedded unless
 // DATABASE_URL is set), then for each point a fresh database and broker process; runs
 // each point RUNS times with a fixed seed and reports the median run.
-// Usage: node bench/run.ts [--quick] [--only burst|steady|held|storm] [--out FILE]
+// Usage: node bench/run.ts [--quick] [--only burst,steady,held,storm] [--runs N] [--out FILE]
+//        [--write-docs]  (replaces the generated section of docs/benchmarks.md)
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startPostgres } from './harness.ts';
@@ -14,6 +15,8 @@ import { medianRun } from './stats.ts';
 const SEED = 20261123;
 const RUNS = 3;
 const OUT_DIR = new URL('./results/', import.meta.url).pathname;
+const DOCS_START = '<!-- bench:start -->';
+const DOCS_END = '<!-- bench:end -->';
 
 const { values } = parseArgs({
   options: {
@@ -21,6 +24,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     runs: { type: 'string' },
+    'write-docs': { type: 'boolean', default: false },
   },
 });
 const runs = values.runs === undefined ? (values.quick ? 1 : RUNS) : Number(values.runs);
@@ -97,3 +101,13 @@ await mkdir(OUT_DIR, { recursive: true });
 const out = values.out ?? `${OUT_DIR}latest.json`;
 await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, report }, null, 2));
 process.stderr.write(`results written to ${out}\n`);
+
+if (values['write-docs']) {
+  const docs = new URL('../docs/benchmarks.md', import.meta.url);
+  const text = await readFile(docs, 'utf8');
+  const start = text.indexOf(DOCS_START);
+  const end = text.indexOf(DOCS_END);
+  if (start === -1 || end === -1) throw new Error(`docs/benchmarks.md lacks the ${DOCS_START} … ${DOCS_END} markers`);
+  await writeFile(docs, `${text.slice(0, start + DOCS_START.length)}\n${report}\n${text.slice(end)}`);
+  process.stderr.write('docs/benchmarks.md updated\n');
+}
