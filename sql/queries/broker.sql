@@ -32,8 +32,10 @@ UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_u
 WHERE mesh_id = $1 AND pubkey = $2 AND instance_id = $3 AND (disconnected_at IS NOT NULL OR $4);
 
 -- name: presence_leave_instance
-UPDATE presences SET disconnected_at = now(), lease_until = now()
-WHERE instance_id = $1 AND disconnected_at IS NULL;
+-- shutdown: this instance's presences go offline now, leases included (nobody is left here
+-- to end a lease, and a peer must not look online for a broker that is gone)
+UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_until = now()
+WHERE instance_id = $1 AND (disconnected_at IS NULL OR lease_until > now());
 
 -- name: roster_members
 SELECT pubkey, name, role FROM members

@@ -5,6 +5,7 @@ import { startTestBroker } from '../../helpers/broker.ts';
 
 const PUBKEY_A = 'a'.repeat(64);
 const PUBKEY_B = 'b'.repeat(64);
+const PUBKEY_C = 'c'.repeat(64);
 
 describe('broker.close', () => {
   it('closes sockets 1001, releases only its own presences, and is safe to call twice', async () => {
@@ -17,6 +18,11 @@ describe('broker.close', () => {
     await pool.query(
       `INSERT INTO presences (mesh_id, member_id, pubkey, role, instance_id) VALUES ('mesh_0001', $1, $2, 'control', $3), ('mesh_0001', $1, $4, 'session', 'other-instance')`,
       [memberId, PUBKEY_A, t.broker.instanceId, PUBKEY_B],
+    );
+    // A socket of this instance that closed a moment ago: its lease must end with the broker.
+    await pool.query(
+      `INSERT INTO presences (mesh_id, member_id, pubkey, role, instance_id, disconnected_at, lease_until) VALUES ('mesh_0001', $1, $2, 'session', $3, now(), now() + interval '90 seconds')`,
+      [memberId, PUBKEY_C, t.broker.instanceId],
     );
     // Read back through a separate pool: the broker's own pool is ended by close().
     const pg = (await import('pg')).default;
@@ -33,11 +39,12 @@ describe('broker.close', () => {
     assert.equal(await code, 1001);
     await t.broker.close();
 
-    const rows = await reader.query(`SELECT instance_id, disconnected_at IS NOT NULL AS gone FROM presences ORDER BY instance_id`);
+    const rows = await reader.query(`SELECT pubkey, disconnected_at IS NOT NULL AS gone, coalesce(lease_until <= now(), false) AS lease_over FROM presences ORDER BY pubkey`);
     assert.deepEqual(rows.rows, [
-      { instance_id: 'other-instance', gone: false },
-      { instance_id: t.broker.instanceId, gone: true },
-    ].sort((a, b) => a.instance_id.localeCompare(b.instance_id)));
+      { pubkey: PUBKEY_A, gone: true, lease_over: true },
+      { pubkey: PUBKEY_B, gone: false, lease_over: false },
+      { pubkey: PUBKEY_C, gone: true, lease_over: true },
+    ]);
     await assert.rejects(fetch(`${t.baseUrl}/health`), 'HTTP is closed');
     await reader.end();
     await t.database.drop();
