@@ -12,14 +12,17 @@ import { leaveVerb } from './verbs/leave.ts';
 import { listVerb } from './verbs/list.ts';
 import { banVerb, bansVerb, kickVerb, unbanVerb } from './verbs/moderation.ts';
 import { newVerb } from './verbs/new.ts';
+import { daemonVerb } from './verbs/daemon.ts';
+import { eventsVerb, inboxVerb, msgVerb, peerVerb, sendVerb } from './verbs/messaging.ts';
 
 const MESH_VERBS: readonly Verb[] = [newVerb, inviteVerb, joinVerb, listVerb, leaveVerb];
 const MODERATION_VERBS: readonly Verb[] = [kickVerb, banVerb, unbanVerb, bansVerb];
-const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS].map((verb) => [verb.name, verb]));
+const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, daemonVerb, eventsVerb];
+const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS].map((verb) => [verb.name, verb]));
 // Verbs of DESIGN §9 that later versions bring. They are not in --help, and they say so
 // plainly instead of pretending.
 const LATER_VERBS: ReadonlySet<string> = new Set([
-  'send', 'peer', 'inbox', 'msg', 'status', 'whoami', 'doctor', 'daemon', 'hook', 'install', 'uninstall', 'launch', 'mcp',
+  'status', 'whoami', 'doctor', 'hook', 'install', 'uninstall', 'launch', 'mcp',
 ]);
 
 function verbLines(verbs: readonly Verb[]): string {
@@ -40,6 +43,9 @@ ${verbLines(MESH_VERBS)}
 moderation (owners and admins):
 ${verbLines(MODERATION_VERBS)}
 
+messaging (through the per-user daemon, started when needed):
+${verbLines(MESSAGING_VERBS)}
+
 Every verb takes --help; every verb takes --json for machine-readable output.
 Exit codes: 0 ok, 1 a check failed, 2 usage, 3 daemon not running, 4 broker unreachable or refused.
 Environment: CLAUDEMESH_HOME (default ~/.claudemesh), CLAUDEMESH_BROKER (broker for new,
@@ -50,7 +56,7 @@ default http://127.0.0.1:7900), CLAUDEMESH_BROKER_TOKEN (operator token for new)
 function unknownVerb(name: string): Error {
   if (LATER_VERBS.has(name)) {
     return cmError('CM_ERR_NOT_IMPLEMENTED', `claudemesh ${name} is not available in this version yet`, {
-      hint: 'this version manages meshes (new, invite, join, list, leave, kick, ban, unban, bans); see claudemesh --help',
+      hint: 'this version manages meshes and messages (see claudemesh --help); Claude Code integration comes later',
     });
   }
   return cmError('CM_ERR_USAGE', `unknown verb ${JSON.stringify(name)}`, { hint: 'see claudemesh --help for the verbs' });

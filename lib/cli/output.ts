@@ -25,6 +25,8 @@ const USAGE_CODES: ReadonlySet<string> = new Set([
   'CM_ERR_INVITE_MALFORMED',
 ]);
 const BROKER_CODES: ReadonlySet<string> = new Set(['CM_ERR_BROKER_UNREACHABLE']);
+// The daemon could not be reached or started: exit 3.
+const DAEMON_CODES: ReadonlySet<string> = new Set(['CM_ERR_DAEMON_NOT_RUNNING']);
 
 export interface Io {
   stdout(text: string): void;
@@ -62,7 +64,7 @@ function describe(error: unknown, env: Readonly<Record<string, string | undefine
     return { report, exitCode: EXIT_BROKER };
   }
   if (isCmError(error)) {
-    const exitCode = USAGE_CODES.has(error.code) ? EXIT_USAGE : BROKER_CODES.has(error.code) ? EXIT_BROKER : EXIT_CHECK_FAILED;
+    const exitCode = USAGE_CODES.has(error.code) ? EXIT_USAGE : BROKER_CODES.has(error.code) ? EXIT_BROKER : DAEMON_CODES.has(error.code) ? EXIT_DAEMON_DOWN : EXIT_CHECK_FAILED;
     return { report: error.toJSON(), exitCode };
   }
   const message = error instanceof Error ? error.message : String(error);

@@ -14,7 +14,7 @@ import type { SigningKeyPair } from '../../../lib/crypto.ts';
 import { isCmError } from '../../../lib/errors.ts';
 import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 
-const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans'];
+const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'daemon', 'events'];
 
 interface Run {
   code: number;
@@ -82,7 +82,7 @@ describe('claudemesh command line', () => {
   }
 
   it('verbs of later versions say so, exit 2, and are not in --help', async () => {
-    for (const verb of ['send', 'peer', 'daemon', 'mcp']) {
+    for (const verb of ['status', 'hook', 'launch', 'mcp']) {
       const result = await run(verb, 'x');
       assert.equal(result.code, 2);
       assert.match(result.stderr, new RegExp(`^error CM_ERR_NOT_IMPLEMENTED: claudemesh ${verb} is not available in this version yet`));

@@ -1,0 +1,354 @@
+// One connection to a broker, kept alive for as long as the daemon wants it (DESIGN §8):
+//
+//   connect → hello (or session_hello, with an attestation minted afresh for every connect,
+//   original-client §8 lesson 2) → hello_ack within 5 s, else terminate → open: watchdog
+//   pings every 30 s and terminates a socket silent for 75 s (NAT-dropped flows, lesson 15)
+//   → on close: every pending request fails at once, then a reconnect after a delay drawn
+//   uniformly from [0, step] over the steps 1, 2, 4, 8, 16, 30 s (full jitter), back to the
+//   first step once a connection proved itself with a hello_ack.
+//
+// Terminal closes stop the loop and stay visible in `status()`: kicked (4001), banned
+// (4002), handshake refusals that a retry cannot fix (1008 bad_signature, unauthorized,
+// expired, revoked), and 1000 left / session_replaced. The object always owns its current
+// socket (lesson 16): there is no handle to hand out that could go stale.
+
+import { WebSocket } from 'ws';
+import { cmError } from '../lib/errors.ts';
+import { sign } from '../lib/crypto.ts';
+import { attestationSigningString, helloSigningString, sessionHelloSigningString } from '../lib/protocol.ts';
+
+export const HELLO_ACK_TIMEOUT_MS = 5_000;
+export const BACKOFF_STEPS_MS: readonly number[] = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
+export const PING_INTERVAL_MS = 30_000;
+export const IDLE_TIMEOUT_MS = 75_000;
+export const REQUEST_TIMEOUT_MS = 15_000;
+export const ATTESTATION_TTL_MS = 12 * 3600 * 1000;
+const TERMINAL_1008 = new Set(['bad_signature', 'unauthorized', 'expired', 'revoked']);
+const TERMINAL_1000 = new Set(['left', 'session_replaced']);
+const CLOSE_NORMAL = 1000;
+
+export type Frame = Record<string, unknown>;
+export type LinkState = 'connecting' | 'open' | 'reconnecting' | 'stopped';
+
+export interface LinkTimings {
+  helloAckTimeoutMs: number;
+  backoffStepsMs: readonly number[];
+  pingIntervalMs: number;
+  idleTimeoutMs: number;
+  requestTimeoutMs: number;
+}
+
+export const DEFAULT_LINK_TIMINGS: LinkTimings = {
+  helloAckTimeoutMs: HELLO_ACK_TIMEOUT_MS,
+  backoffStepsMs: BACKOFF_STEPS_MS,
+  pingIntervalMs: PING_INTERVAL_MS,
+  idleTimeoutMs: IDLE_TIMEOUT_MS,
+  requestTimeoutMs: REQUEST_TIMEOUT_MS,
+};
+
+export interface LinkIdentity {
+  meshId: string;
+  memberKey: string;
+  memberSecret: Buffer;
+  name?: string;
+  /** present for a session connection: the session's own key pair and groups */
+  session?: { sessionKey: string; sessionSecret: Buffer; groups?: string[] };
+}
+
+export interface Roster {
+  peers: Frame[];
+  members: Frame[];
+}
+
+export interface LinkStatus {
+  state: LinkState;
+  since: number;
+  /** reconnect attempts since the last proven connection */
+  attempts: number;
+  lastError: string | null;
+  /** why the loop stopped for good (kicked, banned, refused) */
+  terminal: { code: number; reason: string } | null;
+  nextRetryAt: number | null;
+}
+
+export interface LinkHandlers {
+  onOpen?(ack: Frame): void;
+  onPush?(frame: Frame): void;
+  onSystem?(frame: Frame): void;
+  /** every state change and its reason, for the event ring and logs */
+  onEvent?(kind: string, fields: Frame): void;
+}
+
+export interface BrokerLinkOptions {
+  brokerUrl: string;
+  identity: LinkIdentity;
+  handlers?: LinkHandlers;
+  timings?: Partial<LinkTimings>;
+  now?: () => number;
+  random?: () => number;
+}
+
+interface Pending {
+  resolve(frame: Frame): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+/** ws(s)://host/ws for an http(s) broker origin. */
+export function wsUrlOf(brokerUrl: string): string {
+  return `${brokerUrl.replace(/^http/, 'ws')}/ws`;
+}
+
+/** Full jitter: a delay uniformly in [0, step], the step growing with each failed attempt. */
+export function backoffDelay(attempt: number, steps: readonly number[], random: () => number): number {
+  const step = steps[Math.min(attempt, steps.length - 1)] ?? 0;
+  return Math.floor(random() * step);
+}
+
+export function isTerminalClose(code: number, reason: string): boolean {
+  if (code === 4001 || code === 4002) return true;
+  if (code === 1008) return TERMINAL_1008.has(reason);
+  if (code === CLOSE_NORMAL) return TERMINAL_1000.has(reason);
+  return false;
+}
+
+export class BrokerLink {
+  readonly identity: LinkIdentity;
+  readonly #url: string;
+  readonly #handlers: LinkHandlers;
+  readonly #timings: LinkTimings;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  readonly #pending = new Map<string, Pending>();
+  #socket: WebSocket | undefined;
+  #status: LinkStatus;
+  #roster: Roster | undefined;
+  #helloTimer: NodeJS.Timeout | undefined;
+  #watchdog: NodeJS.Timeout | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #lastSeen = 0;
+  #requestCounter = 0;
+  #stopping = false;
+
+  constructor(options: BrokerLinkOptions) {
+    this.identity = options.identity;
+    this.#url = wsUrlOf(options.brokerUrl);
+    this.#handlers = options.handlers ?? {};
+    this.#timings = { ...DEFAULT_LINK_TIMINGS, ...options.timings };
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
+    this.#status = { state: 'connecting', since: this.#now(), attempts: 0, lastError: null, terminal: null, nextRetryAt: null };
+  }
+
+  /** The key messages are routed to and sent from: the session key, else the member key. */
+  get key(): string {
+    return this.identity.session?.sessionKey ?? this.identity.memberKey;
+  }
+
+  /** The secret that opens envelopes sealed to `key` and seals this link's sends. */
+  get secret(): Buffer {
+    return this.identity.session?.sessionSecret ?? this.identity.memberSecret;
+  }
+
+  get isOpen(): boolean {
+    return this.#status.state === 'open';
+  }
+
+  status(): LinkStatus {
+    return { ...this.#status };
+  }
+
+  /** The last roster the broker gave (hello_ack or list_peers); undefined before the first. */
+  get roster(): Roster | undefined {
+    return this.#roster;
+  }
+
+  start(): void {
+    this.#stopping = false;
+    this.#connect();
+  }
+
+  #setState(state: LinkState, fields: Frame = {}): void {
+    this.#status = { ...this.#status, state, since: this.#now() };
+    this.#handlers.onEvent?.(`link_${state}`, { meshId: this.identity.meshId, key: this.key, ...fields });
+  }
+
+  #hello(): Frame {
+    const { meshId, memberKey, memberSecret, name, session } = this.identity;
+    const timestamp = this.#now();
+    const named = name === undefined ? {} : { name };
+    if (session === undefined) {
+      return { type: 'hello', id: 'hello', meshId, memberKey, timestamp, signature: sign(helloSigningString(meshId, memberKey, timestamp), memberSecret), ...named };
+    }
+    const expiresAt = timestamp + ATTESTATION_TTL_MS;
+    return {
+      type: 'session_hello', id: 'hello', meshId, memberKey, sessionKey: session.sessionKey, timestamp, ...named,
+      attestation: { expiresAt, signature: sign(attestationSigningString(meshId, memberKey, session.sessionKey, expiresAt), memberSecret) },
+      signature: sign(sessionHelloSigningString(meshId, memberKey, session.sessionKey, timestamp), session.sessionSecret),
+      ...(session.groups === undefined ? {} : { groups: session.groups }),
+    };
+  }
+
+  #connect(): void {
+    this.#retryTimer = undefined;
+    this.#status.nextRetryAt = null;
+    if (this.#status.attempts > 0) this.#setState('reconnecting', { attempt: this.#status.attempts });
+    const socket = new WebSocket(this.#url, { handshakeTimeout: this.#timings.helloAckTimeoutMs });
+    this.#socket = socket;
+    socket.on('open', () => {
+      this.#lastSeen = this.#now();
+      socket.send(JSON.stringify(this.#hello()));
+      this.#helloTimer = setTimeout(() => {
+        this.#status.lastError = `no hello_ack within ${this.#timings.helloAckTimeoutMs} ms`;
+        socket.terminate();
+      }, this.#timings.helloAckTimeoutMs);
+    });
+    socket.on('message', (data) => this.#onMessage(socket, String(data)));
+    socket.on('ping', () => void (this.#lastSeen = this.#now()));
+    socket.on('pong', () => void (this.#lastSeen = this.#now()));
+    socket.on('error', (error) => void (this.#status.lastError = error.message));
+    socket.on('close', (code, reason) => this.#onClose(socket, code, reason.toString()));
+  }
+
+  #onMessage(socket: WebSocket, text: string): void {
+    if (socket !== this.#socket) return;
+    this.#lastSeen = this.#now();
+    let frame: Frame;
+    try {
+      frame = Object.assign(Object.create(null) as Frame, JSON.parse(text));
+    } catch {
+      return; // the broker only sends JSON; a stray frame is not worth a reconnect
+    }
+    const id = typeof frame.id === 'string' ? frame.id : undefined;
+    if (frame.type === 'hello_ack') {
+      this.#onHelloAck(frame);
+      return;
+    }
+    if (frame.type === 'error' && (id === 'hello' || this.#status.state !== 'open')) {
+      this.#status.lastError = `${String(frame.code)}: ${String(frame.message)}`;
+      return; // the broker closes the socket next; the close code decides what follows
+    }
+    if (id !== undefined) {
+      const pending = this.#pending.get(id);
+      if (pending !== undefined) {
+        this.#pending.delete(id);
+        clearTimeout(pending.timer);
+        if (frame.type === 'peers') this.#roster = { peers: asList(frame.peers), members: asList(frame.members) };
+        pending.resolve(frame);
+        return;
+      }
+    }
+    if (frame.type === 'push') this.#handlers.onPush?.(frame);
+    else if (frame.type === 'system') this.#handlers.onSystem?.(frame);
+  }
+
+  #onHelloAck(frame: Frame): void {
+    clearTimeout(this.#helloTimer);
+    this.#roster = { peers: asList(frame.peers), members: asList(frame.members) };
+    // A proven connection: the next failure starts the backoff from its first step again.
+    this.#status = { ...this.#status, attempts: 0, lastError: null, terminal: null };
+    this.#setState('open', { reattached: frame.reattached === true });
+    this.#watchdog = setInterval(() => this.#watch(), this.#timings.pingIntervalMs);
+    this.#handlers.onOpen?.(frame);
+  }
+
+  #watch(): void {
+    const socket = this.#socket;
+    if (socket === undefined) return;
+    if (this.#now() - this.#lastSeen > this.#timings.idleTimeoutMs) {
+      this.#status.lastError = `nothing heard for ${this.#timings.idleTimeoutMs} ms`;
+      socket.terminate();
+      return;
+    }
+    socket.ping();
+  }
+
+  #onClose(socket: WebSocket, code: number, reason: string): void {
+    if (socket !== this.#socket) return;
+    this.#socket = undefined;
+    clearTimeout(this.#helloTimer);
+    clearInterval(this.#watchdog);
+    this.#failPending(`connection to the broker closed (${code}${reason === '' ? '' : ` ${reason}`})`);
+    if (this.#stopping) {
+      this.#setState('stopped', { code, reason });
+      return;
+    }
+    if (isTerminalClose(code, reason)) {
+      this.#status.terminal = { code, reason };
+      this.#setState('stopped', { code, reason, terminal: true });
+      return;
+    }
+    const delay = backoffDelay(this.#status.attempts, this.#timings.backoffStepsMs, this.#random);
+    this.#status.attempts += 1;
+    this.#status.nextRetryAt = this.#now() + delay;
+    this.#status.state = 'reconnecting';
+    this.#handlers.onEvent?.('link_retry', { meshId: this.identity.meshId, key: this.key, code, reason, delayMs: delay, error: this.#status.lastError });
+    this.#retryTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  #failPending(why: string): void {
+    for (const [id, pending] of this.#pending) {
+      this.#pending.delete(id);
+      clearTimeout(pending.timer);
+      pending.reject(cmError('CM_ERR_BROKER_UNREACHABLE', why));
+    }
+  }
+
+  /** Send a request and wait for the frame that answers it (ack, ok, peers, error …). */
+  request(frame: Frame, timeoutMs = this.#timings.requestTimeoutMs): Promise<Frame> {
+    const socket = this.#socket;
+    if (socket === undefined || !this.isOpen) {
+      return Promise.reject(cmError('CM_ERR_BROKER_UNREACHABLE', `mesh ${this.identity.meshId}: not connected to the broker (${this.#status.state})`));
+    }
+    this.#requestCounter += 1;
+    const id = `r${this.#requestCounter}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(cmError('CM_ERR_BROKER_UNREACHABLE', `the broker did not answer ${String(frame.type)} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      socket.send(JSON.stringify({ ...frame, id }));
+    });
+  }
+
+  /** A frame without an answer (client_ack, mark); false when not connected. */
+  notify(frame: Frame): boolean {
+    const socket = this.#socket;
+    if (socket === undefined || !this.isOpen) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Fresh roster from the broker when connected; the last known one otherwise. */
+  async refreshRoster(timeoutMs?: number): Promise<Roster | undefined> {
+    if (!this.isOpen) return this.#roster;
+    try {
+      await this.request({ type: 'list_peers' }, timeoutMs);
+    } catch {
+      // keep the last known roster; the caller decides whether stale is good enough
+    }
+    return this.#roster;
+  }
+
+  /** Stop for good: close 1000, fail what waits, no reconnect. Safe to call twice. */
+  close(): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#retryTimer);
+    const socket = this.#socket;
+    if (socket === undefined) {
+      if (this.#status.state !== 'stopped') this.#setState('stopped');
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      socket.once('close', () => resolve());
+      socket.close(CLOSE_NORMAL, 'daemon stopping');
+      // A broker that does not finish the closing handshake must not hold the shutdown.
+      setTimeout(() => socket.terminate(), this.#timings.helloAckTimeoutMs).unref();
+    });
+  }
+}
+
+function asList(value: unknown): Frame[] {
+  return Array.isArray(value) ? (value as Frame[]) : [];
+}

@@ -1,0 +1,400 @@
+// The daemon's core, without transport: one member link per mesh of the config and one
+// session link per registered session, the outbox and its drain, the inbox (filled by
+// receive.ts). ipc.ts exposes these methods over the socket; main.ts owns the process (lock,
+// signals, config watching). Keys stay in here: nothing returned carries a secret.
+
+import { randomUUID } from 'node:crypto';
+import { cmError } from '../lib/errors.ts';
+import { PRIORITIES } from '../lib/protocol.ts';
+import type { Priority } from '../lib/protocol.ts';
+import type { ClientConfig, MeshIdentity } from '../lib/client-config.ts';
+import { selectMesh } from '../lib/cli/select.ts';
+import { BrokerLink } from './broker-link.ts';
+import type { Frame, LinkStatus, LinkTimings } from './broker-link.ts';
+import { Drain } from './drain.ts';
+import { EventRing } from './events.ts';
+import { Inbox } from './inbox.ts';
+import type { InboxQuery, InboxRow } from './inbox.ts';
+import { Outbox } from './outbox.ts';
+import { receivePush } from './receive.ts';
+import type { OutboxRow, OutboxStatus, SendRequest } from './outbox.ts';
+import type { DaemonPaths } from './paths.ts';
+import { encryptFor, resolveTarget } from './router.ts';
+import { publicSession, sessionAlive, SessionRegistry } from './sessions.ts';
+import type { SessionRecord } from './sessions.ts';
+
+export const PRUNE_INTERVAL_MS = 3600 * 1000;
+export const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
+export const MAX_TEXT_BYTES = 32 * 1024;
+export const REAP_INTERVAL_MS = 5_000;
+const CLIENT_MESSAGE_ID = /^[\x21-\x7e]{1,128}$/;
+
+export interface DaemonTimings {
+  link?: Partial<LinkTimings>;
+  pollIntervalMs?: number;
+  pruneIntervalMs?: number;
+  reapIntervalMs?: number;
+  /** first retry delay of the outbox (doubles per attempt, capped at 30 s) */
+  backoffBaseMs?: number;
+}
+
+export interface SessionInput {
+  sessionId: string;
+  mesh?: string;
+  name?: string;
+  pid?: number;
+  cwd?: string;
+  groups?: string[];
+}
+
+export interface DaemonOptions {
+  paths: DaemonPaths;
+  config: ClientConfig;
+  timings?: DaemonTimings;
+  now?: () => number;
+}
+
+export interface SendInput {
+  mesh?: string;
+  to: string;
+  text: string;
+  priority?: string;
+  clientMessageId?: string;
+}
+
+export interface SendOutcome {
+  /** 202 queued now, 200 the same request was already queued */
+  status: 202 | 200;
+  body: { clientMessageId: string; status: OutboxStatus; meshId: string; target: string; recipients: number; brokerMessageId: string | null; duplicate: boolean };
+}
+
+function publicRow(row: OutboxRow): Record<string, unknown> {
+  const { envelopes, text: _text, ...rest } = row;
+  return { ...rest, recipients: row.recipients ?? envelopes.length };
+}
+
+export class Daemon {
+  readonly paths: DaemonPaths;
+  #config: ClientConfig;
+  readonly events: EventRing;
+  readonly outbox: Outbox;
+  readonly inbox: Inbox;
+  readonly startedAt: number;
+  /** member links by mesh id */
+  readonly links = new Map<string, BrokerLink>();
+  /** session links by session token */
+  readonly sessionLinks = new Map<string, BrokerLink>();
+  readonly sessions: SessionRegistry;
+  readonly #drain: Drain;
+  readonly #now: () => number;
+  readonly #timings: DaemonTimings;
+  #pruneTimer: NodeJS.Timeout | undefined;
+  #reapTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: DaemonOptions) {
+    this.paths = options.paths;
+    this.#config = options.config;
+    this.#now = options.now ?? Date.now;
+    this.#timings = options.timings ?? {};
+    this.startedAt = this.#now();
+    this.events = new EventRing({ now: this.#now });
+    this.outbox = new Outbox(this.paths.outbox, { now: this.#now, ...(this.#timings.backoffBaseMs === undefined ? {} : { backoffBaseMs: this.#timings.backoffBaseMs }) });
+    this.inbox = new Inbox(this.paths.inbox, { now: this.#now });
+    this.sessions = new SessionRegistry(this.paths.dir, { now: this.#now });
+    this.#drain = new Drain({
+      outbox: this.outbox,
+      links: () => [...this.links.values(), ...this.sessionLinks.values()],
+      ...(this.#timings.pollIntervalMs === undefined ? {} : { pollIntervalMs: this.#timings.pollIntervalMs }),
+      onEvent: (kind, fields) => this.events.push(kind, fields),
+    });
+  }
+
+  #createLink(mesh: MeshIdentity, session?: SessionRecord): BrokerLink {
+    const pair = session === undefined ? undefined : this.sessions.keyPair(mesh.meshId, session.sessionId);
+    const sessionPart = pair === undefined ? undefined : { sessionKey: pair.publicKey, sessionSecret: pair.secretKey, groups: session?.groups ?? [] };
+    const link: BrokerLink = new BrokerLink({
+      brokerUrl: mesh.brokerUrl,
+      identity: {
+        meshId: mesh.meshId, memberKey: mesh.publicKey, memberSecret: Buffer.from(mesh.secretKey, 'hex'),
+        name: session?.name ?? mesh.memberName, ...(sessionPart === undefined ? {} : { session: sessionPart }),
+      },
+      ...(this.#timings.link === undefined ? {} : { timings: this.#timings.link }),
+      now: this.#now,
+      handlers: {
+        onOpen: () => this.#drain.wake(),
+        onPush: (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now }),
+        // System events are the mesh's, not a connection's: take them from the member link only.
+        onSystem: (frame) => {
+          if (session === undefined) this.events.push(`peer_${frame.event === 'peer_joined' ? 'joined' : 'left'}`, { meshId: mesh.meshId, peer: frame.peer, reason: frame.reason });
+        },
+        onEvent: (kind, fields) => this.events.push(kind, { ...fields, mesh: mesh.name, ...(session === undefined ? {} : { session: session.name }) }),
+      },
+    });
+    link.start();
+    return link;
+  }
+
+  start(): void {
+    for (const mesh of this.#config.meshes) {
+      if (mesh.status === 'active') this.links.set(mesh.meshId, this.#createLink(mesh));
+    }
+    // Reattach the sessions of the previous run whose process still lives.
+    for (const record of this.sessions.list()) {
+      const mesh = this.#config.meshes.find((each) => each.meshId === record.meshId && each.status === 'active');
+      if (mesh !== undefined && sessionAlive(record)) {
+        this.sessionLinks.set(record.token, this.#createLink(mesh, record));
+        continue;
+      }
+      this.sessions.unregister(record.token);
+      this.outbox.abandon(record.sessionKey, `session ${record.name} ended before the message left`);
+    }
+    this.#drain.start();
+    this.#prune();
+    this.#pruneTimer = setInterval(() => this.#prune(), this.#timings.pruneIntervalMs ?? PRUNE_INTERVAL_MS);
+    this.#pruneTimer.unref();
+    this.#reapTimer = setInterval(() => this.#reap(), this.#timings.reapIntervalMs ?? REAP_INTERVAL_MS);
+    this.#reapTimer.unref();
+  }
+
+  /** Sessions whose registered process is gone are unregistered (no TTL: lesson 4). */
+  #reap(): void {
+    for (const record of this.sessions.list()) {
+      if (!sessionAlive(record)) {
+        this.unregisterSession(record.token).catch((error: unknown) => this.events.push('reap_error', { message: error instanceof Error ? error.message : String(error) }));
+      }
+    }
+  }
+
+  registerSession(input: SessionInput): { status: 201 | 200; body: Record<string, unknown> } {
+    const mesh = this.mesh(input.mesh);
+    if (mesh.status !== 'active') throw cmError('CM_ERR_MESH_UNKNOWN', `mesh ${mesh.name} is not active yet`);
+    const previous = this.sessions.list().find((record) => record.meshId === mesh.meshId && record.sessionId === input.sessionId);
+    const { record, created } = this.sessions.register({
+      sessionId: input.sessionId, meshId: mesh.meshId, name: input.name ?? mesh.memberName,
+      pid: input.pid ?? null, cwd: input.cwd ?? null, groups: input.groups ?? [],
+    });
+    const current = this.sessionLinks.get(record.token);
+    const changed = previous === undefined || previous.name !== record.name || previous.groups.join('\n') !== record.groups.join('\n');
+    if (current === undefined || changed) {
+      void current?.close();
+      this.sessionLinks.set(record.token, this.#createLink(mesh, record));
+    }
+    this.events.push('session_registered', { meshId: mesh.meshId, session: record.name, sessionKey: record.sessionKey });
+    return { status: created ? 201 : 200, body: { ...publicSession(record), token: record.token } };
+  }
+
+  async unregisterSession(token: string): Promise<Record<string, unknown> | undefined> {
+    const record = this.sessions.unregister(token);
+    if (record === undefined) return undefined;
+    const link = this.sessionLinks.get(token);
+    this.sessionLinks.delete(token);
+    this.events.push('session_unregistered', { meshId: record.meshId, session: record.name });
+    // Before closing: an ack that the close fails then finds its row already dead.
+    const abandoned = this.outbox.abandon(record.sessionKey, `session ${record.name} ended before the message left`);
+    if (abandoned > 0) this.events.push('send_dead', { session: record.name, abandoned });
+    await link?.close();
+    return publicSession(record);
+  }
+
+  /** The session a token names; CM_ERR_UNAUTHORIZED when none. */
+  session(token: string): SessionRecord {
+    const record = this.sessions.get(token);
+    if (record === undefined) throw cmError('CM_ERR_UNAUTHORIZED', 'unknown session token', { hint: 'register the session again (POST /v1/sessions/register)' });
+    return record;
+  }
+
+  /** The keys whose messages a session may read: its own and its member's. */
+  scopeOf(session: SessionRecord): string[] {
+    const mesh = this.#config.meshes.find((each) => each.meshId === session.meshId);
+    return mesh === undefined ? [session.sessionKey] : [session.sessionKey, mesh.publicKey];
+  }
+
+  #prune(): void {
+    const outbox = this.outbox.prune();
+    const inbox = this.inbox.prune();
+    if (outbox + inbox > 0) this.events.push('pruned', { outbox, inbox });
+  }
+
+  get config(): ClientConfig {
+    return this.#config;
+  }
+
+  /**
+   * Take a new config (after join or leave): links for meshes that became active, closed
+   * links (member and sessions) for meshes that are gone. Existing links are kept as they are.
+   */
+  async reload(config: ClientConfig): Promise<{ added: string[]; removed: string[] }> {
+    const active = new Map(config.meshes.filter((mesh) => mesh.status === 'active').map((mesh) => [mesh.meshId, mesh]));
+    const removed: string[] = [];
+    for (const [meshId, link] of this.links) {
+      if (active.has(meshId)) continue;
+      this.links.delete(meshId);
+      this.outbox.abandon(link.key, `mesh ${meshId} is no longer in the config`);
+      await link.close();
+      for (const record of this.sessions.list().filter((each) => each.meshId === meshId)) await this.unregisterSession(record.token);
+      removed.push(meshId);
+    }
+    this.#config = config;
+    const added: string[] = [];
+    for (const [meshId, mesh] of active) {
+      if (this.links.has(meshId)) continue;
+      this.links.set(meshId, this.#createLink(mesh));
+      added.push(meshId);
+    }
+    this.events.push('config_reloaded', { added, removed });
+    return { added, removed };
+  }
+
+  /** set_status / set_summary on the caller's connection: its session's, else the member's. */
+  async setPresence(frame: { type: 'set_status'; status: string } | { type: 'set_summary'; summary: string }, wanted: string | undefined, session?: SessionRecord): Promise<Record<string, unknown>> {
+    const mesh = this.mesh(wanted ?? session?.meshId);
+    const link = (session?.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined) ?? this.#link(mesh);
+    const answer = await link.request(frame);
+    if (answer.type === 'error') throw cmError('CM_ERR_BAD_REQUEST', String(answer.message), { details: { code: answer.code } });
+    const { type: _type, id: _id, ...result } = answer;
+    return { mesh: mesh.name, ...result };
+  }
+
+  mesh(wanted: string | undefined): MeshIdentity {
+    return selectMesh(this.#config, wanted === '' ? undefined : wanted);
+  }
+
+  #link(mesh: MeshIdentity): BrokerLink {
+    const link = this.links.get(mesh.meshId);
+    if (link === undefined) throw cmError('CM_ERR_MESH_UNKNOWN', `mesh ${mesh.name} is not attached (join still pending?)`, { hint: 'claudemesh list shows its status' });
+    return link;
+  }
+
+  /**
+   * Resolve, encrypt and enqueue; answers after the SQLite commit. From a session, the
+   * message leaves as that session (its key, its socket), in its mesh unless told otherwise.
+   */
+  async send(input: SendInput, session?: SessionRecord): Promise<SendOutcome> {
+    const mesh = this.mesh(input.mesh ?? session?.meshId);
+    const sessionLink = session !== undefined && session.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined;
+    const link = sessionLink ?? this.#link(mesh);
+    const priority = (input.priority ?? 'now') as Priority;
+    if (!(PRIORITIES as readonly string[]).includes(priority)) throw cmError('CM_ERR_BAD_REQUEST', `priority must be now, next or low, received ${JSON.stringify(input.priority)}`);
+    if (input.to === '') throw cmError('CM_ERR_BAD_REQUEST', 'say whom to send to ("to": a name, a key prefix, a key, * or @group)');
+    if (Buffer.byteLength(input.text, 'utf8') > MAX_TEXT_BYTES || input.text === '') {
+      throw cmError('CM_ERR_BAD_REQUEST', `text must be 1 to ${MAX_TEXT_BYTES} bytes, received ${Buffer.byteLength(input.text, 'utf8')}`);
+    }
+    const clientMessageId = input.clientMessageId ?? randomUUID();
+    if (!CLIENT_MESSAGE_ID.test(clientMessageId)) throw cmError('CM_ERR_BAD_REQUEST', `clientMessageId must be 1–128 printable characters without spaces, received ${JSON.stringify(clientMessageId)}`);
+    const request: SendRequest = { meshId: mesh.meshId, senderKey: link.key, to: input.to, priority, text: input.text };
+    const existing = this.outbox.check(clientMessageId, request);
+    if (existing !== undefined) return this.#outcome(existing.status, existing.row);
+    // A session link that has not connected yet resolves with its member link's roster.
+    const roster = (await link.refreshRoster(ROSTER_REFRESH_TIMEOUT_MS)) ?? (await this.#link(mesh).refreshRoster(ROSTER_REFRESH_TIMEOUT_MS));
+    if (roster === undefined) {
+      throw cmError('CM_ERR_MESH_OFFLINE', `mesh ${mesh.name}: the broker has not been reached since the daemon started, so ${JSON.stringify(input.to)} cannot be resolved`, {
+        details: { mesh: mesh.name, link: link.status() },
+      });
+    }
+    const resolved = resolveTarget(input.to, roster, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
+    const envelopes = encryptFor(input.text, resolved.recipients, link.secret);
+    const result = this.outbox.enqueue(clientMessageId, request, { target: resolved.target, envelopes });
+    if (result.status === 202) this.#drain.wake();
+    return this.#outcome(result.status, result.row);
+  }
+
+  #outcome(status: 202 | 200, row: OutboxRow): SendOutcome {
+    return {
+      status,
+      body: {
+        clientMessageId: row.clientMessageId, status: row.status, meshId: row.meshId, target: row.target,
+        recipients: row.envelopes.length, brokerMessageId: row.brokerMessageId, duplicate: status === 200,
+      },
+    };
+  }
+
+  async peers(wanted: string | undefined): Promise<Record<string, unknown>> {
+    const mesh = this.mesh(wanted);
+    const link = this.#link(mesh);
+    const roster = await link.refreshRoster(ROSTER_REFRESH_TIMEOUT_MS);
+    return { meshId: mesh.meshId, mesh: mesh.name, connected: link.isOpen, peers: roster?.peers ?? [], members: roster?.members ?? [] };
+  }
+
+  async messageStatus(id: string, wanted: string | undefined): Promise<Record<string, unknown>> {
+    const row = this.outbox.get(id);
+    const mesh = this.mesh(wanted ?? row?.meshId);
+    const local = row === undefined ? null : publicRow(row);
+    const brokerId = row === undefined ? id : row.brokerMessageId;
+    if (brokerId === null) return { outbox: local, broker: null };
+    const answer = await this.#link(mesh).request({ type: 'message_status', messageId: brokerId });
+    if (answer.type === 'error') {
+      throw cmError(answer.code === 'CM_ERR_NOT_FOUND' ? 'CM_ERR_NOT_FOUND' : 'CM_ERR_BAD_REQUEST', String(answer.message), { hint: 'give a message id printed by claudemesh send (or its client message id)' });
+    }
+    const { type: _type, id: _id, ...broker } = answer;
+    return { outbox: local, broker };
+  }
+
+  /** Every connection's state: one per mesh, one per session (by name and key, never token). */
+  health(): { ok: true; pid: number; meshes: Array<{ meshId: string; name: string } & LinkStatus>; sessions: Array<Record<string, unknown>> } {
+    const meshes = this.#config.meshes.map((mesh) => {
+      const link = this.links.get(mesh.meshId);
+      const status: LinkStatus = link?.status() ?? { state: 'stopped', since: this.startedAt, attempts: 0, lastError: `join ${mesh.status}`, terminal: null, nextRetryAt: null };
+      return { meshId: mesh.meshId, name: mesh.name, ...status };
+    });
+    const sessions = this.sessions.list().map((record) => ({
+      name: record.name, meshId: record.meshId, sessionKey: record.sessionKey, pid: record.pid, ...this.sessionLinks.get(record.token)?.status(),
+    }));
+    return { ok: true, pid: process.pid, meshes, sessions };
+  }
+
+  /** The inbox; a session sees only rows for its own key and its member's. */
+  listInbox(query: InboxQuery, session?: SessionRecord): InboxRow[] {
+    return this.inbox.list(session === undefined ? query : { ...query, recipientKeys: this.scopeOf(session) });
+  }
+
+  /**
+   * Mark rows seen (surfaced: shown to the recipient) or read, and report it to the broker on
+   * the connection of the key each row was addressed to (the broker marks per recipient).
+   */
+  mark(ids: readonly number[], state: 'surfaced' | 'read', session?: SessionRecord): number {
+    const scope = session === undefined ? undefined : this.scopeOf(session);
+    const changed = state === 'read' ? this.inbox.markRead(ids, scope) : this.inbox.markSeen(ids, scope);
+    for (const link of [...this.links.values(), ...this.sessionLinks.values()]) {
+      const mine = changed.filter((row) => row.recipientKey === link.key).map((row) => row.brokerMessageId);
+      // Best effort: a mark lost to a closed socket only leaves the sender's view one step behind.
+      if (mine.length > 0) void link.request({ type: 'mark', messageIds: mine, state }).catch(() => {});
+    }
+    return changed.length;
+  }
+
+  /** Delete inbox rows; a session may delete only its own. */
+  deleteInbox(ids: readonly number[], session?: SessionRecord): number {
+    const scope = session === undefined ? undefined : new Set(this.scopeOf(session));
+    const allowed = ids.filter((id) => {
+      const row = this.inbox.get(id);
+      return row !== undefined && (scope === undefined || scope.has(row.recipientKey));
+    });
+    return this.inbox.delete(allowed);
+  }
+
+  listOutbox(status: OutboxStatus | undefined, limit: number | undefined): Record<string, unknown> {
+    const rows = this.outbox.list({ ...(status === undefined ? {} : { status }), ...(limit === undefined ? {} : { limit }) });
+    return { counts: this.outbox.counts(), rows: rows.map(publicRow) };
+  }
+
+  requeue(clientMessageId: string): Record<string, unknown> {
+    const row = this.outbox.requeue(clientMessageId);
+    this.#drain.wake();
+    return publicRow(row);
+  }
+
+  /** Close every link (1000), let the sends on the wire finish, close the databases. */
+  async close(): Promise<void> {
+    clearInterval(this.#pruneTimer);
+    clearInterval(this.#reapTimer);
+    // Stop claiming first; closing the links then fails whatever still waits for an ack
+    // (those rows go back to pending and are resent, deduplicated, by the next start).
+    const drained = this.#drain.stop();
+    await Promise.all([...this.links.values(), ...this.sessionLinks.values()].map((link) => link.close()));
+    await drained;
+    // Whatever still waited for an ack is pending again: the next start resends it.
+    this.outbox.resetInflight();
+    this.outbox.close();
+    this.inbox.close();
+  }
+}

@@ -1,0 +1,153 @@
+// The outbox worker: every 500 ms, and at once when woken (a new enqueue, a link that just
+// opened), it claims the due rows of each open link's key and sends them on that link only.
+// A row leaves through the connection of the key that encrypted it — never through another,
+// which would change the sender and make it undecryptable (original-client §8 lesson 8) —
+// so a row whose link is down simply stays pending.
+//
+// Sends are pipelined: claiming does not wait for acks, so one slow mesh never holds another.
+// The answer decides the row's fate (outbox.ts): ack queued → done; a refusal the same
+// request can never pass → dead; anything else (rate limit, broker down, timeout, closed
+// socket) → pending with backoff.
+
+import { isCmError } from '../lib/errors.ts';
+import type { BrokerLink, Frame } from './broker-link.ts';
+import { CLAIM_BATCH, MAX_ATTEMPTS } from './outbox.ts';
+import type { Outbox, OutboxRow } from './outbox.ts';
+import { encryptFor, resolveTarget } from './router.ts';
+
+export const POLL_INTERVAL_MS = 500;
+// Sends on the wire at once, over all links: a large outbox drains in steps, never all at once.
+export const MAX_IN_FLIGHT = 256;
+// Refusals that a resend of the very same request cannot change.
+const PERMANENT_CODES: ReadonlySet<string> = new Set([
+  'CM_ERR_UNKNOWN_RECIPIENT', 'CM_ERR_ENVELOPES_MISMATCH', 'CM_ERR_IDEMPOTENCY_CONFLICT', 'CM_ERR_BAD_FRAME',
+  'CM_ERR_PAYLOAD_TOO_LARGE', 'CM_ERR_FORBIDDEN', 'CM_ERR_UNKNOWN_TYPE',
+]);
+
+export interface DrainOptions {
+  outbox: Outbox;
+  links: () => Iterable<BrokerLink>;
+  pollIntervalMs?: number;
+  onEvent?(kind: string, fields: Record<string, unknown>): void;
+}
+
+export class Drain {
+  readonly #outbox: Outbox;
+  readonly #links: () => Iterable<BrokerLink>;
+  readonly #pollMs: number;
+  readonly #onEvent: (kind: string, fields: Record<string, unknown>) => void;
+  readonly #inFlight = new Set<Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+  #running = false;
+  #stopped = true;
+  #again = false;
+
+  constructor(options: DrainOptions) {
+    this.#outbox = options.outbox;
+    this.#links = options.links;
+    this.#pollMs = options.pollIntervalMs ?? POLL_INTERVAL_MS;
+    this.#onEvent = options.onEvent ?? (() => {});
+  }
+
+  start(): void {
+    this.#stopped = false;
+    this.wake();
+  }
+
+  /** Run a pass now (or right after the one running). */
+  wake(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#running = true;
+    try {
+      this.#pass();
+    } catch (error) {
+      // A database error must not kill the timer loop: report it and try again next poll.
+      this.#onEvent('drain_error', { message: error instanceof Error ? error.message : String(error) });
+    } finally {
+      this.#running = false;
+    }
+    if (this.#again) {
+      this.#again = false;
+      queueMicrotask(() => this.wake());
+      return;
+    }
+    this.#timer = setTimeout(() => this.wake(), this.#pollMs);
+  }
+
+  #pass(): void {
+    for (const link of this.#links()) {
+      const room = MAX_IN_FLIGHT - this.#inFlight.size;
+      if (!link.isOpen || room <= 0) continue;
+      for (const row of this.#outbox.claim(link.key, Math.min(CLAIM_BATCH, room))) {
+        const sending = this.#send(link, row);
+        this.#inFlight.add(sending);
+        void sending.finally(() => {
+          this.#inFlight.delete(sending);
+          // Room again after being full: claim more now rather than at the next poll.
+          if (this.#inFlight.size === MAX_IN_FLIGHT - 1) this.wake();
+        });
+      }
+    }
+  }
+
+  async #send(link: BrokerLink, row: OutboxRow): Promise<void> {
+    if (!link.isOpen) {
+      this.#outbox.release(row.clientMessageId);
+      return;
+    }
+    let answer: Frame;
+    try {
+      answer = await link.request({ type: 'send', clientMessageId: row.clientMessageId, target: row.target, priority: row.priority, envelopes: row.envelopes });
+    } catch (error) {
+      this.#failed(row, isCmError(error) ? error.code : 'CM_ERR_INTERNAL', error instanceof Error ? error.message : String(error));
+      return;
+    }
+    if (answer.type === 'ack' && answer.queued === true && typeof answer.messageId === 'string') {
+      const recipients = Array.isArray(answer.recipients) ? answer.recipients.length : Number(answer.recipients ?? 0);
+      this.#outbox.markDone(row.clientMessageId, answer.messageId, recipients);
+      this.#onEvent('sent', { clientMessageId: row.clientMessageId, messageId: answer.messageId, duplicate: answer.duplicate === true, meshId: row.meshId });
+      return;
+    }
+    const code = typeof answer.code === 'string' ? answer.code : 'CM_ERR_INTERNAL';
+    const message = typeof answer.message === 'string' ? answer.message : JSON.stringify(answer);
+    if (code === 'CM_ERR_ENVELOPES_MISMATCH' && (await this.#reencrypt(link, row, message))) return;
+    this.#failed(row, code, message);
+  }
+
+  /**
+   * The recipients of a `*` or `@group` message changed since it was encrypted: resolve the
+   * same target against a fresh roster and encrypt again (outbox.ts explains why it is safe).
+   * False when that is not possible (a direct message, no text kept, nobody left to reach).
+   */
+  async #reencrypt(link: BrokerLink, row: OutboxRow, why: string): Promise<boolean> {
+    if (row.text === null || row.attempts >= MAX_ATTEMPTS || !(row.target === '*' || row.target.startsWith('@'))) return false;
+    const roster = await link.refreshRoster();
+    if (roster === undefined) return false;
+    try {
+      const resolved = resolveTarget(row.target, roster, { key: link.key, memberKey: link.identity.memberKey, secret: link.secret });
+      this.#outbox.reencrypted(row.clientMessageId, encryptFor(row.text, resolved.recipients, link.secret), `CM_ERR_ENVELOPES_MISMATCH: ${why}`);
+    } catch {
+      return false; // nobody in the group any more: the refusal stands
+    }
+    this.#onEvent('send_reencrypted', { clientMessageId: row.clientMessageId, target: row.target, meshId: row.meshId });
+    this.wake();
+    return true;
+  }
+
+  #failed(row: OutboxRow, code: string, message: string): void {
+    const status = this.#outbox.markFailed(row.clientMessageId, `${code}: ${message}`, PERMANENT_CODES.has(code));
+    this.#onEvent(status === 'dead' ? 'send_dead' : 'send_retry', { clientMessageId: row.clientMessageId, code, message, attempts: row.attempts, meshId: row.meshId });
+  }
+
+  /** Stop claiming; wait for the sends already on the wire to be answered or failed. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await Promise.allSettled([...this.#inFlight]);
+  }
+}

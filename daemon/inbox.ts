@@ -1,0 +1,257 @@
+// The daemon's inbox: every message pushed to one of this daemon's keys, decrypted, stored
+// once. The broker pushes at least once (leases, reconnect drains), so the row is unique per
+// (recipient key, broker message id): a second push of the same message to the same key is
+// a no-op, while a broadcast reaching two local keys (the member and a session) is two rows
+// — each key sees it (original-client §8 lesson 12). The caller sends `client_ack` only after
+// `insert` returned, i.e. after the commit.
+//
+// A body that does not decrypt is kept with `undecryptable = 1` and no body, never as garbage.
+// `body_fts` indexes decrypted bodies (FTS5, external content). Rows older than the retention
+// (30 days) are pruned.
+
+import Database from 'better-sqlite3';
+import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
+
+export const INBOX_RETENTION_MS = 30 * 24 * 3600 * 1000;
+const BUSY_TIMEOUT_MS = 5_000;
+const DEFAULT_LIST = 100;
+const MAX_LIST = 1_000;
+
+export type RecipientKind = 'member' | 'session';
+
+export interface IncomingMessage {
+  meshId: string;
+  recipientKey: string;
+  recipientKind: RecipientKind;
+  brokerMessageId: string;
+  clientMessageId: string;
+  senderKey: string;
+  senderMemberKey: string;
+  senderName: string | null;
+  target: string;
+  priority: string;
+  /** null when the envelope did not decrypt */
+  body: string | null;
+  /** broker's createdAt (ISO) */
+  createdAt: string;
+}
+
+export interface InboxRow extends IncomingMessage {
+  id: number;
+  undecryptable: boolean;
+  receivedAt: number;
+  /** shown to the recipient (surfaced) */
+  seenAt: number | null;
+  /** read by the recipient; implies seen */
+  readAt: number | null;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS inbox (
+  -- AUTOINCREMENT: ids never come back after a delete, so a stream's Last-Event-ID stays true
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  mesh_id TEXT NOT NULL,
+  recipient_key TEXT NOT NULL,
+  recipient_kind TEXT NOT NULL CHECK (recipient_kind IN ('member', 'session')),
+  broker_message_id TEXT NOT NULL,
+  client_message_id TEXT NOT NULL,
+  sender_key TEXT NOT NULL,
+  sender_member_key TEXT NOT NULL,
+  sender_name TEXT,
+  target TEXT NOT NULL,
+  priority TEXT NOT NULL,
+  body TEXT,
+  undecryptable INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  seen_at INTEGER,
+  read_at INTEGER,
+  UNIQUE (recipient_key, broker_message_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_received ON inbox (received_at);
+CREATE INDEX IF NOT EXISTS inbox_recipient ON inbox (recipient_key, seen_at);
+CREATE VIRTUAL TABLE IF NOT EXISTS inbox_fts USING fts5 (body, content = 'inbox', content_rowid = 'id');
+CREATE TRIGGER IF NOT EXISTS inbox_fts_insert AFTER INSERT ON inbox WHEN new.body IS NOT NULL BEGIN
+  INSERT INTO inbox_fts (rowid, body) VALUES (new.id, new.body);
+END;
+CREATE TRIGGER IF NOT EXISTS inbox_fts_delete AFTER DELETE ON inbox WHEN old.body IS NOT NULL BEGIN
+  INSERT INTO inbox_fts (inbox_fts, rowid, body) VALUES ('delete', old.id, old.body);
+END;
+`;
+
+interface RawRow {
+  id: number;
+  mesh_id: string;
+  recipient_key: string;
+  recipient_kind: RecipientKind;
+  broker_message_id: string;
+  client_message_id: string;
+  sender_key: string;
+  sender_member_key: string;
+  sender_name: string | null;
+  target: string;
+  priority: string;
+  body: string | null;
+  undecryptable: number;
+  created_at: string;
+  received_at: number;
+  seen_at: number | null;
+  read_at: number | null;
+}
+
+function toRow(raw: RawRow): InboxRow {
+  return {
+    id: raw.id,
+    meshId: raw.mesh_id,
+    recipientKey: raw.recipient_key,
+    recipientKind: raw.recipient_kind,
+    brokerMessageId: raw.broker_message_id,
+    clientMessageId: raw.client_message_id,
+    senderKey: raw.sender_key,
+    senderMemberKey: raw.sender_member_key,
+    senderName: raw.sender_name,
+    target: raw.target,
+    priority: raw.priority,
+    body: raw.body,
+    undecryptable: raw.undecryptable === 1,
+    createdAt: raw.created_at,
+    receivedAt: raw.received_at,
+    seenAt: raw.seen_at,
+    readAt: raw.read_at,
+  };
+}
+
+export interface InboxQuery {
+  /** only rows addressed to these keys (a session sees its own key and its member's) */
+  recipientKeys?: readonly string[];
+  meshId?: string;
+  unseenOnly?: boolean;
+  /** FTS5 query over decrypted bodies; words are quoted, so punctuation is never syntax */
+  search?: string;
+  /** only rows with id greater than this (replay after a reconnect) */
+  afterId?: number;
+  limit?: number;
+}
+
+/** Quote every word so user text is searched, never parsed as FTS5 syntax. */
+export function ftsQuery(text: string): string {
+  const words = text.split(/\s+/).filter((word) => word !== '');
+  return words.map((word) => `"${word.replaceAll('"', '""')}"`).join(' ');
+}
+
+export class Inbox {
+  readonly #db: SqliteDatabase;
+  readonly #now: () => number;
+  readonly #insert: Statement;
+  readonly #byKey: Statement;
+
+  constructor(path: string, options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
+    this.#db.pragma('journal_mode = WAL');
+    // FULL as well: the client_ack that follows an insert tells the broker to stop keeping it.
+    this.#db.pragma('synchronous = FULL');
+    this.#db.exec(SCHEMA);
+    this.#insert = this.#db.prepare(`INSERT INTO inbox (mesh_id, recipient_key, recipient_kind, broker_message_id, client_message_id,
+      sender_key, sender_member_key, sender_name, target, priority, body, undecryptable, created_at, received_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recipient_key, broker_message_id) DO NOTHING`);
+    this.#byKey = this.#db.prepare('SELECT * FROM inbox WHERE recipient_key = ? AND broker_message_id = ?');
+  }
+
+  /** Store a pushed message; returns the new row, or undefined when it was already here. */
+  insert(message: IncomingMessage): InboxRow | undefined {
+    const result = this.#insert.run(message.meshId, message.recipientKey, message.recipientKind, message.brokerMessageId,
+      message.clientMessageId, message.senderKey, message.senderMemberKey, message.senderName, message.target, message.priority,
+      message.body, message.body === null ? 1 : 0, message.createdAt, this.#now());
+    if (result.changes === 0) return undefined;
+    return toRow(this.#byKey.get(message.recipientKey, message.brokerMessageId) as RawRow);
+  }
+
+  list(query: InboxQuery = {}): InboxRow[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (query.recipientKeys !== undefined) {
+      if (query.recipientKeys.length === 0) return [];
+      where.push(`inbox.recipient_key IN (${query.recipientKeys.map(() => '?').join(', ')})`);
+      params.push(...query.recipientKeys);
+    }
+    if (query.meshId !== undefined) {
+      where.push('inbox.mesh_id = ?');
+      params.push(query.meshId);
+    }
+    if (query.unseenOnly === true) where.push('inbox.seen_at IS NULL');
+    if (query.afterId !== undefined) {
+      where.push('inbox.id > ?');
+      params.push(query.afterId);
+    }
+    let from = 'inbox';
+    const search = query.search === undefined ? '' : ftsQuery(query.search);
+    if (search !== '') {
+      from = 'inbox JOIN inbox_fts ON inbox_fts.rowid = inbox.id';
+      where.push('inbox_fts MATCH ?');
+      params.push(search);
+    }
+    const limit = Math.min(Math.max(1, query.limit ?? DEFAULT_LIST), MAX_LIST);
+    // Oldest first when replaying after an id; newest first for a listing.
+    const order = query.afterId !== undefined ? 'ASC' : 'DESC';
+    const sql = `SELECT inbox.* FROM ${from}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY inbox.id ${order} LIMIT ?`;
+    return (this.#db.prepare(sql).all(...params, limit) as RawRow[]).map(toRow);
+  }
+
+  get(id: number): InboxRow | undefined {
+    const raw = this.#db.prepare('SELECT * FROM inbox WHERE id = ?').get(id) as RawRow | undefined;
+    return raw === undefined ? undefined : toRow(raw);
+  }
+
+  /** Stamp rows as seen (only those not seen yet); returns the rows that changed. */
+  markSeen(ids: readonly number[], recipientKeys?: readonly string[]): InboxRow[] {
+    const run = this.#db.transaction((): InboxRow[] => {
+      const now = this.#now();
+      const changed: InboxRow[] = [];
+      const update = this.#db.prepare('UPDATE inbox SET seen_at = ? WHERE id = ? AND seen_at IS NULL');
+      for (const id of ids) {
+        const row = this.get(id);
+        if (row === undefined) continue;
+        if (recipientKeys !== undefined && !recipientKeys.includes(row.recipientKey)) continue;
+        if (update.run(now, id).changes === 1) changed.push({ ...row, seenAt: now });
+      }
+      return changed;
+    });
+    return run.immediate();
+  }
+
+  /** Stamp rows as read (and seen, if not yet); returns the rows that changed. */
+  markRead(ids: readonly number[], recipientKeys?: readonly string[]): InboxRow[] {
+    const run = this.#db.transaction((): InboxRow[] => {
+      const now = this.#now();
+      const changed: InboxRow[] = [];
+      const update = this.#db.prepare('UPDATE inbox SET read_at = ?, seen_at = coalesce(seen_at, ?) WHERE id = ? AND read_at IS NULL');
+      for (const id of ids) {
+        const row = this.get(id);
+        if (row === undefined) continue;
+        if (recipientKeys !== undefined && !recipientKeys.includes(row.recipientKey)) continue;
+        if (update.run(now, now, id).changes === 1) changed.push({ ...row, seenAt: row.seenAt ?? now, readAt: now });
+      }
+      return changed;
+    });
+    return run.immediate();
+  }
+
+  delete(ids: readonly number[]): number {
+    const statement = this.#db.prepare('DELETE FROM inbox WHERE id = ?');
+    return this.#db.transaction(() => ids.reduce((sum, id) => sum + statement.run(id).changes, 0)).immediate();
+  }
+
+  /** Delete rows received longer ago than the retention. */
+  prune(retentionMs = INBOX_RETENTION_MS): number {
+    return this.#db.prepare('DELETE FROM inbox WHERE received_at < ?').run(this.#now() - retentionMs).changes;
+  }
+
+  count(): number {
+    return (this.#db.prepare('SELECT count(*) AS n FROM inbox').get() as { n: number }).n;
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+}

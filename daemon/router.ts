@@ -1,0 +1,72 @@
+// From what a person typed to what the broker receives: the target is resolved on this
+// machine, from the broker's roster, to full keys (a name, a key prefix, a full key, `*` or
+// `@group`), then the text is sealed once per recipient key (crypto_box, fresh nonce each).
+// Resolution happens once, at enqueue time; the outbox keeps the result, so a retry never
+// resolves again and never changes whom a message goes to (original-client §8 lesson 10).
+//
+// Names resolve among the mesh's members first (a member is always addressable, online or
+// not: the broker stores the message), then among session presences.
+
+import { PUBLIC_KEY_HEX, seal } from '../lib/crypto.ts';
+import { cmError, isCmError } from '../lib/errors.ts';
+import { groupMatches } from '../lib/protocol.ts';
+import type { EnvelopeFrame } from '../lib/protocol.ts';
+import { resolvePeer } from '../lib/cli/select.ts';
+import type { Peer } from '../lib/cli/select.ts';
+import type { Frame, Roster } from './broker-link.ts';
+
+export interface Sender {
+  /** the key the message leaves as */
+  key: string;
+  memberKey: string;
+  secret: Buffer;
+}
+
+export interface Resolved {
+  /** what the broker gets as `target`: a full key, `*` or `@group` */
+  target: string;
+  recipients: string[];
+}
+
+function text(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}
+
+function groupsOf(peer: Frame): string[] {
+  return Array.isArray(peer.groups) ? peer.groups.filter((group): group is string => typeof group === 'string') : [];
+}
+
+export function resolveTarget(to: string, roster: Roster, sender: Sender): Resolved {
+  const own = new Set([sender.key, sender.memberKey]);
+  if (to === '*') {
+    // The broker requires every current member except the sender's own member key.
+    const recipients = roster.members.map((member) => text(member.key)).filter((key) => key !== '' && !own.has(key));
+    if (recipients.length === 0) throw cmError('CM_ERR_PEER_UNKNOWN', 'nobody else is in this mesh yet', { hint: 'invite someone with claudemesh invite' });
+    return { target: '*', recipients };
+  }
+  if (to.startsWith('@')) {
+    const recipients = roster.peers.filter((peer) => groupMatches(groupsOf(peer), to)).map((peer) => text(peer.key)).filter((key) => key !== '' && key !== sender.key);
+    if (recipients.length === 0) throw cmError('CM_ERR_PEER_UNKNOWN', `nobody is in group ${to}`, { hint: 'claudemesh peer list shows the groups of each peer' });
+    return { target: to, recipients: [...new Set(recipients)] };
+  }
+  const members: Peer[] = roster.members.map((member) => ({ name: text(member.name), pubkey: text(member.key) }));
+  const sessions: Peer[] = roster.peers.filter((peer) => peer.role === 'session').map((peer) => ({ name: text(peer.name), pubkey: text(peer.key) }));
+  let peer: Peer;
+  try {
+    peer = resolvePeer(to, members, 'peer');
+  } catch (error) {
+    if (!isCmError(error) || error.code !== 'CM_ERR_PEER_UNKNOWN' || PUBLIC_KEY_HEX.test(to)) throw error;
+    peer = resolvePeer(to, sessions, 'peer');
+  }
+  if (own.has(peer.pubkey)) throw cmError('CM_ERR_PEER_UNKNOWN', `${JSON.stringify(to)} is you`, { hint: 'name another peer (claudemesh peer list)' });
+  return { target: peer.pubkey, recipients: [peer.pubkey] };
+}
+
+/** One crypto_box envelope per recipient, base64 as the protocol carries them. */
+export function encryptFor(plaintext: string, recipients: readonly string[], senderSecret: Buffer): EnvelopeFrame[] {
+  const bytes = Buffer.from(plaintext, 'utf8');
+  return recipients.map((to) => {
+    const envelope = seal(bytes, to, senderSecret);
+    return { to, nonce: envelope.nonce.toString('base64'), ciphertext: envelope.ciphertext.toString('base64') };
+  });
+}

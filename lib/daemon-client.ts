@@ -1,0 +1,90 @@
+// Talking to the local daemon: JSON over HTTP on its unix socket. Used by the CLI verbs, by
+// the daemon's own single-instance check, and by the auto-start helper. A socket that does
+// not exist or refuses is CM_ERR_DAEMON_NOT_RUNNING; an error answer comes back as the error
+// the daemon raised (same code, message and hint), so the CLI reports it like its own.
+
+import { request } from 'node:http';
+import { BrokerRefusal } from './cli/output.ts';
+import { cmError, ERROR_CODES } from './errors.ts';
+import type { ErrorCode } from './errors.ts';
+
+export const PROBE_TIMEOUT_MS = 2_500;
+export const IPC_TIMEOUT_MS = 20_000;
+
+export interface IpcAnswer {
+  status: number;
+  body: Record<string, any>;
+}
+
+/** What GET /v1/version answers; also what a second `daemon up` shows about the first. */
+export interface DaemonVersion {
+  version: string;
+  ipcApi: string;
+  pid: number;
+  startedAt: string;
+  uptimeMs: number;
+  meshes: string[];
+  socket: string;
+}
+
+function notRunning(socketPath: string, why: string) {
+  return cmError('CM_ERR_DAEMON_NOT_RUNNING', `the daemon does not answer on ${socketPath} (${why})`);
+}
+
+/** The header that makes a request a session's. */
+export function sessionHeader(token: string): Record<string, string> {
+  return { authorization: `ClaudeMesh-Session ${token}` };
+}
+
+/** One request; rejects only when no HTTP answer arrived (no socket, refused, timeout). */
+export function ipcRequest(socketPath: string, method: string, path: string, body?: unknown, timeoutMs = IPC_TIMEOUT_MS, extraHeaders: Record<string, string> = {}): Promise<IpcAnswer> {
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = { ...extraHeaders, ...(text === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }) };
+    const req = request({ socketPath, method, path, headers, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch {
+          reject(notRunning(socketPath, `answered HTTP ${res.statusCode ?? 0} without JSON: is this a claudemesh daemon?`));
+          return;
+        }
+        const record = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, any>) : {};
+        resolve({ status: res.statusCode ?? 0, body: record });
+      });
+      res.on('error', (error) => reject(notRunning(socketPath, error.message)));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', (error: NodeJS.ErrnoException) => reject(notRunning(socketPath, error.code ?? error.message)));
+    req.end(text);
+  });
+}
+
+/** The daemon's version facts when it answers within the probe timeout; undefined otherwise. */
+export async function probeDaemon(socketPath: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<DaemonVersion | undefined> {
+  try {
+    const answer = await ipcRequest(socketPath, 'GET', '/v1/version', undefined, timeoutMs);
+    return answer.status === 200 && typeof answer.body.pid === 'number' ? (answer.body as DaemonVersion) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A request whose error answer is thrown as the daemon's own error. */
+export async function callDaemon(socketPath: string, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number, headers?: Record<string, string>): Promise<IpcAnswer> {
+  const answer = await ipcRequest(socketPath, method, path, body, timeoutMs, headers);
+  if (answer.status < 400) return answer;
+  const error = answer.body.error as { code?: unknown; message?: unknown; hint?: unknown; details?: unknown } | undefined;
+  const code = typeof error?.code === 'string' ? error.code : 'CM_ERR_INTERNAL';
+  const message = typeof error?.message === 'string' ? error.message : `the daemon answered HTTP ${answer.status}`;
+  const hint = typeof error?.hint === 'string' ? error.hint : undefined;
+  const details = error?.details !== null && typeof error?.details === 'object' ? (error.details as Record<string, unknown>) : undefined;
+  if (Object.hasOwn(ERROR_CODES, code)) {
+    throw cmError(code as ErrorCode, message, { ...(hint === undefined ? {} : { hint }), ...(details === undefined ? {} : { details }) });
+  }
+  // A code this CLI does not know (a newer daemon or a broker code passed through).
+  throw new BrokerRefusal({ code, message, hint: hint ?? '', ...(details === undefined ? {} : { details }) }, answer.status);
+}

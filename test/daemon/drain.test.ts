@@ -1,0 +1,135 @@
+// The outbox worker against a scripted broker: what each kind of answer does to a row.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { WebSocketServer } from 'ws';
+import { BrokerLink } from '../../daemon/broker-link.ts';
+import type { Frame } from '../../daemon/broker-link.ts';
+import { Drain } from '../../daemon/drain.ts';
+import { Outbox } from '../../daemon/outbox.ts';
+import { encryptFor } from '../../daemon/router.ts';
+import { generateKeyPair } from '../../lib/crypto.ts';
+
+const me = generateKeyPair();
+const bob = generateKeyPair();
+const carol = generateKeyPair();
+const WAIT_MS = 3_000;
+
+type Answer = (frame: Frame, sends: Frame[]) => Frame;
+
+async function scriptedBroker(answer: Answer, members: () => Frame[]): Promise<{ url: string; sends: Frame[]; close(): Promise<void> }> {
+  const server = createServer();
+  const wss = new WebSocketServer({ server });
+  const sends: Frame[] = [];
+  wss.on('connection', (socket) => {
+    socket.on('message', (data) => {
+      const frame = JSON.parse(String(data)) as Frame;
+      if (frame.type === 'hello') socket.send(JSON.stringify({ type: 'hello_ack', id: frame.id, key: me.publicKey, peers: [], members: members() }));
+      else if (frame.type === 'list_peers') socket.send(JSON.stringify({ type: 'peers', id: frame.id, peers: [], members: members() }));
+      else if (frame.type === 'send') {
+        sends.push(frame);
+        socket.send(JSON.stringify({ ...answer(frame, sends), id: frame.id }));
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    sends,
+    close: async () => {
+      for (const client of wss.clients) client.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function until(what: string, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+describe('Drain', () => {
+  let dir: string;
+  const cleanups: Array<() => Promise<void>> = [];
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cm-drain-'));
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  async function setup(name: string, answer: Answer, members: () => Frame[]) {
+    const broker = await scriptedBroker(answer, members);
+    const outbox = new Outbox(join(dir, `${name}.db`), { backoffBaseMs: 10 });
+    const link = new BrokerLink({ brokerUrl: broker.url, identity: { meshId: 'mesh-drain-01', memberKey: me.publicKey, memberSecret: me.secretKey }, timings: { backoffStepsMs: [20] } });
+    const drain = new Drain({ outbox, links: () => [link], pollIntervalMs: 20 });
+    link.start();
+    await until('open', () => link.isOpen);
+    drain.start();
+    cleanups.push(async () => {
+      await drain.stop();
+      await link.close();
+      outbox.close();
+      await broker.close();
+    });
+    return { broker, outbox, drain };
+  }
+
+  const request = (text: string, to: string) => ({ meshId: 'mesh-drain-01', senderKey: me.publicKey, to, priority: 'now' as const, text });
+
+  it('marks a row done on a queued ack and forgets its text', async () => {
+    const { outbox, drain } = await setup('done', () => ({ type: 'ack', queued: true, messageId: 'm-1', recipients: 1 }), () => []);
+    outbox.enqueue('d1', request('hi', 'bob'), { target: bob.publicKey, envelopes: encryptFor('hi', [bob.publicKey], me.secretKey) });
+    drain.wake();
+    await until('done', () => outbox.get('d1')?.status === 'done');
+    assert.equal(outbox.get('d1')?.brokerMessageId, 'm-1');
+    assert.equal(outbox.get('d1')?.text, null);
+  });
+
+  it('a permanent refusal is dead, a transient one waits and retries the same request', async () => {
+    const { broker, outbox, drain } = await setup('fail', (frame, sends) => {
+      if (frame.clientMessageId === 'dead-1') return { type: 'ack', queued: false, code: 'CM_ERR_UNKNOWN_RECIPIENT', message: 'no such key' };
+      const tries = sends.filter((each) => each.clientMessageId === frame.clientMessageId).length;
+      return tries < 3 ? { type: 'ack', queued: false, code: 'CM_ERR_RATE_LIMITED', message: 'slow down' } : { type: 'ack', queued: true, messageId: 'm-2', recipients: 1 };
+    }, () => []);
+    const envelopes = encryptFor('x', [bob.publicKey], me.secretKey);
+    outbox.enqueue('dead-1', request('x', 'bob'), { target: bob.publicKey, envelopes });
+    outbox.enqueue('retry-1', request('y', 'bob'), { target: bob.publicKey, envelopes });
+    drain.wake();
+    await until('dead', () => outbox.get('dead-1')?.status === 'dead');
+    assert.match(String(outbox.get('dead-1')?.lastError), /^CM_ERR_UNKNOWN_RECIPIENT/);
+    await until('retried until done', () => outbox.get('retry-1')?.status === 'done');
+    const tries = broker.sends.filter((frame) => frame.clientMessageId === 'retry-1');
+    assert.equal(tries.length, 3);
+    assert.equal(outbox.get('retry-1')?.attempts, 3);
+    assert.ok(tries.every((frame) => JSON.stringify(frame.envelopes) === JSON.stringify(envelopes)), 'every retry is byte-for-byte the same');
+  });
+
+  it('encrypts a broadcast again when the roster changed while it waited', async () => {
+    let members: Frame[] = [{ key: me.publicKey, name: 'me' }, { key: bob.publicKey, name: 'bob' }];
+    const { outbox, drain } = await setup('mismatch', (frame) => {
+      const keys = (frame.envelopes as Array<{ to: string }>).map((envelope) => envelope.to).sort();
+      const wanted = members.map((member) => String(member.key)).filter((key) => key !== me.publicKey).sort();
+      return JSON.stringify(keys) === JSON.stringify(wanted)
+        ? { type: 'ack', queued: true, messageId: 'm-3', recipients: keys.length }
+        : { type: 'ack', queued: false, code: 'CM_ERR_ENVELOPES_MISMATCH', message: 'roster changed' };
+    }, () => members);
+    outbox.enqueue('b1', request('to all', '*'), { target: '*', envelopes: encryptFor('to all', [bob.publicKey], me.secretKey) });
+    members = [...members, { key: carol.publicKey, name: 'carol' }];
+    drain.wake();
+    await until('done after re-encryption', () => outbox.get('b1')?.status === 'done');
+    assert.equal(outbox.get('b1')?.recipients, 2);
+    assert.deepEqual(outbox.get('b1')?.envelopes.map((envelope) => envelope.to).sort(), [bob.publicKey, carol.publicKey].sort());
+  });
+});

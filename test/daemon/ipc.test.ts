@@ -1,0 +1,90 @@
+// The IPC surface without a broker: guards, errors, and reload (meshes come and go).
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { request } from 'node:http';
+import type { Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { writeConfig } from '../../lib/client-config.ts';
+import { generateKeyPair } from '../../lib/crypto.ts';
+import { ipcRequest } from '../../lib/daemon-client.ts';
+import { Daemon } from '../../daemon/daemon.ts';
+import { closeIpc, listenIpc } from '../../daemon/ipc.ts';
+import { daemonPaths, ensureDaemonDir } from '../../daemon/paths.ts';
+import type { DaemonPaths } from '../../daemon/paths.ts';
+
+function raw(socketPath: string, method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path, headers }, (res) => {
+      let text = '';
+      res.on('data', (chunk: Buffer) => void (text += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('daemon IPC', () => {
+  let home: string;
+  let paths: DaemonPaths;
+  let daemon: Daemon;
+  let server: Server;
+  before(async () => {
+    home = await mkdtemp(join(tmpdir(), 'cm-ipc-'));
+    paths = daemonPaths(home);
+    await ensureDaemonDir(paths);
+    daemon = new Daemon({ paths, config: { version: 1, meshes: [] }, timings: { link: { backoffStepsMs: [1_000] } } });
+    daemon.start();
+    server = await listenIpc(daemon);
+  });
+  after(async () => {
+    await closeIpc(server, paths.socket);
+    await daemon.close();
+    await rm(home, { recursive: true, force: true });
+  });
+
+  it('listens on a 0600 socket in a 0700 directory', async () => {
+    assert.equal((await stat(paths.socket)).mode & 0o777, 0o600);
+    assert.equal((await stat(paths.dir)).mode & 0o777, 0o700);
+  });
+
+  it('answers version and health', async () => {
+    const version = await ipcRequest(paths.socket, 'GET', '/v1/version');
+    assert.equal(version.body.pid, process.pid);
+    assert.equal(version.body.ipcApi, 'v1');
+    assert.deepEqual((await ipcRequest(paths.socket, 'GET', '/v1/health')).body, { ok: true, pid: process.pid, meshes: [], sessions: [] });
+  });
+
+  it('refuses browsers, unknown routes, wrong methods, bad JSON and bad fields with codes', async () => {
+    assert.equal((await raw(paths.socket, 'GET', '/v1/version', { origin: 'https://evil.example' })).body.error.code, 'CM_ERR_FORBIDDEN');
+    assert.equal((await ipcRequest(paths.socket, 'GET', '/v1/nothing')).body.error.code, 'CM_ERR_NOT_FOUND');
+    assert.equal((await ipcRequest(paths.socket, 'GET', '/v1/send')).status, 405);
+    const badJson = await raw(paths.socket, 'POST', '/v1/send', { 'content-type': 'application/json' }, '{nope');
+    assert.equal(badJson.body.error.code, 'CM_ERR_BAD_JSON');
+    assert.equal((await ipcRequest(paths.socket, 'POST', '/v1/send', { to: 'bob' })).body.error.code, 'CM_ERR_BAD_REQUEST');
+    assert.equal((await ipcRequest(paths.socket, 'POST', '/v1/send', { to: 'bob', text: 'hi' })).body.error.code, 'CM_ERR_MESH_UNKNOWN');
+    assert.equal((await ipcRequest(paths.socket, 'GET', '/v1/outbox?status=weird')).status, 400);
+    assert.equal((await raw(paths.socket, 'GET', '/v1/inbox', { authorization: 'ClaudeMesh-Session nope' })).status, 401);
+  });
+
+  it('reload attaches a mesh added to the config and detaches a removed one', async () => {
+    const keys = generateKeyPair();
+    const mesh = {
+      meshId: 'mesh-reload-01', name: 'later', brokerUrl: 'http://127.0.0.1:9', role: 'member' as const, memberName: 'ann',
+      publicKey: keys.publicKey, secretKey: keys.secretKey.toString('hex'), ownerPubkey: null, createdAt: new Date().toISOString(), status: 'active' as const,
+    };
+    await writeConfig(home, { version: 1, meshes: [mesh] });
+    const added = await ipcRequest(paths.socket, 'POST', '/v1/reload');
+    assert.deepEqual(added.body, { added: ['mesh-reload-01'], removed: [] });
+    const health = await ipcRequest(paths.socket, 'GET', '/v1/health');
+    assert.equal(health.body.meshes[0].name, 'later');
+    assert.notEqual(health.body.meshes[0].state, 'open');
+    const offline = await ipcRequest(paths.socket, 'POST', '/v1/send', { to: 'bob', text: 'hi' });
+    assert.equal(offline.body.error.code, 'CM_ERR_MESH_OFFLINE', 'no roster yet: nothing to resolve against');
+    await writeConfig(home, { version: 1, meshes: [] });
+    assert.deepEqual((await ipcRequest(paths.socket, 'POST', '/v1/reload')).body, { added: [], removed: ['mesh-reload-01'] });
+  });
+});

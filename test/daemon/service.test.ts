@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { launchdPlist, serviceUnitPath, systemdUnit } from '../../daemon/service.ts';
+
+const spec = { node: '/opt/node/bin/node', cli: '/srv/claudemesh/cli.ts', home: '/home/ann/.claudemesh', log: '/home/ann/.claudemesh/daemon/daemon.log' };
+
+describe('service units', () => {
+  it('systemd: runs daemon up --foreground, restarts always, with the home in the environment', () => {
+    const unit = systemdUnit(spec);
+    assert.match(unit, /^ExecStart="\/opt\/node\/bin\/node" "\/srv\/claudemesh\/cli.ts" daemon up --foreground$/m);
+    assert.match(unit, /^Restart=always$/m);
+    assert.match(unit, /^Environment="CLAUDEMESH_HOME=\/home\/ann\/.claudemesh"$/m);
+    assert.match(unit, /^WantedBy=default.target$/m);
+  });
+
+  it('launchd: the same command, kept alive, logs to daemon.log, XML escaped', () => {
+    const plist = launchdPlist({ ...spec, home: '/Users/a&b' });
+    assert.match(plist, /<string>--foreground<\/string>/);
+    assert.match(plist, /<key>KeepAlive<\/key>\s*<true\/>/);
+    assert.match(plist, /<string>\/Users\/a&amp;b<\/string>/);
+    assert.match(plist, /<key>StandardErrorPath<\/key>\s*<string>\/home\/ann\/.claudemesh\/daemon\/daemon.log<\/string>/);
+  });
+
+  it('knows where each platform keeps its unit', () => {
+    assert.equal(serviceUnitPath('linux', '/home/ann'), '/home/ann/.config/systemd/user/claudemesh-daemon.service');
+    assert.equal(serviceUnitPath('darwin', '/Users/ann'), '/Users/ann/Library/LaunchAgents/com.claudemesh.daemon.plist');
+    assert.equal(serviceUnitPath('win32', 'C:\\'), undefined);
+  });
+});

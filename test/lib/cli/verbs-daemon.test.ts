@@ -1,0 +1,92 @@
+// The daemon-facing verbs where no daemon is needed: usage errors, exit 3 when the daemon
+// is down and auto-start is off, and the service unit `daemon install-service` writes.
+
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { main } from '../../../lib/cli/main.ts';
+import { daemonPaths } from '../../../daemon/paths.ts';
+
+describe('daemon-facing verbs without a daemon', () => {
+  let home: string;
+  let fakeHome: string;
+  const originalHome = process.env.HOME;
+  before(async () => {
+    home = await mkdtemp(join(tmpdir(), 'cm-verbs-daemon-'));
+    fakeHome = await mkdtemp(join(tmpdir(), 'cm-verbs-home-'));
+    process.env.HOME = fakeHome;
+  });
+  after(async () => {
+    process.env.HOME = originalHome;
+    await rm(home, { recursive: true, force: true });
+    await rm(fakeHome, { recursive: true, force: true });
+  });
+
+  async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    let stdout = '';
+    let stderr = '';
+    const code = await main(argv, {
+      env: { CLAUDEMESH_NO_AUTOSTART: '1' },
+      home,
+      now: Date.now,
+      stdout: (text) => void (stdout += text),
+      stderr: (text) => void (stderr += text),
+    });
+    return { code, stdout, stderr };
+  }
+
+  it('refuses bad actions and values with exit 2', async () => {
+    for (const argv of [['peer', 'show'], ['msg', 'find', 'x'], ['daemon', 'sideways'], ['send', 'bob', 'hi', '--priority', 'urgent'], ['inbox', '--limit', '0']]) {
+      const result = await run(...argv);
+      assert.equal(result.code, 2, `${argv.join(' ')}: ${result.stderr}`);
+      assert.match(result.stderr, /^error CM_ERR_USAGE: /);
+    }
+  });
+
+  it('exits 3 with CM_ERR_DAEMON_NOT_RUNNING when the daemon is down and may not be started', async () => {
+    for (const argv of [['send', 'bob', 'hi'], ['inbox'], ['peer', 'list'], ['events'], ['daemon', 'status']]) {
+      const result = await run(...argv, '--json');
+      assert.equal(result.code, 3, `${argv.join(' ')}: ${result.stdout}${result.stderr}`);
+      assert.equal(JSON.parse(result.stdout).error.code, 'CM_ERR_DAEMON_NOT_RUNNING');
+    }
+  });
+
+  it('daemon down when nothing runs is not an error', async () => {
+    const result = await run('daemon', 'down');
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /was not running/);
+  });
+
+  it('warns when the daemon runs another version, and prints events one per line', async () => {
+    const paths = daemonPaths(home);
+    await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+    const server = createServer((req, res) => {
+      const body = req.url?.startsWith('/v1/version')
+        ? { pid: 1, version: '0.0.0-old', ipcApi: 'v1', meshes: [], socket: paths.socket, uptimeMs: 1, startedAt: '' }
+        : { events: [{ seq: 7, at: '2030-01-01T00:00:00.000Z', kind: 'link_retry', mesh: 'team', delayMs: 800 }] };
+      res.end(JSON.stringify(body));
+    });
+    await new Promise<void>((resolve) => server.listen(paths.socket, resolve));
+    try {
+      const result = await run('events');
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stderr, /the daemon runs version 0\.0\.0-old, this command is /);
+      assert.equal(result.stdout, '2030-01-01T00:00:00.000Z  link_retry  {"mesh":"team","delayMs":800}\n');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('daemon install-service writes a unit that runs daemon up --foreground', { skip: process.platform !== 'linux' }, async () => {
+    const result = await run('daemon', 'install-service', '--json');
+    assert.equal(result.code, 0, result.stderr);
+    const unitPath = JSON.parse(result.stdout).unit as string;
+    assert.equal(unitPath, join(fakeHome, '.config', 'systemd', 'user', 'claudemesh-daemon.service'));
+    const unit = await readFile(unitPath, 'utf8');
+    assert.match(unit, /cli\.ts" daemon up --foreground$/m);
+    assert.match(unit, new RegExp(`CLAUDEMESH_HOME=${home}`));
+  });
+});
