@@ -15,7 +15,7 @@ import { Sampler } from './sampler.ts';
 import type { Usage } from './sampler.ts';
 
 // The load test measures throughput, so the per-member limits are opened wide.
-const BENCH_BROKER_ENV = { SEND_BURST: '100000000', SEND_RATE_PER_SECOND: '1000000', MAX_CONNECTIONS_PER_MESH: '5000' };
+const BENCH_BROKER_ENV = { SEND_BURST: '100000000', SEND_RATE_PER_SECOND: '1000000', LOOP_GUARD_BURST: '100000000', LOOP_GUARD_RATE_PER_SECOND: '1000000', MAX_CONNECTIONS_PER_MESH: '5000' };
 
 export interface Postgres {
   adminUrl: string;

@@ -17,6 +17,9 @@ export const DEFAULTS = {
   MESSAGE_TTL_SECONDS: 7 * 24 * 3600,
   SEND_BURST: 1_000,
   SEND_RATE_PER_SECOND: 100,
+  // Loop guard: generous for people and agents, fatal for two bots answering each other.
+  LOOP_GUARD_BURST: 120,
+  LOOP_GUARD_RATE_PER_SECOND: 1,
   NODE_ENV: 'development',
   LOG_LEVEL: 'info',
 } as const;
@@ -45,6 +48,9 @@ export interface BrokerConfig {
   /** per member: sends allowed at once, then per second */
   sendBurst: number;
   sendRatePerSecond: number;
+  /** per (sender key, target): messages allowed at once, then per second */
+  loopGuardBurst: number;
+  loopGuardRatePerSecond: number;
   nodeEnv: NodeEnv;
   logLevel: LogLevel;
   /** undefined → read from `git rev-parse` at start */
@@ -150,6 +156,8 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult 
     messageTtlSeconds: integer(env, 'MESSAGE_TTL_SECONDS', 60, 365 * 24 * 3600, problems),
     sendBurst: integer(env, 'SEND_BURST', 1, 100_000_000, problems),
     sendRatePerSecond: integer(env, 'SEND_RATE_PER_SECOND', 1, 1_000_000, problems),
+    loopGuardBurst: integer(env, 'LOOP_GUARD_BURST', 1, 100_000_000, problems),
+    loopGuardRatePerSecond: integer(env, 'LOOP_GUARD_RATE_PER_SECOND', 1, 1_000_000, problems),
     nodeEnv: oneOf(env, 'NODE_ENV', NODE_ENVS, problems),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, problems),
     gitSha,

@@ -109,6 +109,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   const sender = new Sender({
     pool, log, hub, roster, delivery, metrics, instanceId, now,
     messageTtlSeconds: config.messageTtlSeconds, sendBurst: config.sendBurst, sendRatePerSecond: config.sendRatePerSecond,
+    pairBurst: config.loopGuardBurst, pairRatePerSecond: config.loopGuardRatePerSecond,
   });
   const deliveryReady = delivery;
 

@@ -22,9 +22,6 @@ import { query } from './sql.ts';
 
 export const MAX_BATCH_SENDS = 500;
 
-// Loop guard per (sender key, target): generous for people and agents, fatal for a loop.
-export const PAIR_BURST = 120;
-export const PAIR_RATE_PER_SECOND = 1;
 
 export type AckFrame =
   | { type: 'ack'; id?: string; queued: true; messageId: string; recipients: number; duplicate?: true }
@@ -52,6 +49,9 @@ export interface SenderOptions {
   /** per member (so reconnecting does not reset it): a burst, then a steady rate */
   sendBurst: number;
   sendRatePerSecond: number;
+  /** loop guard per (sender key, target): a burst, then a steady rate */
+  pairBurst: number;
+  pairRatePerSecond: number;
   now?: () => number;
 }
 
@@ -68,11 +68,16 @@ export class Sender {
     this.#options = options;
     const now = options.now === undefined ? {} : { now: options.now };
     this.#members = new KeyedTokenBuckets({ capacity: options.sendBurst, refillPerSecond: options.sendRatePerSecond, ...now });
-    this.#pairs = new KeyedTokenBuckets({ capacity: PAIR_BURST, refillPerSecond: PAIR_RATE_PER_SECOND, ...now });
+    this.#pairs = new KeyedTokenBuckets({ capacity: options.pairBurst, refillPerSecond: options.pairRatePerSecond, ...now });
   }
 
   async send(peer: Peer, frame: SendFrame): Promise<AckFrame> {
-    const refuse = (reason: RejectReason, error: CmError): AckFrame => {
+    const fingerprint = fingerprintOf(frame);
+    const refuse = async (reason: RejectReason, error: CmError): Promise<AckFrame> => {
+      // A retry of a message that is already stored (its ack was lost) gets the original
+      // answer, whatever a limit or the roster would say now.
+      const original = await this.#original(peer, frame, fingerprint);
+      if (original !== undefined) return original;
       this.#options.metrics.messagesRejected.inc({ reason });
       return { type: 'ack', ...(frame.id === undefined ? {} : { id: frame.id }), queued: false, ...error.toJSON() };
     };
@@ -83,7 +88,7 @@ export class Sender {
       return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
     }
     if (!this.#pairs.take(`${peer.meshId}\n${peer.key}\n${frame.target}`)) {
-      return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${PAIR_BURST} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
+      return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${this.#options.pairBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
     }
     const envelopes: Envelope[] = [];
     for (const envelope of frame.envelopes) {
@@ -102,12 +107,27 @@ export class Sender {
     }
     const problem = checkRecipients(roster, peer, frame.target, envelopes);
     if (problem !== undefined) return refuse(problem.code === 'CM_ERR_UNKNOWN_RECIPIENT' ? 'unknown_recipient' : 'bad_envelope', problem);
-    const canonical = envelopes.map((e) => [e.to, e.nonce.toString('base64'), e.ciphertext.toString('base64')]).sort((a, b) => (a[0] ?? '').localeCompare(b[0] ?? ''));
-    const fingerprint = sha256Hex(JSON.stringify([frame.target, frame.priority, canonical]));
     return new Promise((resolve) => {
       this.#queue.push({ peer, frame, envelopes, fingerprint, roster, resolve });
       if (this.#queue.length === 1 && !this.#flushing) setImmediate(() => void this.#flush());
     });
+  }
+
+  /** The answer already given for this (sender, clientMessageId), if it was stored. */
+  async #original(peer: Peer, frame: SendFrame, fingerprint: string): Promise<AckFrame | undefined> {
+    let row: { id: string; fingerprint: string; recipients: number } | undefined;
+    try {
+      const found = await this.#options.pool.query(query('existing_messages', [[peer.meshId], [peer.key], [frame.clientMessageId]]));
+      row = found.rows[0];
+    } catch {
+      return undefined;
+    }
+    if (row === undefined) return undefined;
+    const base = frame.id === undefined ? {} : { id: frame.id };
+    if (row.fingerprint === fingerprint) return { type: 'ack', ...base, queued: true, messageId: row.id, recipients: row.recipients, duplicate: true };
+    this.#options.metrics.messagesRejected.inc({ reason: 'idempotency_conflict' });
+    const error = cmError('CM_ERR_IDEMPOTENCY_CONFLICT', `client message id ${JSON.stringify(frame.clientMessageId)} was already used for a different message (${row.id})`);
+    return { type: 'ack', ...base, queued: false, ...error.toJSON() };
   }
 
   async #flush(): Promise<void> {
@@ -217,6 +237,12 @@ export class Sender {
       });
     });
   }
+}
+
+/** The request's identity for idempotency: target, priority and the envelopes, in key order. */
+export function fingerprintOf(frame: SendFrame): string {
+  const canonical = frame.envelopes.map((e) => [e.to, e.nonce, e.ciphertext]).sort((a, b) => (a[0] ?? '').localeCompare(b[0] ?? ''));
+  return sha256Hex(JSON.stringify([frame.target, frame.priority, canonical]));
 }
 
 /**

@@ -25,4 +25,20 @@ describe('send limits', () => {
     assert.match(String(limited.message), /more than 3 messages/);
     await again.close();
   });
+
+  it('answers a retry of a stored message as a duplicate even when the limits refuse new sends', async () => {
+    const mesh = await seedMesh(t.db.pool, 2);
+    const [a, b] = mesh.members;
+    const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: a! });
+    const envelope = { to: b!.publicKey, nonce: Buffer.alloc(24, 3).toString('base64'), ciphertext: Buffer.alloc(32, 4).toString('base64') };
+    const frame = { type: 'send', clientMessageId: 'retry-me', target: b!.publicKey, priority: 'now', envelopes: [envelope] };
+    const first = await peer.request(frame);
+    assert.equal(first.queued, true);
+    for (let i = 0; i < 3; i += 1) await peer.send(b!.publicKey, [b!.publicKey], `filler ${i}`);
+    const retry = await peer.request(frame);
+    assert.deepEqual([retry.queued, retry.messageId, retry.duplicate], [true, first.messageId, true]);
+    const changed = await peer.request({ ...frame, priority: 'low' });
+    assert.equal(changed.code, 'CM_ERR_IDEMPOTENCY_CONFLICT');
+    await peer.close();
+  });
 });
