@@ -1,13 +1,15 @@
 // `just bench`: the load benchmark of issue 7. Starts Postgres (embedded unless
 // DATABASE_URL is set), then for each point a fresh database and broker process; runs
 // each point RUNS times with a fixed seed and reports the median run.
-// Usage: node bench/run.ts [--quick] [--only burst,steady,held,storm] [--runs N] [--out FILE]
+// Usage: node bench/run.ts [--quick] [--only burst,steady,held,storm,daemon] [--runs N] [--out FILE]
 //        [--write-docs]  (replaces the generated section of docs/benchmarks.md)
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startPostgres } from './harness.ts';
+import { daemonPath } from './daemon.ts';
+import type { DaemonResult } from './daemon.ts';
 import { directTraffic, heldPriority, reconnectStorm } from './scenarios.ts';
 import type { BurstResult, HeldResult, StormResult } from './scenarios.ts';
 import { medianRun } from './stats.ts';
@@ -47,6 +49,7 @@ const postgres = await startPostgres();
 const bursts: BurstResult[] = [];
 const held: HeldResult[] = [];
 const storms: StormResult[] = [];
+const daemonRuns: DaemonResult[] = [];
 const started = Date.now();
 try {
   if (wanted('burst')) {
@@ -74,6 +77,11 @@ try {
     log(`reconnect storm ${sockets}`);
     storms.push((await repeat('storm', () => reconnectStorm(postgres, { sockets, senders: 10 }), (r) => r.reattachedMs)).median);
   }
+  if (wanted('daemon')) {
+    log('daemon path');
+    const sizes = values.quick ? { latencyMessages: 50, throughputMessages: 500 } : { latencyMessages: 200, throughputMessages: 2_000 };
+    daemonRuns.push((await repeat('daemon', () => daemonPath(postgres, sizes), (r) => r.sendToInboxMs.p50)).median);
+  }
 } finally {
   await postgres.stop();
 }
@@ -95,11 +103,15 @@ for (const r of storms) {
   lines.push('');
   lines.push(`${r.point}: ${r.reattached}/${r.sockets} reattached silently in ${fmt(r.reattachedMs / 1000, 2)} s; ${r.messagesDuringStorm} messages sent meanwhile, lost ${r.lost}, duplicates ${r.duplicates}; broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB`);
 }
+for (const r of daemonRuns) {
+  lines.push('');
+  lines.push(`${r.point}: one send at a time (${r.latencyMessages}), IPC answer (after the outbox commit) p50 ${fmt(r.ipcAnswerMs.p50)} ms / p99 ${fmt(r.ipcAnswerMs.p99)} ms; IPC → recipient daemon's inbox p50 ${fmt(r.sendToInboxMs.p50)} ms / p95 ${fmt(r.sendToInboxMs.p95)} ms / p99 ${fmt(r.sendToInboxMs.p99)} ms; outbox throughput ${r.throughputMessages} messages in ${fmt(r.throughputSeconds, 2)} s = ${fmt(r.messagesPerSecond, 0)} msg/s, lost ${r.lost}`);
+}
 const report = lines.join('\n');
 process.stdout.write(`${report}\n`);
 await mkdir(OUT_DIR, { recursive: true });
 const out = values.out ?? `${OUT_DIR}latest.json`;
-await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, report }, null, 2));
+await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, daemon: daemonRuns, report }, null, 2));
 process.stderr.write(`results written to ${out}\n`);
 
 if (values['write-docs']) {
