@@ -2,7 +2,6 @@
 // CLAUDEMESH_HOME per identity, against a real broker on a real Postgres.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, request } from 'node:http';
 import type { Server } from 'node:http';
@@ -16,37 +15,18 @@ import { createInvite, decodeInvite, encodeInvite, INVITE_PREFIX, inviteSigningS
 import { helloSigningString } from '../lib/protocol.ts';
 import { signRequest } from '../lib/signed-request.ts';
 import { startTestBroker } from './helpers/broker.ts';
+import { runCli } from './helpers/cli.ts';
+import type { CliRun } from './helpers/cli.ts';
 import type { TestBroker } from './helpers/broker.ts';
 
-const ROOT = new URL('../', import.meta.url).pathname;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  json: Record<string, any>;
-}
 
 let scratch: string;
 let broker: TestBroker;
 // The broker's clock runs ahead of the CLI's by this much (kept within the 60 s skew).
 let clockOffsetMs = 0;
 
-function cli(home: string, args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, CLAUDEMESH_HOME: join(scratch, home), CLAUDEMESH_BROKER: broker.baseUrl, ...env };
-  delete childEnv.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, ['cli.ts', ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-  return new Promise((resolve) => {
-    child.on('close', (code) => {
-      let json: Record<string, any> = {};
-      if (args.includes('--json')) json = JSON.parse(stdout) as Record<string, any>;
-      resolve({ code, stdout, stderr, json });
-    });
-  });
+function cli(home: string, args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return runCli(args, { ...process.env, CLAUDEMESH_HOME: join(scratch, home), CLAUDEMESH_BROKER: broker.baseUrl, ...env });
 }
 
 async function config(home: string): Promise<{ meshes: Array<Record<string, any>> }> {
@@ -96,7 +76,7 @@ async function connectAs(home: string): Promise<Connection> {
   return { socket, acked: await answered, frames, closed };
 }
 
-function expectError(run: Run, exitCode: number, code: string): void {
+function expectError(run: CliRun, exitCode: number, code: string): void {
   assert.equal(run.code, exitCode, `${run.stdout}${run.stderr}`);
   if (run.stdout.startsWith('{')) assert.equal(run.json.error?.code, code, run.stdout);
   else assert.match(run.stderr, new RegExp(`^error ${code}: .+\\nhint: .+`), run.stderr);

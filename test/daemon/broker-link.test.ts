@@ -12,6 +12,7 @@ import { backoffDelay, BrokerLink, isTerminalClose } from '../../daemon/broker-l
 import type { Frame, LinkTimings } from '../../daemon/broker-link.ts';
 import { generateKeyPair, verify } from '../../lib/crypto.ts';
 import { attestationSigningString, helloSigningString, sessionHelloSigningString } from '../../lib/protocol.ts';
+import { waitUntil } from '../helpers/wait.ts';
 
 const FAST: LinkTimings = { helloAckTimeoutMs: 100, backoffStepsMs: [20, 40], pingIntervalMs: 30, idleTimeoutMs: 100, requestTimeoutMs: 200 };
 const WAIT_MS = 3_000;
@@ -79,13 +80,7 @@ function link(url: string, extra: Partial<ConstructorParameters<typeof BrokerLin
   return { link: created, events };
 }
 
-async function until(what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+const until = (what: string, check: () => boolean) => waitUntil(what, check, { timeoutMs: WAIT_MS, pollMs: 5 });
 
 describe('BrokerLink', () => {
   it('backs off with full jitter over its steps, capped at the last', () => {

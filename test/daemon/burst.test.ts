@@ -23,6 +23,7 @@ import { Daemon } from '../../daemon/daemon.ts';
 import { daemonPaths, ensureDaemonDir } from '../../daemon/paths.ts';
 import { startTestBroker } from '../helpers/broker.ts';
 import type { TestBroker } from '../helpers/broker.ts';
+import { waitUntil } from '../helpers/wait.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const MESSAGES = 500;
@@ -35,15 +36,7 @@ const TIMINGS = JSON.stringify({ link: { backoffStepsMs: [20, 50, 100], helloAck
 let scratch: string;
 let broker: TestBroker;
 
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const until = <T>(what: string, probe: () => T | undefined | Promise<T | undefined>) => waitUntil(what, probe, { timeoutMs: WAIT_MS, pollMs: 50 });
 
 function identity(keys: SigningKeyPair, meshId: string, memberName: string, owner: string): MeshIdentity {
   return {

@@ -8,14 +8,9 @@ import { watchConfig } from '../../daemon/config-watch.ts';
 import { writeConfig } from '../../lib/client-config.ts';
 import type { ClientConfig } from '../../lib/client-config.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
+import { waitUntil } from '../helpers/wait.ts';
 
-async function until(check: () => boolean): Promise<void> {
-  const deadline = Date.now() + 3_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await sleep(10);
-  }
-}
+const until = (check: () => boolean) => waitUntil('the config to be applied', check, { timeoutMs: 3_000, pollMs: 10 });
 
 describe('watchConfig', () => {
   it('applies each rewritten config once the writes settle, and reports a broken one', async () => {

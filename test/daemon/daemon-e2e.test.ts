@@ -24,19 +24,15 @@ import type { BrokerProcess } from '../helpers/broker-process.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import type { TestDatabase } from '../helpers/db.ts';
 import { freePort } from '../helpers/ports.ts';
+import { waitUntil } from '../helpers/wait.ts';
+import { runCli } from '../helpers/cli.ts';
+import type { CliRun } from '../helpers/cli.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const WAIT_MS = 15_000;
 const POLL_MS = 50;
 // Reconnects in tens of milliseconds instead of seconds.
 const TIMINGS = JSON.stringify({ link: { backoffStepsMs: [50, 100, 200, 400], helloAckTimeoutMs: 3_000, pingIntervalMs: 1_000, idleTimeoutMs: 5_000 }, pollIntervalMs: 100 });
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  json: Record<string, any>;
-}
 
 let scratch: string;
 let database: TestDatabase;
@@ -50,29 +46,11 @@ function envFor(home: string, extra: Record<string, string> = {}): NodeJS.Proces
   return env;
 }
 
-function cli(home: string, args: string[], extra: Record<string, string> = {}): Promise<Run> {
-  const child = spawn(process.execPath, ['cli.ts', ...args], { cwd: ROOT, env: envFor(home, extra), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-  return new Promise((resolve) => {
-    child.on('close', (code) => {
-      const json = args.includes('--json') && stdout.startsWith('{') ? (JSON.parse(stdout) as Record<string, any>) : {};
-      resolve({ code, stdout, stderr, json });
-    });
-  });
+function cli(home: string, args: string[], extra: Record<string, string> = {}): Promise<CliRun> {
+  return runCli(args, envFor(home, extra));
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + WAIT_MS;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await sleep(POLL_MS);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined>) => waitUntil(what, probe, { timeoutMs: WAIT_MS, pollMs: POLL_MS });
 
 async function startDaemon(home: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['cli.ts', 'daemon', 'up', '--foreground'], { cwd: ROOT, env: envFor(home), stdio: ['ignore', 'ignore', 'pipe'] });

@@ -6,7 +6,6 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { WebSocketServer } from 'ws';
 import { BrokerLink } from '../../daemon/broker-link.ts';
@@ -15,6 +14,7 @@ import { Drain } from '../../daemon/drain.ts';
 import { Outbox } from '../../daemon/outbox.ts';
 import { encryptFor } from '../../daemon/router.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
+import { waitUntil } from '../helpers/wait.ts';
 
 const me = generateKeyPair();
 const bob = generateKeyPair();
@@ -50,13 +50,7 @@ async function scriptedBroker(answer: Answer, members: () => Frame[]): Promise<{
   };
 }
 
-async function until(what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+const until = (what: string, check: () => boolean) => waitUntil(what, check, { timeoutMs: WAIT_MS, pollMs: 5 });
 
 describe('Drain', () => {
   let dir: string;

@@ -23,6 +23,7 @@ import { daemonPaths, ensureDaemonDir } from '../../daemon/paths.ts';
 import { sessionAlive, SessionRegistry } from '../../daemon/sessions.ts';
 import { startTestBroker } from '../helpers/broker.ts';
 import type { TestBroker } from '../helpers/broker.ts';
+import { waitUntil } from '../helpers/wait.ts';
 
 const WAIT_MS = 10_000;
 const TIMINGS = { link: { backoffStepsMs: [20, 50, 100], helloAckTimeoutMs: 2_000 }, pollIntervalMs: 50 };
@@ -43,15 +44,7 @@ interface Stream {
 let scratch: string;
 let broker: TestBroker;
 
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+const until = <T>(what: string, probe: () => T | undefined | Promise<T | undefined>) => waitUntil(what, probe, { timeoutMs: WAIT_MS, pollMs: 20 });
 
 async function run(home: string, mesh: MeshIdentity): Promise<Running> {
   const paths = daemonPaths(join(scratch, home));
