@@ -100,7 +100,8 @@ export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIO
     }
     return { applied: done, alreadyApplied: rows.length };
   } finally {
-    await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCK_KEY]).catch(() => {});
-    client.release();
+    // If the unlock fails the session may still hold the lock: destroy it rather than pool it.
+    const unlocked = await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCK_KEY]).then(() => true, () => false);
+    client.release(!unlocked);
   }
 }

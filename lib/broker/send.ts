@@ -22,12 +22,12 @@ import { query } from './sql.ts';
 
 export const MAX_BATCH_SENDS = 500;
 
-
 export type AckFrame =
   | { type: 'ack'; id?: string; queued: true; messageId: string; recipients: number; duplicate?: true }
   | { type: 'ack'; id?: string; queued: false; code: string; message: string; hint: string; details?: Record<string, unknown> };
 
 interface Envelope { to: string; nonce: Buffer; ciphertext: Buffer }
+interface StoredMessage { id: string; fingerprint: string; recipients: number }
 interface Pending {
   peer: Peer;
   frame: SendFrame;
@@ -115,18 +115,24 @@ export class Sender {
 
   /** The answer already given for this (sender, clientMessageId), if it was stored. */
   async #original(peer: Peer, frame: SendFrame, fingerprint: string): Promise<AckFrame | undefined> {
-    let row: { id: string; fingerprint: string; recipients: number } | undefined;
+    let row: StoredMessage | undefined;
     try {
       const found = await this.#options.pool.query(query('existing_messages', [[peer.meshId], [peer.key], [frame.clientMessageId]]));
       row = found.rows[0];
     } catch {
       return undefined;
     }
-    if (row === undefined) return undefined;
+    return row === undefined ? undefined : this.#repeat(frame, row, fingerprint);
+  }
+
+  /** The answer to a clientMessageId that is already stored: the same message, or a conflict. */
+  #repeat(frame: SendFrame, original: StoredMessage | undefined, fingerprint: string): AckFrame {
     const base = frame.id === undefined ? {} : { id: frame.id };
-    if (row.fingerprint === fingerprint) return { type: 'ack', ...base, queued: true, messageId: row.id, recipients: row.recipients, duplicate: true };
+    if (original !== undefined && original.fingerprint === fingerprint) {
+      return { type: 'ack', ...base, queued: true, messageId: original.id, recipients: original.recipients, duplicate: true };
+    }
     this.#options.metrics.messagesRejected.inc({ reason: 'idempotency_conflict' });
-    const error = cmError('CM_ERR_IDEMPOTENCY_CONFLICT', `client message id ${JSON.stringify(frame.clientMessageId)} was already used for a different message (${row.id})`);
+    const error = cmError('CM_ERR_IDEMPOTENCY_CONFLICT', `client message id ${JSON.stringify(frame.clientMessageId)} was already used for a different message${original === undefined ? '' : ` (${original.id})`}`);
     return { type: 'ack', ...base, queued: false, ...error.toJSON() };
   }
 
@@ -161,7 +167,7 @@ export class Sender {
     }));
     const client = await pool.connect();
     let inserted: Map<string, Date>;
-    let existing: Map<string, { id: string; fingerprint: string; recipients: number }>;
+    let existing: Map<string, StoredMessage>;
     try {
       await client.query('BEGIN');
       const messages = await client.query(query('insert_messages', [
@@ -199,7 +205,8 @@ export class Sender {
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});
-      client.release();
+      // A connection that failed mid-transaction is not trusted again: destroy, don't pool.
+      client.release(true);
       throw error;
     }
     client.release();
@@ -210,13 +217,7 @@ export class Sender {
       const createdAt = inserted.get(id);
       if (createdAt === undefined) {
         const original = existing.get(`${pending.peer.meshId}\n${pending.peer.key}\n${pending.frame.clientMessageId}`);
-        if (original !== undefined && original.fingerprint === pending.fingerprint) {
-          pending.resolve({ type: 'ack', ...base, queued: true, messageId: original.id, recipients: original.recipients, duplicate: true });
-        } else {
-          metrics.messagesRejected.inc({ reason: 'idempotency_conflict' });
-          const error = cmError('CM_ERR_IDEMPOTENCY_CONFLICT', `client message id ${JSON.stringify(pending.frame.clientMessageId)} was already used for a different message${original === undefined ? '' : ` (${original.id})`}`);
-          pending.resolve({ type: 'ack', ...base, queued: false, ...error.toJSON() });
-        }
+        pending.resolve(this.#repeat(pending.frame, original, pending.fingerprint));
         return;
       }
       metrics.messagesRouted.inc({ priority: pending.frame.priority });
