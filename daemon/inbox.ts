@@ -144,6 +144,9 @@ export class Inbox {
   readonly #now: () => number;
   readonly #insert: Statement;
   readonly #byKey: Statement;
+  readonly #byId: Statement;
+  readonly #markSeen: Statement;
+  readonly #markRead: Statement;
 
   constructor(path: string, options: { now?: () => number } = {}) {
     this.#now = options.now ?? Date.now;
@@ -156,6 +159,9 @@ export class Inbox {
       sender_key, sender_member_key, sender_name, target, priority, body, undecryptable, created_at, received_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recipient_key, broker_message_id) DO NOTHING`);
     this.#byKey = this.#db.prepare('SELECT * FROM inbox WHERE recipient_key = ? AND broker_message_id = ?');
+    this.#byId = this.#db.prepare('SELECT * FROM inbox WHERE id = ?');
+    this.#markSeen = this.#db.prepare('UPDATE inbox SET seen_at = ? WHERE id = ? AND seen_at IS NULL');
+    this.#markRead = this.#db.prepare('UPDATE inbox SET read_at = ?, seen_at = coalesce(seen_at, ?) WHERE id = ? AND read_at IS NULL');
   }
 
   /** Store a pushed message; returns the new row, or undefined when it was already here. */
@@ -199,38 +205,33 @@ export class Inbox {
   }
 
   get(id: number): InboxRow | undefined {
-    const raw = this.#db.prepare('SELECT * FROM inbox WHERE id = ?').get(id) as RawRow | undefined;
+    const raw = this.#byId.get(id) as RawRow | undefined;
     return raw === undefined ? undefined : toRow(raw);
   }
 
   /** Stamp rows as seen (only those not seen yet); returns the rows that changed. */
   markSeen(ids: readonly number[], recipientKeys?: readonly string[]): InboxRow[] {
-    const run = this.#db.transaction((): InboxRow[] => {
-      const now = this.#now();
-      const changed: InboxRow[] = [];
-      const update = this.#db.prepare('UPDATE inbox SET seen_at = ? WHERE id = ? AND seen_at IS NULL');
-      for (const id of ids) {
-        const row = this.get(id);
-        if (row === undefined) continue;
-        if (recipientKeys !== undefined && !recipientKeys.includes(row.recipientKey)) continue;
-        if (update.run(now, id).changes === 1) changed.push({ ...row, seenAt: now });
-      }
-      return changed;
-    });
-    return run.immediate();
+    return this.#stamp(ids, recipientKeys, (row, now) =>
+      this.#markSeen.run(now, row.id).changes === 1 ? { ...row, seenAt: now } : undefined);
   }
 
   /** Stamp rows as read (and seen, if not yet); returns the rows that changed. */
   markRead(ids: readonly number[], recipientKeys?: readonly string[]): InboxRow[] {
+    return this.#stamp(ids, recipientKeys, (row, now) =>
+      this.#markRead.run(now, now, row.id).changes === 1 ? { ...row, seenAt: row.seenAt ?? now, readAt: now } : undefined);
+  }
+
+  /** One transaction over the rows the caller may touch (its recipient keys, if scoped). */
+  #stamp(ids: readonly number[], recipientKeys: readonly string[] | undefined, apply: (row: InboxRow, now: number) => InboxRow | undefined): InboxRow[] {
     const run = this.#db.transaction((): InboxRow[] => {
       const now = this.#now();
       const changed: InboxRow[] = [];
-      const update = this.#db.prepare('UPDATE inbox SET read_at = ?, seen_at = coalesce(seen_at, ?) WHERE id = ? AND read_at IS NULL');
       for (const id of ids) {
         const row = this.get(id);
         if (row === undefined) continue;
         if (recipientKeys !== undefined && !recipientKeys.includes(row.recipientKey)) continue;
-        if (update.run(now, now, id).changes === 1) changed.push({ ...row, seenAt: row.seenAt ?? now, readAt: now });
+        const stamped = apply(row, now);
+        if (stamped !== undefined) changed.push(stamped);
       }
       return changed;
     });

@@ -27,20 +27,6 @@ export const MAX_SESSIONS = 256;
 const REGISTRY_VERSION = 1;
 const TOKEN_HEX = /^[0-9a-f]{64}$/;
 
-export interface SessionRecord {
-  token: string;
-  sessionId: string;
-  meshId: string;
-  name: string;
-  pid: number | null;
-  cwd: string | null;
-  groups: string[];
-  sessionKey: string;
-  registeredAt: number;
-  /** the registered process's start time (Linux), so a reused pid is not taken for it */
-  pidStartTime: string | null;
-}
-
 export interface RegisterInput {
   sessionId: string;
   meshId: string;
@@ -48,6 +34,14 @@ export interface RegisterInput {
   pid: number | null;
   cwd: string | null;
   groups: string[];
+}
+
+export interface SessionRecord extends RegisterInput {
+  token: string;
+  sessionKey: string;
+  registeredAt: number;
+  /** the registered process's start time (Linux), so a reused pid is not taken for it */
+  pidStartTime: string | null;
 }
 
 export class SessionRegistry {
