@@ -10,6 +10,48 @@ const CONNECT_TIMEOUT_MS = 2_000;
 const PING_TIMEOUT_MS = 2_000;
 export const DB_MONITOR_INTERVAL_MS = 2_000;
 
+/**
+ * Run `work` on one checked-out client. While a client is out of the pool, pg-pool takes
+ * its own 'error' listener off it, so a backend that dies between two queries (Postgres
+ * restarting, `pg_terminate_backend`, a reset socket) would emit an unhandled 'error' and
+ * end the process. Ours stays on until the client is back in the pool; a client that saw
+ * an error or whose work failed is destroyed, never pooled again.
+ */
+export async function withClient<T>(pool: pg.Pool, work: (client: pg.PoolClient, discard: () => void) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: unknown;
+  const onError = (error: unknown): void => {
+    broken ??= error;
+  };
+  const discard = (): void => onError(new Error('discarded by its user'));
+  client.on('error', onError);
+  let failed = true;
+  try {
+    const result = await work(client, discard);
+    failed = false;
+    return result;
+  } finally {
+    // release() puts pg-pool's listener back before anything else, so ours can go after.
+    client.release(failed || broken !== undefined ? true : undefined);
+    client.off('error', onError);
+  }
+}
+
+/** Run `work` in one transaction: COMMIT on success; any throw rolls back and is rethrown. */
+export function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (client) => {
+    await client.query('BEGIN');
+    try {
+      const result = await work(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
+  });
+}
+
 export interface DatabaseOptions {
   url: string;
   log: Logger;

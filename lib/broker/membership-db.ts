@@ -1,4 +1,4 @@
-// What every membership operation shares: transactions, "who is the caller in this mesh",
+// What every membership operation shares: "who is the caller in this mesh",
 // and the rank rule for moderation. The caller is always the key that signed the request
 // (lib/signed-request.ts); nothing here takes an id from a body or header as identity.
 
@@ -29,22 +29,6 @@ export interface CallerMember {
   pubkey: string;
   meshName: string;
   ownerPubkey: string;
-}
-
-/** Run `work` in one transaction; any throw rolls it back and is rethrown. */
-export async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    const result = await work(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
 }
 
 /**

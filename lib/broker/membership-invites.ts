@@ -11,7 +11,8 @@ import { randomId } from '../crypto.ts';
 import { cmError } from '../errors.ts';
 import { inviteSignatureValid, MAX_INVITE_LIFETIME_SECONDS } from '../invite.ts';
 import type { Invite } from '../invite.ts';
-import { currentMember, isUniqueViolation, requireModerator, transaction } from './membership-db.ts';
+import { transaction } from './db.ts';
+import { currentMember, isUniqueViolation, requireModerator } from './membership-db.ts';
 import type { Role } from './membership-db.ts';
 
 const MESH_ID_BYTES = 16; // 22 base64url characters, within meshes.id's CHECK

@@ -18,6 +18,7 @@ import { pushFrame } from './delivery.ts';
 import type { Hub, Peer } from './hub.ts';
 import type { BrokerMetrics, MESSAGE_REJECT_REASONS } from './metrics.ts';
 import type { Roster, RosterCache } from './roster.ts';
+import { transaction } from './db.ts';
 import { query } from './sql.ts';
 
 export const MAX_BATCH_SENDS = 500;
@@ -165,11 +166,9 @@ export class Sender {
       if (recipient === undefined) return false;
       return pending.frame.priority === 'now' || (pending.roster.presences.get(envelope.to)?.status ?? 'idle') === 'idle';
     }));
-    const client = await pool.connect();
-    let inserted: Map<string, Date>;
-    let existing: Map<string, StoredMessage>;
-    try {
-      await client.query('BEGIN');
+    let inserted = new Map<string, Date>();
+    const existing = new Map<string, StoredMessage>();
+    await transaction(pool, async (client) => {
       const messages = await client.query(query('insert_messages', [
         ids, batch.map((p) => p.peer.meshId), batch.map((p) => p.peer.memberId), batch.map((p) => p.peer.key),
         batch.map((p) => p.peer.memberKey), batch.map((p) => p.frame.clientMessageId), batch.map((p) => p.fingerprint),
@@ -194,7 +193,6 @@ export class Sender {
       if (columns[0].length > 0) {
         await client.query(query('insert_deliveries', [...columns, this.#options.messageTtlSeconds, delivery.leaseSeconds, instanceId]));
       }
-      existing = new Map();
       const repeats = batch.filter((_, index) => !inserted.has(ids[index] ?? ''));
       if (repeats.length > 0) {
         const found = await client.query(query('existing_messages', [
@@ -202,14 +200,7 @@ export class Sender {
         ]));
         for (const row of found.rows) existing.set(`${row.mesh_id}\n${row.sender_pubkey}\n${row.client_message_id}`, { id: row.id, fingerprint: row.fingerprint, recipients: row.recipients });
       }
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      // A connection that failed mid-transaction is not trusted again: destroy, don't pool.
-      client.release(true);
-      throw error;
-    }
-    client.release();
+    });
 
     batch.forEach((pending, index) => {
       const id = ids[index] ?? '';
