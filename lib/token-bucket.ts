@@ -1,148 +1,88 @@
-// Token buckets for rate limiting. Refill is continuous (no timer): each call first credits
-// the tokens earned since the previous call, so an idle bucket costs nothing.
+// Per-key token buckets for rate limiting; every caller (lib/broker/send.ts, lib/broker/hook.ts)
+// spends one token per request. Refill is continuous (no timer): a bucket is credited with the
+// tokens earned since it was last read, so an idle key costs nothing.
 
-export interface TokenBucketOptions {
+export const MAX_TRACKED_KEYS = 10_000;
+// Refill arithmetic is floating point; this slack keeps a wait of exactly retryAfterMs() from
+// failing by a rounding error of a billionth of a token.
+const TOKEN_EPSILON = 1e-9;
+// Sweeping idle buckets scans every key, so at the cap it runs at most once per this fraction of
+// maxKeys insertions and the oldest key is evicted in between: inserts stay O(1) amortised.
+const SWEEP_INTERVAL_FRACTION = 0.1;
+
+interface Bucket { tokens: number; updatedAt: number }
+interface Options {
   capacity: number;
   refillPerSecond: number;
   /** millisecond clock, Date.now by default; injectable so tests never sleep */
   now?: () => number;
-}
-
-export interface KeyedTokenBucketsOptions extends TokenBucketOptions {
   maxKeys?: number;
 }
 
-export const MAX_TRACKED_KEYS = 10_000;
-const MILLISECONDS_PER_SECOND = 1000;
-const DEFAULT_COUNT = 1;
-// Refill arithmetic is floating point; this slack keeps a wait of exactly retryAfterMs() from
-// failing by a rounding error of a billionth of a token.
-const TOKEN_EPSILON = 1e-9;
-// Sweeping idle buckets scans the whole map, so at the cap it runs at most once per this
-// fraction of maxKeys insertions; between sweeps the oldest key is evicted. Keeps inserts O(1) amortised.
-const SWEEP_INTERVAL_FRACTION = 0.1;
-
-function requirePositiveFinite(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new TypeError(`${name} must be a finite number > 0, received ${String(value)}`);
-  }
-  return value;
-}
-
-function requireCount(count: unknown): number {
-  if (typeof count !== 'number' || !Number.isFinite(count) || count < 0) {
-    throw new RangeError(`count must be a finite number >= 0, received ${String(count)}`);
-  }
-  return count;
-}
-
-export class TokenBucket {
+/** Tracks at most maxKeys keys, so a stranger cycling keys cannot grow memory. */
+export class KeyedTokenBuckets {
   readonly #capacity: number;
   readonly #refillPerSecond: number;
   readonly #now: () => number;
-  #tokens: number;
-  #updatedAt: number;
-
-  constructor(options: TokenBucketOptions) {
-    this.#capacity = requirePositiveFinite('capacity', options.capacity);
-    this.#refillPerSecond = requirePositiveFinite('refillPerSecond', options.refillPerSecond);
-    this.#now = options.now ?? Date.now;
-    this.#tokens = this.#capacity;
-    this.#updatedAt = this.#now();
-  }
-
-  #refill(): void {
-    const now = this.#now();
-    // A clock that steps backwards earns nothing and does not move the mark back, so the
-    // same interval is never credited twice once the clock catches up.
-    if (now <= this.#updatedAt) return;
-    const earned = ((now - this.#updatedAt) * this.#refillPerSecond) / MILLISECONDS_PER_SECOND;
-    this.#tokens = Math.min(this.#capacity, this.#tokens + earned);
-    this.#updatedAt = now;
-  }
-
-  /** Takes `count` tokens if all are available; takes nothing otherwise. */
-  take(count: number = DEFAULT_COUNT): boolean {
-    requireCount(count);
-    this.#refill();
-    if (this.#tokens + TOKEN_EPSILON < count) return false;
-    this.#tokens = Math.max(0, this.#tokens - count);
-    return true;
-  }
-
-  get tokens(): number {
-    this.#refill();
-    return this.#tokens;
-  }
-
-  /** ms until `count` tokens are available (0 if now); Infinity when count exceeds capacity. */
-  retryAfterMs(count: number = DEFAULT_COUNT): number {
-    requireCount(count);
-    if (count > this.#capacity) return Infinity;
-    this.#refill();
-    const missing = count - this.#tokens;
-    if (missing <= TOKEN_EPSILON) return 0;
-    // Rounded up so that waiting the returned time is always enough.
-    return Math.ceil((missing * MILLISECONDS_PER_SECOND) / this.#refillPerSecond);
-  }
-}
-
-/** One bucket per key, with at most maxKeys tracked so a stranger cycling keys cannot grow memory. */
-export class KeyedTokenBuckets {
-  readonly #options: TokenBucketOptions;
   readonly #maxKeys: number;
-  readonly #buckets = new Map<string, TokenBucket>();
+  readonly #buckets = new Map<string, Bucket>();
   #insertsSinceSweep = 0;
 
-  constructor(options: KeyedTokenBucketsOptions) {
-    const maxKeys = options.maxKeys ?? MAX_TRACKED_KEYS;
-    if (!Number.isSafeInteger(maxKeys) || maxKeys < 1) {
-      throw new TypeError(`maxKeys must be an integer >= 1, received ${String(maxKeys)}`);
-    }
-    // Build one bucket up front so bad capacity/refill options fail here, not on first use.
-    void new TokenBucket(options);
-    this.#options = { capacity: options.capacity, refillPerSecond: options.refillPerSecond, now: options.now ?? Date.now };
+  constructor({ capacity, refillPerSecond, now = Date.now, maxKeys = MAX_TRACKED_KEYS }: Options) {
+    // Below one token a bucket could never grant a request.
+    if (!(Number.isFinite(capacity) && capacity >= 1)) throw new TypeError(`capacity must be a finite number >= 1, received ${String(capacity)}`);
+    if (!(Number.isFinite(refillPerSecond) && refillPerSecond > 0)) throw new TypeError(`refillPerSecond must be a finite number > 0, received ${String(refillPerSecond)}`);
+    if (!Number.isSafeInteger(maxKeys) || maxKeys < 1) throw new TypeError(`maxKeys must be an integer >= 1, received ${String(maxKeys)}`);
+    this.#capacity = capacity;
+    this.#refillPerSecond = refillPerSecond;
+    this.#now = now;
     this.#maxKeys = maxKeys;
   }
 
-  take(key: string, count: number = DEFAULT_COUNT): boolean {
-    requireCount(count); // before #bucketFor, so a rejected call never tracks a new key
-    return this.#bucketFor(key).take(count);
+  take(key: string): boolean {
+    const bucket = this.#buckets.get(key) ?? this.#add(key);
+    if (this.#refill(bucket) + TOKEN_EPSILON < 1) return false;
+    bucket.tokens = Math.max(0, bucket.tokens - 1);
+    return true;
   }
 
-  /** Never creates a bucket: an unknown key is answered as a full bucket would be. */
-  retryAfterMs(key: string, count: number = DEFAULT_COUNT): number {
-    const bucket = this.#buckets.get(key);
-    if (bucket !== undefined) return bucket.retryAfterMs(count);
-    requireCount(count);
-    return count > this.#options.capacity ? Infinity : 0;
+  /** ms until `key` has a token, 0 if it has one now; rounded up so that waiting that long is always enough. */
+  retryAfterMs(key: string): number {
+    const bucket = this.#buckets.get(key); // never creates one: an unknown key counts as a full bucket
+    const missing = bucket === undefined ? 0 : 1 - this.#refill(bucket);
+    return missing <= TOKEN_EPSILON ? 0 : Math.ceil((missing * 1000) / this.#refillPerSecond);
   }
 
   get size(): number {
     return this.#buckets.size;
   }
 
-  #bucketFor(key: string): TokenBucket {
-    const existing = this.#buckets.get(key);
-    if (existing !== undefined) return existing;
-    if (this.#buckets.size >= this.#maxKeys) this.#makeRoom();
-    const bucket = new TokenBucket(this.#options);
+  /** Credits what the bucket earned since it was last read; returns its tokens. */
+  #refill(bucket: Bucket): number {
+    const now = this.#now();
+    // A clock that steps backwards earns nothing and does not move the mark back, so the
+    // same interval is never credited twice once the clock catches up.
+    if (now > bucket.updatedAt) {
+      bucket.tokens = Math.min(this.#capacity, bucket.tokens + ((now - bucket.updatedAt) * this.#refillPerSecond) / 1000);
+      bucket.updatedAt = now;
+    }
+    return bucket.tokens;
+  }
+
+  #add(key: string): Bucket {
+    if (this.#buckets.size >= this.#maxKeys) {
+      if (this.#insertsSinceSweep >= Math.ceil(this.#maxKeys * SWEEP_INTERVAL_FRACTION)) {
+        this.#insertsSinceSweep = 0;
+        // A bucket that refilled to capacity is indistinguishable from a new one: dropping it loses nothing.
+        for (const [idle, bucket] of this.#buckets) if (this.#refill(bucket) >= this.#capacity) this.#buckets.delete(idle);
+      }
+      // Map iteration order is insertion order, so the first key is the oldest.
+      const oldest = this.#buckets.keys().next();
+      if (this.#buckets.size >= this.#maxKeys && oldest.done !== true) this.#buckets.delete(oldest.value);
+    }
+    const bucket = { tokens: this.#capacity, updatedAt: this.#now() };
     this.#buckets.set(key, bucket);
     this.#insertsSinceSweep += 1;
     return bucket;
-  }
-
-  #makeRoom(): void {
-    if (this.#insertsSinceSweep >= Math.ceil(this.#maxKeys * SWEEP_INTERVAL_FRACTION)) {
-      this.#insertsSinceSweep = 0;
-      // A bucket that refilled to capacity is indistinguishable from a new one: dropping it loses nothing.
-      for (const [key, bucket] of this.#buckets) {
-        if (bucket.tokens >= this.#options.capacity) this.#buckets.delete(key);
-      }
-    }
-    if (this.#buckets.size < this.#maxKeys) return;
-    // Map iteration order is insertion order, so the first key is the oldest.
-    const oldest = this.#buckets.keys().next();
-    if (oldest.done !== true) this.#buckets.delete(oldest.value);
   }
 }

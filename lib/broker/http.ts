@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from '../prom.ts';
+import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.ts';
 import type { BrokerMetrics } from './metrics.ts';
 import type { HTTP_ROUTES } from './metrics.ts';
 

@@ -1,5 +1,5 @@
 // A deliberately independent checker for Prometheus text exposition format 0.0.4, written
-// from the spec rather than from lib/prom.ts, so tests of /metrics catch formatter bugs
+// from the spec rather than from lib/broker/metrics.ts, so tests of /metrics catch formatter bugs
 // instead of agreeing with them. It is stricter than Prometheus: every line must be a HELP,
 // TYPE or sample line (no blank lines or free comments), which is what our formatter emits.
 
