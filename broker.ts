@@ -1,61 +1,238 @@
-// claudemesh broker entry: config → database → migrations → HTTP + WebSocket → signals.
-// Run: `node broker.ts` (Node ≥ 22.18), or `npm start`.
+// The claudemesh broker: config → database → migrations → HTTP + WebSocket → signals.
+// Run: `node broker.ts` (Node ≥ 22.18), or `npm start`. Imported (by tests and benchmarks),
+// it only defines createBroker, the composition root: the one place where the parts are
+// made and given the context they share. How the parts fit: docs/architecture.md.
 
-import pg from 'pg';
-import { loadConfig, redactUrl } from './lib/config.ts';
-import type { BrokerConfig } from './lib/config.ts';
-import { embeddedPostgres } from './lib/embedded-pg.ts';
-import type { EmbeddedPostgresHandle } from './lib/embedded-pg.ts';
+import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type pg from 'pg';
+import type { WebSocket } from 'ws';
 import { isCmError } from './lib/errors.ts';
 import { createLogger } from './lib/log.ts';
 import type { Logger } from './lib/log.ts';
-import { createDatabase } from './lib/broker/db.ts';
-import type { Database } from './lib/broker/db.ts';
-import { migrate } from './lib/broker/migrate.ts';
-import { createBroker, SHUTDOWN_TIMEOUT_MS } from './lib/broker/server.ts';
-import type { Broker } from './lib/broker/server.ts';
+import { CLOSES } from './lib/protocol.ts';
+import { ReplayGuard } from './lib/signed-request.ts';
 import { resolveGitSha, VERSION } from './lib/version.ts';
+import { loadConfig, redactUrl } from './lib/broker/config.ts';
+import type { BrokerConfig } from './lib/broker/config.ts';
+import { createUpgrade, HELLO_TIMEOUT_MS, serveConnection } from './lib/broker/connection.ts';
+import { createDatabase, embeddedPostgres, migrate, query } from './lib/broker/db.ts';
+import type { Database, EmbeddedPostgres } from './lib/broker/db.ts';
+import { CLAIM_MS, Delivery, REDELIVERY_TICK_MS, SWEEP_INTERVAL_MS } from './lib/broker/delivery.ts';
+import { createHttpHandler } from './lib/broker/http.ts';
+import type { HealthReport } from './lib/broker/http.ts';
+import { Hub, LEASE_MS, PING_INTERVAL_MS, PONG_TIMEOUT_MS } from './lib/broker/hub.ts';
+import { membershipRoutes } from './lib/broker/membership.ts';
+import { createBrokerMetrics } from './lib/broker/metrics.ts';
+import type { BrokerMetrics } from './lib/broker/metrics.ts';
+import { hookRoute, Presence, TTL_SWEEP_INTERVAL_MS } from './lib/broker/presence.ts';
+import { Sender } from './lib/broker/send.ts';
 
+export const SHUTDOWN_TIMEOUT_MS = 4_000;
+const SHUTDOWN_HARD_LIMIT_MS = SHUTDOWN_TIMEOUT_MS + 1_000;
+const QUEUE_DEPTH_INTERVAL_MS = 5_000;
+const CLOSE_BATCH_SIZE = 200;
+const CLOSE_BATCH_JITTER_MS = 25;
+// How long a socket gets to answer our close frame before it is terminated.
+const CLOSE_HANDSHAKE_MS = 1_000;
+const DB_WAIT_BACKOFF_MS = [250, 500, 1_000, 2_000, 5_000] as const;
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
 const EXIT_BAD_CONFIG = 2;
-const EMBEDDED_DATABASE = 'claudemesh';
-// Hard bound on the whole shutdown, above the broker's own budget for its steps.
-const SHUTDOWN_HARD_LIMIT_MS = SHUTDOWN_TIMEOUT_MS + 1_000;
-const DB_WAIT_BACKOFF_MS = [250, 500, 1_000, 2_000, 5_000] as const;
 
-let stopping = false;
+/** Every timer of the broker, injectable so that tests run in milliseconds. */
+export const DEFAULT_TIMINGS = {
+  helloTimeoutMs: HELLO_TIMEOUT_MS,
+  leaseMs: LEASE_MS,
+  pingIntervalMs: PING_INTERVAL_MS,
+  pongTimeoutMs: PONG_TIMEOUT_MS,
+  claimMs: CLAIM_MS,
+  redeliveryTickMs: REDELIVERY_TICK_MS,
+  sweepIntervalMs: SWEEP_INTERVAL_MS,
+  ttlSweepIntervalMs: TTL_SWEEP_INTERVAL_MS,
+  queueDepthIntervalMs: QUEUE_DEPTH_INTERVAL_MS,
+};
+export type Timings = typeof DEFAULT_TIMINGS;
 
-async function openEmbedded(config: BrokerConfig, log: Logger): Promise<{ handle: EmbeddedPostgresHandle; url: string }> {
-  const pgLog = log.child({ component: 'postgres' });
-  const handle = await embeddedPostgres({ baseDir: config.dataDir, port: config.embeddedPgPort, onLog: (line) => pgLog.debug(line) });
-  await handle.start();
-  const admin = new pg.Client({ connectionString: handle.url });
-  await admin.connect();
-  try {
-    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [EMBEDDED_DATABASE]);
-    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${EMBEDDED_DATABASE}`);
-  } finally {
-    await admin.end();
-  }
-  const url = handle.url.replace(/\/postgres$/, `/${EMBEDDED_DATABASE}`);
-  log.info('embedded postgres', {
-    dataDir: handle.dataDir,
-    port: handle.port,
-    hint: 'data lives in this directory; set DATABASE_URL=postgres://user:pass@host:5432/db to use your own Postgres instead',
-  });
-  return { handle, url };
+/** What every part of the broker is given: plain properties, made once in createBroker. */
+export interface Context {
+  readonly config: BrokerConfig;
+  readonly log: Logger;
+  readonly pool: pg.Pool;
+  readonly metrics: BrokerMetrics;
+  readonly replay: ReplayGuard;
+  readonly instanceId: string;
+  readonly now: () => number;
+  readonly timings: Timings;
+  readonly hub: Hub;
+  readonly presence: Presence;
+  readonly delivery: Delivery;
+  readonly sender: Sender;
 }
 
+export interface Broker {
+  readonly context: Context;
+  listen(): Promise<AddressInfo>;
+  /** Stop accepting, close sockets 1001, release presences, end the pool. Safe to call twice. */
+  close(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+export interface BrokerOptions {
+  config: BrokerConfig;
+  db: Database;
+  log: Logger;
+  version: string;
+  gitSha: string;
+  instanceId?: string;
+  now?: () => number;
+  timings?: Partial<Timings>;
+}
+
+/** Wait for `work`, but never past `deadline`; a late or failed step does not block shutdown. */
+async function until<T>(work: Promise<T>, deadline: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([work.catch(() => undefined), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function createBroker(options: BrokerOptions): Broker {
+  const { config, db, log } = options;
+  const sockets = new Set<WebSocket>();
+  const startedAt = Date.now();
+  let draining = false;
+  let closing: Promise<void> | undefined;
+  const now = options.now ?? Date.now;
+  // The parts refer to each other only through the context, at call time, so they can be
+  // made one after the other: the object is complete before any socket or timer uses it.
+  const ctx = {
+    config, log, pool: db.pool, now, instanceId: options.instanceId ?? randomUUID(), replay: new ReplayGuard({ now }),
+    timings: { ...DEFAULT_TIMINGS, ...options.timings },
+    metrics: createBrokerMetrics({ liveConnections: () => sockets.size, dbHealthy: () => db.healthy }),
+  } as { -readonly [K in keyof Context]: Context[K] };
+  ctx.hub = new Hub(ctx);
+  ctx.presence = new Presence(ctx);
+  ctx.delivery = new Delivery(ctx);
+  ctx.sender = new Sender(ctx);
+
+  async function health(): Promise<HealthReport> {
+    const up = await db.ping();
+    return { status: draining ? 'draining' : up ? 'ok' : 'degraded', db: up ? 'up' : 'down', version: options.version, gitSha: options.gitSha, uptime: Math.round((Date.now() - startedAt) / 1000) };
+  }
+  const httpServer = createServer(createHttpHandler({ log, metrics: ctx.metrics, health, routes: [hookRoute(ctx), ...membershipRoutes(ctx)] }));
+  // A malformed request line or oversized headers answer 400 and never throw.
+  httpServer.on('clientError', (_error, socket) => (socket.writable ? socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n') : socket.destroy()));
+  const upgrade = createUpgrade(ctx, () => draining, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    // `ws` reports protocol violations (oversized or malformed frames) here and closes the
+    // socket itself with 1009/1002; we only keep the process alive.
+    socket.on('error', (error) => log.debug('socket error', { error }));
+    serveConnection(ctx, socket);
+  });
+  httpServer.on('upgrade', upgrade.handle);
+  db.startMonitor();
+  const queueDepthTimer = setInterval(() => {
+    if (!db.healthy) return;
+    query(db.pool, 'queue_depth', []).then((result) => ctx.metrics.queueDepth.set(Number(result.rows[0]?.depth ?? 0)), (error: unknown) => log.debug('queue depth query failed', { error }));
+  }, ctx.timings.queueDepthIntervalMs);
+  queueDepthTimer.unref();
+
+  async function closeSockets(deadline: number): Promise<void> {
+    const all = [...sockets];
+    const closed = Promise.all(all.map((socket) => new Promise((resolve) => socket.once('close', resolve))));
+    // Jittered batches: a thousand clients told to go at one instant would all reconnect
+    // (to the next instance) at one instant.
+    for (let start = 0; start < all.length; start += CLOSE_BATCH_SIZE) {
+      for (const socket of all.slice(start, start + CLOSE_BATCH_SIZE)) socket.close(CLOSES.goingAway.code, CLOSES.goingAway.reason);
+      if (start + CLOSE_BATCH_SIZE < all.length) await new Promise((resolve) => setTimeout(resolve, Math.random() * CLOSE_BATCH_JITTER_MS));
+    }
+    await until(closed, Math.min(deadline, Date.now() + CLOSE_HANDSHAKE_MS));
+    for (const socket of sockets) socket.terminate();
+  }
+
+  async function shutdown(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    draining = true;
+    clearInterval(queueDepthTimer);
+    log.info('shutdown started', { connections: sockets.size, instanceId: ctx.instanceId });
+    const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    httpServer.closeIdleConnections();
+    await closeSockets(deadline);
+    ctx.hub.close();
+    ctx.presence.close();
+    await until(ctx.delivery.close(), deadline);
+    const released = await until(ctx.presence.leaveInstance().catch((error: unknown) => {
+      log.warn('could not release presences at shutdown', { error });
+      return 0;
+    }), deadline);
+    httpServer.closeAllConnections();
+    await until(httpClosed, deadline);
+    await until(db.close(), deadline);
+    upgrade.wss.close();
+    ctx.metrics.stop();
+    log.info('broker closed', { presencesReleased: released ?? 0 });
+  }
+
+  return {
+    context: ctx,
+    listen: () => new Promise((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(config.port, config.host, () => {
+        httpServer.off('error', reject);
+        resolve(httpServer.address() as AddressInfo);
+      });
+    }),
+    close(closeOptions = {}) {
+      closing ??= shutdown(closeOptions.timeoutMs ?? SHUTDOWN_TIMEOUT_MS);
+      return closing;
+    },
+  };
+}
+
+// ---- the process ----------------------------------------------------------------------------
+
 /** Wait until the database answers, retrying with backoff; a slow Postgres is not fatal. */
-async function waitForDatabase(db: Database, log: Logger): Promise<boolean> {
-  for (let attempt = 0; !stopping; attempt += 1) {
+async function waitForDatabase(db: Database, log: Logger, stopping: () => boolean): Promise<boolean> {
+  for (let attempt = 0; !stopping(); attempt += 1) {
     if (await db.ping()) return true;
     const delay = DB_WAIT_BACKOFF_MS[Math.min(attempt, DB_WAIT_BACKOFF_MS.length - 1)] ?? 5_000;
     log.warn('waiting for database', { attempt: attempt + 1, retryInMs: delay });
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
   return false;
+}
+
+async function start(config: BrokerConfig, log: Logger, state: { embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean }): Promise<void> {
+  let url = config.databaseUrl;
+  if (url === undefined) {
+    const pgLog = log.child({ component: 'postgres' });
+    state.embedded = await embeddedPostgres({ baseDir: config.dataDir, port: config.embeddedPgPort, onLog: (line) => pgLog.debug(line) });
+    await state.embedded.start();
+    url = await state.embedded.brokerDatabaseUrl();
+    log.info('embedded postgres', {
+      dataDir: state.embedded.dataDir, port: state.embedded.port,
+      hint: 'data lives in this directory; set DATABASE_URL=postgres://user:pass@host:5432/db to use your own Postgres instead',
+    });
+  }
+  const db = createDatabase({ url, log });
+  state.db = db;
+  if (!(await waitForDatabase(db, log, () => state.stopping))) return;
+  await migrate(db.pool, log);
+  const gitSha = resolveGitSha(config.gitSha);
+  state.broker = createBroker({ config, db, log, version: VERSION, gitSha });
+  const address = await state.broker.listen();
+  log.info('broker listening', {
+    url: `http://${address.address}:${address.port}`, ws: `ws://${address.address}:${address.port}/ws`, version: VERSION, gitSha,
+    instanceId: state.broker.context.instanceId, nodeEnv: config.nodeEnv,
+    database: config.databaseUrl === undefined ? `embedded (${state.embedded?.dataDir})` : redactUrl(config.databaseUrl),
+  });
 }
 
 async function main(): Promise<void> {
@@ -68,25 +245,20 @@ async function main(): Promise<void> {
   }
   const { config } = result;
   const log = createLogger({ level: config.logLevel });
-  const gitSha = resolveGitSha(config.gitSha);
+  const state: { embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean } = { stopping: false };
 
-  let embedded: EmbeddedPostgresHandle | undefined;
-  let db: Database | undefined;
-  let broker: Broker | undefined;
-
-  async function stop(reason: string, code: number): Promise<never> {
-    if (stopping) return new Promise<never>(() => {});
-    stopping = true;
-    const hardLimit = setTimeout(() => {
+  async function stop(reason: string, code: number): Promise<void> {
+    if (state.stopping) return;
+    state.stopping = true;
+    setTimeout(() => {
       log.error('shutdown timed out', { limitMs: SHUTDOWN_HARD_LIMIT_MS });
       process.exit(EXIT_FAILURE);
-    }, SHUTDOWN_HARD_LIMIT_MS);
-    hardLimit.unref();
+    }, SHUTDOWN_HARD_LIMIT_MS).unref();
     log.info('shutdown signal', { reason });
     try {
-      if (broker !== undefined) await broker.close();
-      else await db?.close();
-      await embedded?.stop();
+      if (state.broker !== undefined) await state.broker.close();
+      else await state.db?.close();
+      await state.embedded?.stop();
     } catch (error) {
       log.error('shutdown step failed', { error });
     }
@@ -103,28 +275,8 @@ async function main(): Promise<void> {
     log.error('unhandled rejection', { error });
     void stop('unhandledRejection', EXIT_FAILURE);
   });
-
   try {
-    let url = config.databaseUrl;
-    if (url === undefined) {
-      const opened = await openEmbedded(config, log);
-      embedded = opened.handle;
-      url = opened.url;
-    }
-    db = createDatabase({ url, log });
-    if (!(await waitForDatabase(db, log))) return;
-    await migrate(db.pool, log);
-    broker = createBroker({ config, db, log, version: VERSION, gitSha });
-    const address = await broker.listen();
-    log.info('broker listening', {
-      url: `http://${address.address}:${address.port}`,
-      ws: `ws://${address.address}:${address.port}/ws`,
-      version: VERSION,
-      gitSha,
-      instanceId: broker.instanceId,
-      database: config.databaseUrl === undefined ? `embedded (${embedded?.dataDir})` : redactUrl(config.databaseUrl),
-      nodeEnv: config.nodeEnv,
-    });
+    await start(config, log, state);
   } catch (error) {
     if (isCmError(error)) log.error('start failed', { code: error.code, error: error.message, hint: error.hint });
     else log.error('start failed', { error });
@@ -132,4 +284,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (import.meta.main) await main();

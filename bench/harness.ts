@@ -6,8 +6,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { embeddedPostgres } from '../lib/embedded-pg.ts';
-import type { EmbeddedPostgresHandle } from '../lib/embedded-pg.ts';
+import { embeddedPostgres } from '../lib/broker/db.ts';
+import type { EmbeddedPostgres } from '../lib/broker/db.ts';
 import { brokerEnv, startBroker } from '../test/helpers/broker-process.ts';
 import type { BrokerProcess } from '../test/helpers/broker-process.ts';
 import { freePort } from '../test/helpers/ports.ts';
@@ -28,7 +28,7 @@ export async function startPostgres(): Promise<Postgres> {
   const external = process.env.DATABASE_URL;
   if (external !== undefined && external !== '') return { adminUrl: external, postmasterPid: undefined, stop: async () => {} };
   const baseDir = await mkdtemp(join(tmpdir(), 'claudemesh-bench-pg-'));
-  const cluster: EmbeddedPostgresHandle = await embeddedPostgres({ baseDir, port: await freePort() });
+  const cluster: EmbeddedPostgres = await embeddedPostgres({ baseDir, port: await freePort() });
   await cluster.start();
   const pid = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   return {

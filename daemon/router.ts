@@ -50,7 +50,7 @@ export function resolveTarget(to: string, roster: Roster, sender: Sender): Resol
     return { target: to, recipients: [...new Set(recipients)] };
   }
   const members: Peer[] = roster.members.map((member) => ({ name: text(member.name), pubkey: text(member.key) }));
-  const sessions: Peer[] = roster.peers.filter((peer) => peer.role === 'session').map((peer) => ({ name: text(peer.name), pubkey: text(peer.key) }));
+  const sessions: Peer[] = roster.peers.filter((peer) => peer.kind === 'session').map((peer) => ({ name: text(peer.name), pubkey: text(peer.key) }));
   let peer: Peer;
   try {
     peer = resolvePeer(to, members, 'peer');

@@ -1,190 +1,286 @@
-// Wire protocol v1 (DESIGN §4): one JSON object per WebSocket text frame. Every client
-// frame is parsed here into a typed value before any handler runs; anything else becomes a
-// CM_ERR_BAD_FRAME / CM_ERR_UNKNOWN_TYPE error naming the field and the value received.
-// Also the signing strings of the two handshakes, shared by broker, daemon and tests.
+// The wire contract, both directions: one JSON object per WebSocket text frame. Every
+// frame type is declared once here as a shape; its TypeScript type is derived from that
+// shape, the broker parses what clients send with it, the daemon parses what the broker
+// sends with it, and docs/protocol.md is checked against it (test/docs.test.ts). A frame
+// that does not fit its shape is refused with CM_ERR_BAD_FRAME naming the field and the
+// value received. Also: the close-code table and the handshake signing strings.
 
 import { cmError } from './errors.ts';
+import type { CmError } from './errors.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX, signingString } from './crypto.ts';
 
 export const PROTOCOL_VERSION = 1;
 export const MAX_ENVELOPES = 1_000;
-export const MAX_CLIENT_MESSAGE_ID = 128;
+const MAX_CLIENT_MESSAGE_ID = 128;
 export const MAX_REQUEST_ID = 64;
-export const MAX_NAME = 64;
-export const MAX_SUMMARY = 512;
+const MAX_NAME = 64;
+const MAX_SUMMARY = 512;
 export const MAX_GROUP = 64;
 export const MAX_GROUPS = 32;
 export const MAX_HOPS = 16;
 const MAX_WIRE_HOPS = 255;
-export const MAX_ACK_IDS = 1_000;
-export const MAX_MESH_ID = 64;
+const MAX_IDS = 1_000;
+const MAX_LIST = 100_000;
+const MAX_TEXT = 4_096;
 const NONCE_BASE64_LENGTH = 32; // 24 bytes
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const GROUP_NAME = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 const MESH_ID = /^[A-Za-z0-9_-]{8,64}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const PRINTABLE = /^[\x21-\x7e]+$/;
 
 export const PRIORITIES = ['now', 'next', 'low'] as const;
 export const STATUSES = ['idle', 'working', 'dnd'] as const;
+export const ROLES = ['owner', 'admin', 'member'] as const;
+/** A connection is a member's own (the daemon's, one per mesh) or a Claude session's. */
+export const KINDS = ['member', 'session'] as const;
+export const DELIVERY_STATES = ['queued', 'delivered', 'surfaced', 'read', 'expired'] as const;
 export type Priority = (typeof PRIORITIES)[number];
 export type Status = (typeof STATUSES)[number];
+export type Role = (typeof ROLES)[number];
+export type Kind = (typeof KINDS)[number];
 
-export interface HelloFrame { type: 'hello'; id?: string; meshId: string; memberKey: string; timestamp: number; signature: string; name?: string }
-export interface SessionHelloFrame {
-  type: 'session_hello'; id?: string; meshId: string; memberKey: string; sessionKey: string;
-  attestation: { expiresAt: number; signature: string }; timestamp: number; signature: string;
-  name?: string; groups?: string[];
-}
-export interface EnvelopeFrame { to: string; nonce: string; ciphertext: string }
-export interface SendFrame { type: 'send'; id?: string; clientMessageId: string; target: string; priority: Priority; envelopes: EnvelopeFrame[]; hops: number }
-export interface ClientAckFrame { type: 'client_ack'; id?: string; messageIds: string[] }
-export interface MarkFrame { type: 'mark'; id?: string; messageIds: string[]; state: 'surfaced' | 'read' }
-export interface SetStatusFrame { type: 'set_status'; id?: string; status: Status }
-export interface SetSummaryFrame { type: 'set_summary'; id?: string; summary: string }
-export interface GroupFrame { type: 'join_group' | 'leave_group'; id?: string; group: string }
-export interface ListPeersFrame { type: 'list_peers'; id?: string }
-export interface MessageStatusFrame { type: 'message_status'; id?: string; messageId: string }
+// ---- shapes: a check per field, composed into objects ------------------------------------
 
-export type ClientFrame = HelloFrame | SessionHelloFrame | SendFrame | ClientAckFrame | MarkFrame | SetStatusFrame
-  | SetSummaryFrame | GroupFrame | ListPeersFrame | MessageStatusFrame;
-export const CLIENT_FRAME_TYPES = ['hello', 'session_hello', 'send', 'client_ack', 'mark', 'set_status', 'set_summary',
-  'join_group', 'leave_group', 'list_peers', 'message_status'] as const;
-
-type Obj = Record<string, unknown>;
+type Check<T> = (value: unknown, field: string) => T;
+type Shape = Record<string, Check<unknown>>;
+type Required<S extends Shape> = { [K in keyof S as undefined extends ReturnType<S[K]> ? never : K]: ReturnType<S[K]> };
+type Optional<S extends Shape> = { [K in keyof S as undefined extends ReturnType<S[K]> ? K : never]?: Exclude<ReturnType<S[K]>, undefined> };
+type Of<S extends Shape> = Required<S> & Optional<S>;
 
 function bad(field: string, expected: string, value: unknown): never {
   const shown = JSON.stringify(value);
   throw cmError('CM_ERR_BAD_FRAME', `field "${field}" must be ${expected}, received ${shown === undefined ? 'nothing' : shown.slice(0, 80)}`);
 }
 
-function string(frame: Obj, field: string, pattern: RegExp | undefined, max: number, expected: string): string {
-  const value = frame[field];
+const text = (max: number, expected: string, pattern?: RegExp): Check<string> => (value, field) => {
   if (typeof value !== 'string' || value.length > max || (pattern !== undefined && !pattern.test(value))) bad(field, expected, value);
   return value;
-}
-
-function optionalString(frame: Obj, field: string, max: number, expected: string): string | undefined {
-  return frame[field] === undefined ? undefined : string(frame, field, undefined, max, expected);
-}
-
-function integer(frame: Obj, field: string, min: number, max: number): number {
-  const value = frame[field];
+};
+const int = (min: number, max: number): Check<number> => (value, field) => {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) bad(field, `an integer from ${min} to ${max}`, value);
   return value;
+};
+const bool: Check<boolean> = (value, field) => (typeof value === 'boolean' ? value : bad(field, 'true or false', value));
+const oneOf = <const T extends readonly string[]>(values: T): Check<T[number]> => (value, field) =>
+  (values as readonly unknown[]).includes(value) ? (value as T[number]) : bad(field, `one of ${values.join(', ')}`, value);
+const optional = <T>(check: Check<T>): Check<T | undefined> => (value, field) => (value === undefined ? undefined : check(value, field));
+const nullable = <T>(check: Check<T>): Check<T | null> => (value, field) => (value === null ? null : check(value, field));
+const withDefault = <T>(check: Check<T>, fallback: T): Check<T> => (value, field) => (value === undefined ? fallback : check(value, field));
+function list<T>(item: Check<T>, min: number, max: number, expected: string): Check<T[]> {
+  return (value, field) => {
+    if (!Array.isArray(value) || value.length < min || value.length > max) bad(field, expected, value);
+    return value.map((entry: unknown, index) => item(entry, `${field}[${index}]`));
+  };
+}
+/** An object check; its field names stay readable (docs/protocol.md is checked against them). */
+function object<S extends Shape>(shape: S): Check<Of<S>> & { fields: string[] } {
+  const check: Check<Of<S>> = (value, field) => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) bad(field, `an object {${Object.keys(shape).join(', ')}}`, value);
+    const out: Record<string, unknown> = {};
+    for (const [name, check] of Object.entries(shape)) {
+      const parsed = check((value as Record<string, unknown>)[name], field === '' ? name : `${field}.${name}`);
+      if (parsed !== undefined) out[name] = parsed;
+    }
+    return out as Of<S>;
+  };
+  return Object.assign(check, { fields: Object.keys(shape) });
 }
 
-const key = (frame: Obj, field: string) => string(frame, field, PUBLIC_KEY_HEX, 64, 'an ed25519 public key (64 lowercase hex)');
-const signature = (frame: Obj, field: string) => string(frame, field, SIGNATURE_HEX, 128, 'an ed25519 signature (128 lowercase hex)');
-const meshId = (frame: Obj) => string(frame, 'meshId', MESH_ID, MAX_MESH_ID, 'a mesh id (8-64 of A-Z a-z 0-9 _ -)');
-const timestamp = (frame: Obj, field: string) => integer(frame, field, 0, Number.MAX_SAFE_INTEGER);
+const key = text(64, 'an ed25519 public key (64 lowercase hex)', PUBLIC_KEY_HEX);
+const signature = text(128, 'an ed25519 signature (128 lowercase hex)', SIGNATURE_HEX);
+const meshId = text(64, 'a mesh id (8-64 of A-Z a-z 0-9 _ -)', MESH_ID);
+const time = int(0, Number.MAX_SAFE_INTEGER);
+const iso = text(40, 'an ISO 8601 time');
+const uuid = text(36, 'a message id (uuid)', UUID);
+const group = text(MAX_GROUP, 'a group name like "team" or "team/backend"', GROUP_NAME);
+const ids = list(uuid, 1, MAX_IDS, `a list of 1 to ${MAX_IDS} message ids`);
+const name = text(MAX_NAME, `a name of at most ${MAX_NAME} characters`);
+const anyText = text(MAX_TEXT, `text of at most ${MAX_TEXT} characters`);
+const summary = text(MAX_SUMMARY, `text of at most ${MAX_SUMMARY} characters`);
+const groups = list(group, 0, MAX_GROUPS, `a list of at most ${MAX_GROUPS} group names`);
+const peerId = { key, memberKey: key, name, kind: oneOf(KINDS), role: oneOf(ROLES) };
+const target: Check<string> = (value, field) => {
+  const ok = typeof value === 'string' && (value === '*' || PUBLIC_KEY_HEX.test(value) || (value.startsWith('@') && value.length <= MAX_GROUP + 1 && GROUP_NAME.test(value.slice(1))));
+  return ok ? value : bad(field, 'a full public key, "*" or "@group" (names and prefixes are resolved by the client)', value);
+};
+const sealed = {
+  nonce: text(NONCE_BASE64_LENGTH, 'a base64 24-byte nonce', BASE64),
+  ciphertext: text(Number.MAX_SAFE_INTEGER, 'base64 ciphertext', BASE64),
+};
+const record: Check<Record<string, unknown>> = (value, field) =>
+  value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : bad(field, 'an object', value);
+const requestId = { id: optional(text(MAX_REQUEST_ID, `a request id of at most ${MAX_REQUEST_ID} characters`)) };
+const errorBody = { code: text(64, 'an error code'), message: anyText, hint: anyText, details: optional(record) };
 
-function groupName(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value.length > MAX_GROUP || !GROUP_NAME.test(value)) bad(field, 'a group name like "team" or "team/backend"', value);
-  return value;
-}
+// ---- client → broker ----------------------------------------------------------------------
 
-function idList(frame: Obj, field: string): string[] {
-  const value = frame[field];
-  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_ACK_IDS) bad(field, `a list of 1 to ${MAX_ACK_IDS} message ids`, value);
-  for (const entry of value) if (typeof entry !== 'string' || !UUID.test(entry)) bad(field, 'a list of message ids (uuid)', entry);
-  return value as string[];
-}
+const CLIENT_FRAMES = {
+  hello: object({ ...requestId, meshId, memberKey: key, timestamp: time, signature, name: optional(name) }),
+  session_hello: object({
+    ...requestId, meshId, memberKey: key, sessionKey: key, attestation: object({ expiresAt: time, signature }),
+    timestamp: time, signature, name: optional(name), groups: optional(groups),
+  }),
+  send: object({
+    ...requestId,
+    clientMessageId: text(MAX_CLIENT_MESSAGE_ID, `a client message id of 1 to ${MAX_CLIENT_MESSAGE_ID} printable characters`, PRINTABLE),
+    target, priority: withDefault(oneOf(PRIORITIES), 'now'), hops: withDefault(int(0, MAX_WIRE_HOPS), 0),
+    envelopes: list(object({ to: key, ...sealed }), 1, MAX_ENVELOPES, `a list of 1 to ${MAX_ENVELOPES} envelopes {to, nonce, ciphertext}`),
+  }),
+  client_ack: object({ ...requestId, messageIds: ids }),
+  mark: object({ ...requestId, messageIds: ids, state: oneOf(['surfaced', 'read'] as const) }),
+  set_status: object({ ...requestId, status: oneOf(STATUSES) }),
+  set_summary: object({ ...requestId, summary }),
+  join_group: object({ ...requestId, group }),
+  leave_group: object({ ...requestId, group }),
+  list_peers: object({ ...requestId }),
+  message_status: object({ ...requestId, messageId: uuid }),
+};
 
-function envelopes(frame: Obj): EnvelopeFrame[] {
-  const value = frame.envelopes;
-  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_ENVELOPES) bad('envelopes', `a list of 1 to ${MAX_ENVELOPES} envelopes`, value);
-  return value.map((entry: unknown, index) => {
-    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) bad(`envelopes[${index}]`, 'an object {to, nonce, ciphertext}', entry);
-    const envelope = entry as Obj;
-    return {
-      to: key(envelope, 'to'),
-      nonce: string(envelope, 'nonce', BASE64, NONCE_BASE64_LENGTH, 'a base64 24-byte nonce'),
-      ciphertext: string(envelope, 'ciphertext', BASE64, Number.MAX_SAFE_INTEGER, 'base64 ciphertext'),
-    };
-  });
-}
+// ---- broker → client ----------------------------------------------------------------------
 
-/** Parse one text frame. Throws CmError (CM_ERR_BAD_FRAME, CM_ERR_UNKNOWN_TYPE). */
-export function parseClientFrame(text: string): ClientFrame {
+const peer = object({ ...peerId, status: oneOf(STATUSES), summary, groups, connectedAt: iso, online: bool });
+const member = object({ key, name, role: oneOf(ROLES) });
+const roster = { peers: list(peer, 0, MAX_LIST, 'a list of peers'), members: list(member, 0, MAX_LIST, 'a list of members') };
+const stored = object({ ...requestId, queued: ((value, field) => (value === true ? true : bad(field, 'true', value))) as Check<true>, messageId: uuid, recipients: int(0, MAX_ENVELOPES), duplicate: optional(bool) });
+const refused = object({ ...requestId, queued: ((value, field) => (value === false ? false : bad(field, 'false', value))) as Check<false>, ...errorBody });
+
+const SERVER_FRAMES = {
+  hello_ack: object({
+    ...requestId, protocolVersion: int(1, 1_000), meshId, meshName: name, key, memberKey: key, kind: oneOf(KINDS), role: oneOf(ROLES),
+    name, reattached: bool, ...roster,
+  }),
+  /** the answer to `send`: stored durably (after COMMIT), or refused with an error body */
+  ack: Object.assign(
+    ((value, field) => ((value as { queued?: unknown } | null)?.queued === true ? stored(value, field) : refused(value, field))) as Check<ReturnType<typeof stored> | ReturnType<typeof refused>>,
+    { fields: [...new Set([...stored.fields, ...refused.fields])] },
+  ),
+  push: object({
+    messageId: uuid, meshId, senderKey: key, senderMemberKey: key, target, priority: oneOf(PRIORITIES), envelope: object(sealed),
+    createdAt: iso, clientMessageId: text(MAX_CLIENT_MESSAGE_ID, 'a client message id', PRINTABLE), hops: int(0, MAX_WIRE_HOPS),
+  }),
+  peers: object({ ...requestId, ...roster }),
+  message_status: object({
+    ...requestId, messageId: uuid, target, priority: oneOf(PRIORITIES), clientMessageId: text(MAX_CLIENT_MESSAGE_ID, 'a client message id'),
+    createdAt: iso, expiresAt: iso,
+    recipients: list(object({
+      key, state: oneOf(DELIVERY_STATES), queuedAt: iso, deliveredAt: nullable(iso), surfacedAt: nullable(iso), readAt: nullable(iso),
+      expiredAt: nullable(iso), pushes: int(0, Number.MAX_SAFE_INTEGER),
+    }), 0, MAX_ENVELOPES, 'a list of recipients'),
+  }),
+  /** the answer to mark, set_status, set_summary, join_group and leave_group */
+  ok: object({
+    ...requestId, of: oneOf(['mark', 'set_status', 'set_summary', 'join_group', 'leave_group'] as const),
+    updated: optional(int(0, MAX_IDS)), applied: optional(bool), status: optional(oneOf(STATUSES)), groups: optional(groups),
+  }),
+  /** peer_joined carries the whole view; peer_left who left (its state is over) */
+  system: object({
+    event: oneOf(['peer_joined', 'peer_left'] as const), meshId, at: iso, reason: optional(oneOf(['lease_expired', 'kicked', 'banned', 'left'] as const)),
+    peer: object({ ...peerId, status: optional(oneOf(STATUSES)), summary: optional(summary), groups: optional(groups), connectedAt: optional(iso), online: optional(bool) }),
+  }),
+  error: object({ ...requestId, ...errorBody }),
+};
+
+type Frames<T extends Record<string, Check<unknown>>> = { [K in keyof T & string]: { type: K } & ReturnType<T[K]> };
+type ClientFrames = Frames<typeof CLIENT_FRAMES>;
+type ServerFrames = Frames<typeof SERVER_FRAMES>;
+export type ClientFrameType = keyof ClientFrames;
+export type ServerFrameType = keyof ServerFrames;
+export type ClientFrame = ClientFrames[ClientFrameType];
+export type ServerFrame = ServerFrames[ServerFrameType];
+export type ClientFrameOf<T extends ClientFrameType> = ClientFrames[T];
+export type ServerFrameOf<T extends ServerFrameType> = ServerFrames[T];
+export type PeerView = ReturnType<typeof peer>;
+export type MemberView = ReturnType<typeof member>;
+export type HelloFrame = ClientFrameOf<'hello'>;
+export type SessionHelloFrame = ClientFrameOf<'session_hello'>;
+export type SendFrame = ClientFrameOf<'send'>;
+export type EnvelopeFrame = SendFrame['envelopes'][number];
+export type AckFrame = ServerFrameOf<'ack'>;
+export type PushFrame = ServerFrameOf<'push'>;
+export type HelloAckFrame = ServerFrameOf<'hello_ack'>;
+export const CLIENT_FRAME_TYPES = Object.keys(CLIENT_FRAMES) as ClientFrameType[];
+export const SERVER_FRAME_TYPES = Object.keys(SERVER_FRAMES) as ServerFrameType[];
+
+function parse<T>(frames: Record<string, Check<unknown>>, raw: string): T {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = JSON.parse(raw);
   } catch {
-    throw cmError('CM_ERR_BAD_FRAME', `frame is not JSON: ${JSON.stringify(text.slice(0, 60))}`);
+    throw cmError('CM_ERR_BAD_FRAME', `frame is not JSON: ${JSON.stringify(raw.slice(0, 60))}`);
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) bad('(frame)', 'a JSON object', value);
-  const frame = value as Obj;
-  const id = optionalString(frame, 'id', MAX_REQUEST_ID, `a request id of at most ${MAX_REQUEST_ID} characters`);
-  const base = id === undefined ? {} : { id };
-  switch (frame.type) {
-    case 'hello': {
-      const name = optionalString(frame, 'name', MAX_NAME, `a name of at most ${MAX_NAME} characters`);
-      return { type: 'hello', ...base, meshId: meshId(frame), memberKey: key(frame, 'memberKey'), timestamp: timestamp(frame, 'timestamp'), signature: signature(frame, 'signature'), ...(name === undefined ? {} : { name }) };
-    }
-    case 'session_hello': {
-      const attestation = frame.attestation;
-      if (attestation === null || typeof attestation !== 'object' || Array.isArray(attestation)) bad('attestation', 'an object {expiresAt, signature}', attestation);
-      const name = optionalString(frame, 'name', MAX_NAME, `a name of at most ${MAX_NAME} characters`);
-      let groups: string[] | undefined;
-      if (frame.groups !== undefined) {
-        if (!Array.isArray(frame.groups) || frame.groups.length > MAX_GROUPS) bad('groups', `a list of at most ${MAX_GROUPS} group names`, frame.groups);
-        groups = frame.groups.map((group: unknown) => groupName(group, 'groups'));
-      }
-      return {
-        type: 'session_hello', ...base, meshId: meshId(frame), memberKey: key(frame, 'memberKey'), sessionKey: key(frame, 'sessionKey'),
-        attestation: { expiresAt: timestamp(attestation as Obj, 'expiresAt'), signature: signature(attestation as Obj, 'signature') },
-        timestamp: timestamp(frame, 'timestamp'), signature: signature(frame, 'signature'),
-        ...(name === undefined ? {} : { name }), ...(groups === undefined ? {} : { groups }),
-      };
-    }
-    case 'send': {
-      const target = frame.target;
-      if (typeof target !== 'string' || !(target === '*' || PUBLIC_KEY_HEX.test(target) || (target.startsWith('@') && GROUP_NAME.test(target.slice(1)) && target.length <= MAX_GROUP + 1))) {
-        bad('target', 'a full public key, "*" or "@group" (names and prefixes are resolved by the client)', target);
-      }
-      const priority = frame.priority ?? 'now';
-      if (!(PRIORITIES as readonly unknown[]).includes(priority)) bad('priority', 'one of now, next, low', priority);
-      return {
-        type: 'send', ...base, target, priority: priority as Priority, envelopes: envelopes(frame),
-        clientMessageId: string(frame, 'clientMessageId', /^[\x21-\x7e]+$/, MAX_CLIENT_MESSAGE_ID, `a client message id of 1 to ${MAX_CLIENT_MESSAGE_ID} printable characters`),
-        hops: frame.hops === undefined ? 0 : integer(frame, 'hops', 0, MAX_WIRE_HOPS),
-      };
-    }
-    case 'client_ack':
-      return { type: 'client_ack', ...base, messageIds: idList(frame, 'messageIds') };
-    case 'mark': {
-      if (frame.state !== 'surfaced' && frame.state !== 'read') bad('state', 'surfaced or read', frame.state);
-      return { type: 'mark', ...base, messageIds: idList(frame, 'messageIds'), state: frame.state };
-    }
-    case 'set_status': {
-      if (!(STATUSES as readonly unknown[]).includes(frame.status)) bad('status', 'one of idle, working, dnd', frame.status);
-      return { type: 'set_status', ...base, status: frame.status as Status };
-    }
-    case 'set_summary':
-      return { type: 'set_summary', ...base, summary: string(frame, 'summary', undefined, MAX_SUMMARY, `text of at most ${MAX_SUMMARY} characters`) };
-    case 'join_group':
-    case 'leave_group':
-      return { type: frame.type, ...base, group: groupName(frame.group, 'group') };
-    case 'list_peers':
-      return { type: 'list_peers', ...base };
-    case 'message_status':
-      return { type: 'message_status', ...base, messageId: string(frame, 'messageId', UUID, 36, 'a message id (uuid)') };
-    default:
-      throw cmError('CM_ERR_UNKNOWN_TYPE', `unknown frame type ${JSON.stringify(frame.type)?.slice(0, 40) ?? 'nothing'}`, {
-        hint: `send one of: ${CLIENT_FRAME_TYPES.join(', ')}`,
-      });
+  const type = (value as { type?: unknown }).type;
+  const check = typeof type === 'string' && Object.hasOwn(frames, type) ? frames[type] : undefined;
+  if (check === undefined) {
+    throw cmError('CM_ERR_UNKNOWN_TYPE', `unknown frame type ${JSON.stringify(type)?.slice(0, 40) ?? 'nothing'}`, {
+      hint: `send one of: ${Object.keys(frames).join(', ')}`,
+    });
   }
+  return { type, ...(check(value, '') as object) } as T;
 }
 
-// Handshake signing strings (domain-separated; see lib/crypto.ts signingString).
-export const helloSigningString = (meshIdValue: string, memberKey: string, time: number) => signingString('hello', [meshIdValue, memberKey, time]);
-export const attestationSigningString = (meshIdValue: string, memberKey: string, sessionKey: string, expiresAt: number) =>
-  signingString('session-attestation', [meshIdValue, memberKey, sessionKey, expiresAt]);
-export const sessionHelloSigningString = (meshIdValue: string, memberKey: string, sessionKey: string, time: number) =>
-  signingString('session-hello', [meshIdValue, memberKey, sessionKey, time]);
+/** The top-level fields of a frame type, for the documentation check. */
+export function frameFields(type: ClientFrameType | ServerFrameType, direction: 'client' | 'server'): string[] {
+  const frames: Record<string, { fields: string[] }> = direction === 'client' ? CLIENT_FRAMES : SERVER_FRAMES;
+  return frames[type]?.fields ?? [];
+}
+
+/** Parse a frame a client sent. Throws CmError (CM_ERR_BAD_FRAME, CM_ERR_UNKNOWN_TYPE). */
+export const parseClientFrame = (raw: string): ClientFrame => parse<ClientFrame>(CLIENT_FRAMES, raw);
+/** Parse a frame the broker sent. Throws CmError (CM_ERR_BAD_FRAME, CM_ERR_UNKNOWN_TYPE). */
+export const parseServerFrame = (raw: string): ServerFrame => parse<ServerFrame>(SERVER_FRAMES, raw);
+
+/** The one way to put a frame on the wire, typed per frame type. */
+export function encodeFrame<T extends ServerFrameType>(type: T, fields: Omit<ServerFrameOf<T>, 'type'>): string;
+export function encodeFrame<T extends ClientFrameType>(type: T, fields: Omit<ClientFrameOf<T>, 'type'>): string;
+export function encodeFrame(type: string, fields: object): string {
+  return JSON.stringify({ type, ...fields });
+}
+
+/** An error frame for a refused request; `id` correlates it with the request when known. */
+export function errorFrame(error: CmError, id?: string): string {
+  return encodeFrame('error', { ...(id === undefined ? {} : { id }), ...error.toJSON() });
+}
+
+// ---- close codes --------------------------------------------------------------------------
+
+/**
+ * Every close the broker makes, with whether the client should stop for good (terminal) or
+ * reconnect with backoff. A client that sees an unlisted (code, reason) reconnects.
+ */
+export const CLOSES = {
+  replaced: { code: 1000, reason: 'session_replaced', terminal: true },
+  left: { code: 1000, reason: 'left', terminal: true },
+  goingAway: { code: 1001, reason: 'server shutting down', terminal: false },
+  helloTimeout: { code: 1008, reason: 'hello_timeout', terminal: false },
+  timestampSkew: { code: 1008, reason: 'timestamp_skew', terminal: false },
+  badSignature: { code: 1008, reason: 'bad_signature', terminal: true },
+  unauthorized: { code: 1008, reason: 'unauthorized', terminal: true },
+  expired: { code: 1008, reason: 'expired', terminal: true },
+  capacity: { code: 1008, reason: 'capacity', terminal: false },
+  internal: { code: 1011, reason: 'db_unavailable', terminal: false },
+  kicked: { code: 4001, reason: 'kicked', terminal: true },
+  banned: { code: 4002, reason: 'banned', terminal: true },
+} as const satisfies Record<string, { code: number; reason: string; terminal: boolean }>;
+export type Close = (typeof CLOSES)[keyof typeof CLOSES];
+
+/** Should a client stop reconnecting after this close? Kicks and bans always stop it. */
+export function isTerminalClose(code: number, reason: string): boolean {
+  if (code === CLOSES.kicked.code || code === CLOSES.banned.code) return true;
+  return Object.values(CLOSES).some((close) => close.terminal && close.code === code && close.reason === reason);
+}
+
+// ---- handshake signing strings (domain-separated; lib/crypto.ts signingString) -------------
+
+export const helloSigningString = (mesh: string, memberKey: string, at: number) => signingString('hello', [mesh, memberKey, at]);
+export const attestationSigningString = (mesh: string, memberKey: string, sessionKey: string, expiresAt: number) =>
+  signingString('session-attestation', [mesh, memberKey, sessionKey, expiresAt]);
+export const sessionHelloSigningString = (mesh: string, memberKey: string, sessionKey: string, at: number) =>
+  signingString('session-hello', [mesh, memberKey, sessionKey, at]);
 
 /** Does a peer in `groups` receive a message to `@target`? Hierarchical: "a/b" matches "@a". */
-export function groupMatches(groups: readonly string[], target: string): boolean {
-  const wanted = target.slice(1);
-  return groups.some((group) => group === wanted || group.startsWith(`${wanted}/`));
+export function groupMatches(groups: readonly string[], targetGroup: string): boolean {
+  const wanted = targetGroup.slice(1);
+  return groups.some((entry) => entry === wanted || entry.startsWith(`${wanted}/`));
 }

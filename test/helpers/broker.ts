@@ -1,15 +1,15 @@
 // An in-process broker on its own fresh database, for tests that drive HTTP and sockets.
 
-import { loadConfig } from '../../lib/config.ts';
-import type { BrokerConfig } from '../../lib/config.ts';
+import { loadConfig } from '../../lib/broker/config.ts';
+import type { BrokerConfig } from '../../lib/broker/config.ts';
 import { createLogger } from '../../lib/log.ts';
 import type { Logger } from '../../lib/log.ts';
 import { createDatabase } from '../../lib/broker/db.ts';
 import type { Database } from '../../lib/broker/db.ts';
-import { migrate } from '../../lib/broker/migrate.ts';
-import { createBroker } from '../../lib/broker/server.ts';
-import type { Broker } from '../../lib/broker/server.ts';
-import type { Timings } from '../../lib/broker/runtime.ts';
+import { migrate } from '../../lib/broker/db.ts';
+import { createBroker } from '../../broker.ts';
+import type { Broker } from '../../broker.ts';
+import type { Timings } from '../../broker.ts';
 import { createTestDatabase } from './db.ts';
 import type { TestDatabase } from './db.ts';
 
@@ -28,8 +28,7 @@ export interface TestBrokerOptions {
   env?: Record<string, string>;
   now?: () => number;
   log?: Logger;
-  timings?: Timings;
-  queueDepthIntervalMs?: number;
+  timings?: Partial<Timings>;
 }
 
 export async function startTestBroker(label: string, options: TestBrokerOptions = {}): Promise<TestBroker> {
@@ -48,7 +47,6 @@ export async function startTestBroker(label: string, options: TestBrokerOptions 
     gitSha: 'abc1234',
     ...(options.now === undefined ? {} : { now: options.now }),
     ...(options.timings === undefined ? {} : { timings: options.timings }),
-    ...(options.queueDepthIntervalMs === undefined ? {} : { queueDepthIntervalMs: options.queueDepthIntervalMs }),
   });
   const address = await broker.listen();
   return {

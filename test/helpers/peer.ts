@@ -21,9 +21,9 @@ export interface SeededMesh {
 export async function seedMesh(pool: pg.Pool, count: number, names: string[] = []): Promise<SeededMesh> {
   const members = Array.from({ length: count }, () => generateKeyPair());
   const meshId = `mesh_${randomUUID().slice(0, 8)}`;
-  await pool.query('INSERT INTO meshes (id, name, owner_pubkey) VALUES ($1, $2, $3)', [meshId, meshId, members[0]?.publicKey]);
+  await pool.query('INSERT INTO meshes (id, name, owner_key) VALUES ($1, $2, $3)', [meshId, meshId, members[0]?.publicKey]);
   for (const [index, member] of members.entries()) {
-    await pool.query('INSERT INTO members (mesh_id, pubkey, name, role) VALUES ($1, $2, $3, $4)', [
+    await pool.query('INSERT INTO members (mesh_id, key, name, role) VALUES ($1, $2, $3, $4)', [
       meshId, member.publicKey, names[index] ?? `member${index}`, index === 0 ? 'owner' : 'member',
     ]);
   }

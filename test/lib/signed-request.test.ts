@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { generateKeyPair } from '../../lib/crypto.ts';
-import { ReplayGuard } from '../../lib/replay-guard.ts';
+import { ReplayGuard } from '../../lib/signed-request.ts';
 import { CLOCK_SKEW_MS, HEADER_SIGNATURE, signRequest, verifySignedRequest } from '../../lib/signed-request.ts';
 
 const NOW = 1_800_000_000_000;

@@ -100,7 +100,7 @@ options:
     const { body } = answer;
     const role = typeof body.role === 'string' && ROLES.has(body.role) ? (body.role as MeshIdentity['role']) : mine.role;
     const memberName = isMemberName(body.name) ? body.name : mine.memberName;
-    const ownerPubkey = isPublicKey(body.ownerPubkey) ? body.ownerPubkey : mine.ownerPubkey;
+    const ownerPubkey = isPublicKey(body.ownerKey) ? body.ownerKey : mine.ownerPubkey;
     await updateConfig(context.home, (config) => {
       const entry = config.meshes.find((mesh) => mesh.meshId === mine.meshId && mesh.publicKey === mine.publicKey);
       if (entry === undefined) {

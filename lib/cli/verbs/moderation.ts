@@ -19,8 +19,8 @@ const MESH_OPTION = { mesh: { type: 'string' } } as const;
 function peersFrom(list: unknown): Peer[] {
   if (!Array.isArray(list)) return [];
   return list.flatMap((entry: unknown) => {
-    const record = entry as { name?: unknown; pubkey?: unknown } | null;
-    return typeof record?.name === 'string' && typeof record.pubkey === 'string' ? [{ name: record.name, pubkey: record.pubkey }] : [];
+    const record = entry as { name?: unknown; key?: unknown } | null;
+    return typeof record?.name === 'string' && typeof record.key === 'string' ? [{ name: record.name, pubkey: record.key }] : [];
   });
 }
 
@@ -65,11 +65,11 @@ options:
         path: `/mesh/${spec.name}`,
         identity: signingIdentity(mesh),
         meshId: mesh.meshId,
-        body: { pubkey: peer.pubkey },
+        body: { key: peer.pubkey },
       });
       const name = typeof answer.body.name === 'string' ? answer.body.name : peer.name;
       if (args.values.json === true) {
-        printJson(context, { meshId: mesh.meshId, action: spec.name, name, pubkey: peer.pubkey, alreadyBanned: answer.body.alreadyBanned === true });
+        printJson(context, { meshId: mesh.meshId, action: spec.name, name, key: peer.pubkey, alreadyBanned: answer.body.alreadyBanned === true });
         return;
       }
       const already = answer.body.alreadyBanned === true ? ' (it already was)' : '';
@@ -134,7 +134,7 @@ options:
       return;
     }
     const text = (value: unknown) => (typeof value === 'string' ? value : '-');
-    const rows = bans.map((ban) => [text(ban.name), text(ban.pubkey).slice(0, 12), text(ban.role), text(ban.bannedAt), text(ban.bannedBy)]);
+    const rows = bans.map((ban) => [text(ban.name), text(ban.key).slice(0, 12), text(ban.role), text(ban.bannedAt), text(ban.bannedBy)]);
     context.stdout(formatTable(['NAME', 'KEY', 'ROLE', 'BANNED AT', 'BY'], rows));
   },
 };

@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { embeddedPostgres } from '../../../lib/embedded-pg.ts';
-import type { EmbeddedPostgresHandle } from '../../../lib/embedded-pg.ts';
+import { embeddedPostgres } from '../../../lib/broker/db.ts';
+import type { EmbeddedPostgres } from '../../../lib/broker/db.ts';
 import { createLogger } from '../../../lib/log.ts';
 import { createDatabase, transaction, withClient } from '../../../lib/broker/db.ts';
-import { migrate } from '../../../lib/broker/migrate.ts';
+import { migrate } from '../../../lib/broker/db.ts';
 import { brokerEnv, startBroker } from '../../helpers/broker-process.ts';
 import { seedMesh, TestPeer } from '../../helpers/peer.ts';
 import type { Frame } from '../../helpers/peer.ts';
@@ -41,7 +41,7 @@ async function terminateOthers(adminUrl: string, database: string): Promise<numb
 
 describe('Postgres restarting under the broker', () => {
   let baseDir: string;
-  let cluster: EmbeddedPostgresHandle;
+  let cluster: EmbeddedPostgres;
   const urlOf = (database: string) => cluster.url.replace(/\/postgres$/, `/${database}`);
 
   before(async () => {

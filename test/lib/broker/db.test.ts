@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { embeddedPostgres } from '../../../lib/embedded-pg.ts';
-import type { EmbeddedPostgresHandle } from '../../../lib/embedded-pg.ts';
+import { embeddedPostgres } from '../../../lib/broker/db.ts';
+import type { EmbeddedPostgres } from '../../../lib/broker/db.ts';
 import { createLogger } from '../../../lib/log.ts';
 import { createDatabase } from '../../../lib/broker/db.ts';
 import { brokerEnv, startBroker } from '../../helpers/broker-process.ts';
@@ -32,7 +32,7 @@ async function pollHealth(baseUrl: string, status: number): Promise<Record<strin
 
 describe('broker with Postgres going away', () => {
   let baseDir: string;
-  let cluster: EmbeddedPostgresHandle;
+  let cluster: EmbeddedPostgres;
 
   before(async () => {
     baseDir = await mkdtemp(join(tmpdir(), 'cm-outage-pg-'));

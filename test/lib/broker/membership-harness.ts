@@ -6,23 +6,24 @@ import { createServer, request } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
-import { loadConfig } from '../../../lib/config.ts';
+import { loadConfig } from '../../../lib/broker/config.ts';
 import { generateKeyPair } from '../../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../../lib/crypto.ts';
 import { cmError, isCmError } from '../../../lib/errors.ts';
 import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 import type { Invite, InviteFields } from '../../../lib/invite.ts';
 import { createLogger } from '../../../lib/log.ts';
-import { migrate } from '../../../lib/broker/migrate.ts';
-import { createMembershipRoutes } from '../../../lib/broker/membership.ts';
-import { ReplayGuard } from '../../../lib/replay-guard.ts';
+import { migrate } from '../../../lib/broker/db.ts';
+import { membershipRoutes } from '../../../lib/broker/membership.ts';
+import type { Context } from '../../../broker.ts';
+import { ReplayGuard } from '../../../lib/signed-request.ts';
 import { signRequest } from '../../../lib/signed-request.ts';
 import { createTestDatabase } from '../../helpers/db.ts';
 import type { TestDatabase } from '../../helpers/db.ts';
 
 export interface Removal {
   meshId: string;
-  pubkey: string;
+  key: string;
   closeCode: number;
   reason: string;
 }
@@ -73,14 +74,14 @@ export async function startMembershipHarness(label: string, env: Record<string, 
   if (!result.ok) throw new Error(`bad test config: ${JSON.stringify(result.problems)}`);
   const clock = { now: Date.UTC(2030, 0, 1) };
   const removals: Removal[] = [];
-  const routes = createMembershipRoutes({
-    pool,
-    log: quiet,
-    config: result.config,
-    replay: new ReplayGuard({ now: () => clock.now }),
-    events: { memberRemoved: (meshId, pubkey, closeCode, reason) => removals.push({ meshId, pubkey, closeCode, reason }) },
-    now: () => clock.now,
-  });
+  // The routes with the parts of the broker they use; the hub and the roster cache are
+  // recorders here (their own tests run them for real).
+  const context = {
+    pool, log: quiet, config: result.config, now: () => clock.now, replay: new ReplayGuard({ now: () => clock.now }),
+    hub: { removeMember: (meshId: string, key: string, close: { code: number; reason: string }) => removals.push({ meshId, key, closeCode: close.code, reason: close.reason }) },
+    presence: { invalidate: () => undefined },
+  } as unknown as Context;
+  const routes = membershipRoutes(context);
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
     const entry = routes.find((route) => route.path === path);

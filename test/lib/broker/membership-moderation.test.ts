@@ -20,7 +20,7 @@ describe('membership routes: leave, members, kick, ban, unban, bans', () => {
 
   const newMember = async (name: string) => (await h.join(await h.invite(owner, meshId), name)).key;
   const post = (as: SigningKeyPair, path: string, pubkey?: string) =>
-    h.call('POST', path, as, { meshId, body: pubkey === undefined ? {} : { pubkey } });
+    h.call('POST', path, as, { meshId, body: pubkey === undefined ? {} : { key: pubkey } });
   const memberNames = async (as: SigningKeyPair = owner) =>
     ((await h.call('GET', '/mesh/members', as, { meshId })).body.members as Array<{ name: string }>).map((member) => member.name);
   const lastRemoval = () => h.removals.at(-1);
@@ -31,14 +31,14 @@ describe('membership routes: leave, members, kick, ban, unban, bans', () => {
     assert.equal(answer.status, 200);
     assert.equal(answer.body.meshName, 'team');
     const boss = answer.body.members.find((entry: { name: string }) => entry.name === 'boss');
-    assert.deepEqual({ ...boss, joinedAt: typeof boss.joinedAt }, { name: 'boss', pubkey: owner.publicKey, role: 'owner', joinedAt: 'string' });
+    assert.deepEqual({ ...boss, joinedAt: typeof boss.joinedAt }, { name: 'boss', key: owner.publicKey, role: 'owner', joinedAt: 'string' });
   });
 
   it('leave ends the membership and closes the connections with 1000', async () => {
     const member = await newMember('leaver');
     const answer = await post(member, '/mesh/leave');
     assert.equal(answer.status, 200);
-    assert.deepEqual(lastRemoval(), { meshId, pubkey: member.publicKey, closeCode: 1000, reason: 'left' });
+    assert.deepEqual(lastRemoval(), { meshId, key: member.publicKey, closeCode: 1000, reason: 'left' });
     assert.ok(!(await memberNames()).includes('leaver'));
     assert.equal((await h.call('GET', '/mesh/members', member, { meshId })).body.code, 'CM_ERR_FORBIDDEN');
   });
@@ -53,12 +53,12 @@ describe('membership routes: leave, members, kick, ban, unban, bans', () => {
     const member = await newMember('kickme');
     const answer = await post(admin, '/mesh/kick', member.publicKey);
     assert.equal(answer.status, 200);
-    assert.deepEqual(answer.body, { meshId, name: 'kickme', pubkey: member.publicKey, role: 'member' });
-    assert.deepEqual(lastRemoval(), { meshId, pubkey: member.publicKey, closeCode: 4001, reason: 'kicked' });
+    assert.deepEqual(answer.body, { meshId, name: 'kickme', key: member.publicKey, role: 'member' });
+    assert.deepEqual(lastRemoval(), { meshId, key: member.publicKey, closeCode: 4001, reason: 'kicked' });
     assert.ok(!(await memberNames()).includes('kickme'));
     assert.equal((await h.call('GET', '/mesh/members', member, { meshId })).body.code, 'CM_ERR_FORBIDDEN');
-    const { rows } = await h.pool.query('SELECT left_at IS NOT NULL AS left, revoked_at IS NULL AS not_revoked FROM members WHERE pubkey = $1', [member.publicKey]);
-    assert.deepEqual(rows, [{ left: true, not_revoked: true }]);
+    const { rows } = await h.pool.query('SELECT left_at IS NOT NULL AS left, banned_at IS NULL AS not_banned FROM members WHERE key = $1', [member.publicKey]);
+    assert.deepEqual(rows, [{ left: true, not_banned: true }]);
     assert.equal((await post(admin, '/mesh/kick', member.publicKey)).body.code, 'CM_ERR_NOT_FOUND');
   });
 
@@ -86,27 +86,27 @@ describe('membership routes: leave, members, kick, ban, unban, bans', () => {
     assert.equal((await post(owner, '/mesh/kick', secondAdmin.publicKey)).status, 200);
   });
 
-  it('ban: revoked_at is set, the sockets close 4002, the key cannot come back until unbanned', async () => {
+  it('ban: banned_at is set, the sockets close 4002, the key cannot come back until unbanned', async () => {
     const member = await newMember('villain');
     const answer = await post(admin, '/mesh/ban', member.publicKey);
     assert.equal(answer.status, 200);
     assert.equal(answer.body.alreadyBanned, false);
-    assert.deepEqual(lastRemoval(), { meshId, pubkey: member.publicKey, closeCode: 4002, reason: 'banned' });
+    assert.deepEqual(lastRemoval(), { meshId, key: member.publicKey, closeCode: 4002, reason: 'banned' });
     const state = async () =>
-      (await h.pool.query('SELECT revoked_at IS NOT NULL AS revoked, left_at IS NOT NULL AS left FROM members WHERE pubkey = $1', [member.publicKey])).rows;
-    // left_at stays unset while banned, so a hello reads "revoked" (4002), not "not a member"
-    assert.deepEqual(await state(), [{ revoked: true, left: false }]);
+      (await h.pool.query('SELECT banned_at IS NOT NULL AS banned, left_at IS NOT NULL AS left FROM members WHERE key = $1', [member.publicKey])).rows;
+    // left_at stays unset while banned, so a hello reads "banned" (4002), not "not a member"
+    assert.deepEqual(await state(), [{ banned: true, left: false }]);
     assert.ok(!(await memberNames()).includes('villain'));
-    assert.equal((await h.join(await h.invite(owner, meshId), 'villain', member)).body.code, 'CM_ERR_REVOKED');
+    assert.equal((await h.join(await h.invite(owner, meshId), 'villain', member)).body.code, 'CM_ERR_BANNED');
 
     const bans = await h.call('GET', '/mesh/bans', owner, { meshId });
     const entry = bans.body.bans.find((ban: { name: string }) => ban.name === 'villain');
-    assert.equal(entry.pubkey, member.publicKey);
+    assert.equal(entry.key, member.publicKey);
     assert.equal(entry.bannedBy, 'deputy');
 
     assert.equal((await post(admin, '/mesh/ban', member.publicKey)).body.alreadyBanned, true);
     assert.equal((await post(owner, '/mesh/unban', member.publicKey)).status, 200);
-    assert.deepEqual(await state(), [{ revoked: false, left: true }]);
+    assert.deepEqual(await state(), [{ banned: false, left: true }]);
     assert.equal((await post(owner, '/mesh/unban', member.publicKey)).body.code, 'CM_ERR_NOT_FOUND');
     // Unbanned is not let back in: it still needs an invite, and then it may.
     assert.equal((await h.call('GET', '/mesh/members', member, { meshId })).body.code, 'CM_ERR_FORBIDDEN');
@@ -117,7 +117,7 @@ describe('membership routes: leave, members, kick, ban, unban, bans', () => {
     const member = await newMember('former');
     await post(owner, '/mesh/kick', member.publicKey);
     assert.equal((await post(owner, '/mesh/ban', member.publicKey)).status, 200);
-    assert.equal((await h.join(await h.invite(owner, meshId), 'former', member)).body.code, 'CM_ERR_REVOKED');
+    assert.equal((await h.join(await h.invite(owner, meshId), 'former', member)).body.code, 'CM_ERR_BANNED');
   });
 
   it('refuses a malformed key and a route used without a mesh', async () => {
@@ -149,9 +149,9 @@ describe('membership routes: meshes are isolated', () => {
     const requests: Array<[method: 'GET' | 'POST', path: string, body?: Record<string, unknown>]> = [
       ['GET', '/mesh/members'],
       ['GET', '/mesh/bans'],
-      ['POST', '/mesh/kick', { pubkey: bMember.publicKey }],
-      ['POST', '/mesh/ban', { pubkey: bMember.publicKey }],
-      ['POST', '/mesh/unban', { pubkey: bMember.publicKey }],
+      ['POST', '/mesh/kick', { key: bMember.publicKey }],
+      ['POST', '/mesh/ban', { key: bMember.publicKey }],
+      ['POST', '/mesh/unban', { key: bMember.publicKey }],
       ['POST', '/mesh/leave', {}],
       ['POST', '/mesh/invite/revoke', { inviteId: 'AAAAAAAAAAAAAAAAAAAAAA' }],
     ];
@@ -170,8 +170,8 @@ describe('membership routes: meshes are isolated', () => {
   });
 
   it('the owner of A cannot reach a member of B through A', async () => {
-    const kick = await h.call('POST', '/mesh/kick', a.owner, { meshId: a.meshId, body: { pubkey: bMember.publicKey } });
-    const nobody = await h.call('POST', '/mesh/kick', a.owner, { meshId: a.meshId, body: { pubkey: generateKeyPair().publicKey } });
+    const kick = await h.call('POST', '/mesh/kick', a.owner, { meshId: a.meshId, body: { key: bMember.publicKey } });
+    const nobody = await h.call('POST', '/mesh/kick', a.owner, { meshId: a.meshId, body: { key: generateKeyPair().publicKey } });
     assert.equal(kick.status, 404);
     assert.equal(shape(kick, bMember.publicKey.slice(0, 12)), shape(nobody, String(nobody.body.message).match(/[0-9a-f]{12}/)?.[0] ?? ''));
     assert.equal(h.removals.length, 0);

@@ -58,9 +58,9 @@ describe('POST /mesh/create', () => {
     const answer = await h.call('POST', '/mesh/create', owner, { body: { name: 'Team Rocket', ownerName: 'jessie' } });
     assert.equal(answer.status, 201);
     assert.match(answer.body.meshId, /^[A-Za-z0-9_-]{8,64}$/);
-    assert.deepEqual({ ...answer.body, meshId: undefined }, { meshId: undefined, name: 'Team Rocket', ownerPubkey: owner.publicKey, memberName: 'jessie', role: 'owner' });
-    const { rows } = await h.pool.query('SELECT m.owner_pubkey, p.role, p.name FROM meshes m JOIN members p ON p.mesh_id = m.id WHERE m.id = $1', [answer.body.meshId]);
-    assert.deepEqual(rows, [{ owner_pubkey: owner.publicKey, role: 'owner', name: 'jessie' }]);
+    assert.deepEqual({ ...answer.body, meshId: undefined }, { meshId: undefined, name: 'Team Rocket', ownerKey: owner.publicKey, memberName: 'jessie', role: 'owner' });
+    const { rows } = await h.pool.query('SELECT m.owner_key, p.role, p.name FROM meshes m JOIN members p ON p.mesh_id = m.id WHERE m.id = $1', [answer.body.meshId]);
+    assert.deepEqual(rows, [{ owner_key: owner.publicKey, role: 'owner', name: 'jessie' }]);
   });
 
   it('refuses bad names with the field and value', async () => {
@@ -203,13 +203,13 @@ describe('POST /mesh/join', () => {
     assert.deepEqual(joined.body, {
       meshId,
       meshName: 'team',
-      ownerPubkey: owner.publicKey,
+      ownerKey: owner.publicKey,
       role: 'admin',
       name: 'ada',
       alreadyMember: false,
-      pubkey: joined.key.publicKey,
+      key: joined.key.publicKey,
     });
-    const { rows } = await h.pool.query('SELECT role, invite_id FROM members WHERE mesh_id = $1 AND pubkey = $2', [meshId, joined.key.publicKey]);
+    const { rows } = await h.pool.query('SELECT role, invite_id FROM members WHERE mesh_id = $1 AND key = $2', [meshId, joined.key.publicKey]);
     assert.deepEqual(rows, [{ role: 'admin', invite_id: decodeInvite(token).nonce }]);
   });
 
@@ -286,7 +286,7 @@ describe('POST /mesh/join', () => {
   it('voids the invites of a signer who is no longer an admin', async () => {
     const admin = (await h.join(await h.invite(owner, meshId, { role: 'admin' }), 'shortlived')).key;
     const token = await h.invite(admin, meshId);
-    assert.equal((await h.call('POST', '/mesh/kick', owner, { meshId, body: { pubkey: admin.publicKey } })).status, 200);
+    assert.equal((await h.call('POST', '/mesh/kick', owner, { meshId, body: { key: admin.publicKey } })).status, 200);
     assert.equal((await h.join(token, 'orphan')).body.code, 'CM_ERR_INVITE_REVOKED');
   });
 
@@ -297,10 +297,10 @@ describe('POST /mesh/join', () => {
     assert.equal((await h.join(token, 'boomerang', joined.key)).body.code, 'CM_ERR_INVITE_EXHAUSTED');
     const back = await h.join(await h.invite(owner, meshId), 'boomerang', joined.key);
     assert.equal(back.status, 201);
-    assert.equal((await h.call('POST', '/mesh/ban', owner, { meshId, body: { pubkey: joined.key.publicKey } })).status, 200);
+    assert.equal((await h.call('POST', '/mesh/ban', owner, { meshId, body: { key: joined.key.publicKey } })).status, 200);
     const banned = await h.join(await h.invite(owner, meshId), 'boomerang', joined.key);
     assert.equal(banned.status, 403);
-    assert.equal(banned.body.code, 'CM_ERR_REVOKED');
+    assert.equal(banned.body.code, 'CM_ERR_BANNED');
   });
 
   it('refuses a body without a valid member name or token', async () => {

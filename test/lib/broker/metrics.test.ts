@@ -80,13 +80,13 @@ describe('createBrokerMetrics', () => {
 
   it('counts each label value in its own series', () => {
     const { metrics, samples } = testMetrics();
-    metrics.messagesRejected.inc({ reason: 'too_large' });
-    metrics.messagesRejected.inc({ reason: 'too_large' });
+    metrics.messagesRejected.inc({ reason: 'bad_envelope' });
+    metrics.messagesRejected.inc({ reason: 'bad_envelope' });
     metrics.messagesRejected.inc({ reason: 'loop_guard' });
     metrics.hookRequests.inc();
     const rejected = samples().filter((line) => line.startsWith('broker_messages_rejected_total'));
     assert.deepEqual(rejected, MESSAGE_REJECT_REASONS.map((reason) => {
-      const count = reason === 'too_large' ? 2 : reason === 'loop_guard' ? 1 : 0;
+      const count = reason === 'bad_envelope' ? 2 : reason === 'loop_guard' ? 1 : 0;
       return `broker_messages_rejected_total{reason="${reason}"} ${count}`;
     }));
     assert.ok(samples().includes('broker_hook_requests_total 1'));
@@ -99,7 +99,7 @@ describe('createBrokerMetrics', () => {
     const brokerSeries = (): string[] => samples().filter((line) => line.startsWith('broker_'));
     const before = brokerSeries();
     // The cast stands for a caller that escaped the compiler's check of the value list.
-    assert.throws(() => metrics.messagesRejected.inc({ reason: 'made_up' as 'too_large' }), /broker_messages_rejected_total/);
+    assert.throws(() => metrics.messagesRejected.inc({ reason: 'made_up' as 'bad_envelope' }), /broker_messages_rejected_total/);
     assert.throws(() => metrics.httpDuration.observe(1, { route: 'nope' as 'hook' }), TypeError);
     assert.deepEqual(brokerSeries(), before);
     metrics.stop();
@@ -184,7 +184,7 @@ describe('lintExposition', () => {
 describe('broker metrics move with the traffic', () => {
   let t: TestBroker;
   before(async () => {
-    t = await startTestBroker('metrics', { queueDepthIntervalMs: 20 });
+    t = await startTestBroker('metrics', { timings: { queueDepthIntervalMs: 20 } });
   });
   after(() => t.close());
 

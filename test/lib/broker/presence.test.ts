@@ -15,7 +15,7 @@ describe('presence', () => {
   });
   after(() => t.close());
 
-  it('lists peers with key, member key, name, role, status, summary, groups and connected-at', async () => {
+  it('lists peers with key, member key, name, kind, role, status, summary, groups and connected-at', async () => {
     const mesh = await seedMesh(t.db.pool, 2, ['alice', 'bob']);
     const alice = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
     const bob = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, session: generateKeyPair(), name: 'bob-claude' });
@@ -29,7 +29,7 @@ describe('presence', () => {
     const peer = list.peers.find((p: Record<string, unknown>) => p.key === bob.key);
     assert.deepEqual(
       { ...peer, connectedAt: typeof peer.connectedAt },
-      { key: bob.key, memberKey: mesh.members[1]!.publicKey, name: 'bob-claude', role: 'session', status: 'dnd', summary: 'refactoring the parser', groups: ['reviewers'], connectedAt: 'string', online: true },
+      { key: bob.key, memberKey: mesh.members[1]!.publicKey, name: 'bob-claude', kind: 'session', role: 'member', status: 'dnd', summary: 'refactoring the parser', groups: ['reviewers'], connectedAt: 'string', online: true },
     );
     assert.deepEqual(list.members.map((m: Record<string, unknown>) => m.name), ['alice', 'bob']);
     await bob.close();
@@ -76,14 +76,14 @@ describe('presence', () => {
   it('ranks hook over manual while fresh; dnd is manual only; the TTL sweep flips stale working', async () => {
     const mesh = await seedMesh(t.db.pool, 1);
     const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]!, session: generateKeyPair() });
-    const { presence } = t.broker.runtime;
+    const { presence } = t.broker.context;
     assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'working', 'hook'), { applied: true, status: 'working' });
     assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'idle', 'manual'), { applied: false, status: 'working' }, 'a fresh hook outranks manual');
     assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'dnd', 'hook'), { applied: false, status: 'working' }, 'hooks cannot set dnd');
     assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'dnd', 'manual'), { applied: true, status: 'dnd' }, 'dnd by hand always applies');
     assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'idle', 'hook'), { applied: false, status: 'dnd' }, 'hooks cannot clear dnd');
     assert.deepEqual(await presence.setStatus(mesh.meshId, peer.key, 'working', 'manual'), { applied: true, status: 'working' });
-    await t.db.pool.query(`UPDATE presences SET status_at = now() - interval '10 minutes' WHERE pubkey = $1`, [peer.key]);
+    await t.db.pool.query(`UPDATE presences SET status_at = now() - interval '10 minutes' WHERE key = $1`, [peer.key]);
     const before = await (await fetch(`${t.baseUrl}/metrics`)).text();
     assert.ok(await presence.ttlSweep() >= 1);
     const list = await peer.request({ type: 'list_peers' });

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { generateKeyPair } from '../../../lib/crypto.ts';
-import { query } from '../../../lib/broker/sql.ts';
+import { query } from '../../../lib/broker/db.ts';
 import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
 import { recipientsOf, seedMesh, TestPeer } from '../../helpers/peer.ts';
@@ -14,7 +14,7 @@ const settle = (ms = 100) => new Promise((resolve) => setTimeout(resolve, ms));
 describe('send and delivery', () => {
   let t: TestBroker;
   before(async () => {
-    t = await startTestBroker('send', { timings: { redeliveryTickMs: 100, deliveryLeaseMs: 300 } });
+    t = await startTestBroker('send', { timings: { redeliveryTickMs: 100, claimMs: 300 } });
   });
   after(() => t.close());
 
@@ -117,7 +117,7 @@ describe('send and delivery', () => {
     assert.equal(refused.code, 'CM_ERR_UNKNOWN_RECIPIENT');
     const smuggled = await sender.send(mesh.members[1]!.publicKey, [mesh.members[1]!.publicKey, foreignKey], 'extra envelope');
     assert.equal(smuggled.code, 'CM_ERR_UNKNOWN_RECIPIENT');
-    const count = await t.db.pool.query('SELECT count(*)::int AS n FROM deliveries WHERE recipient_pubkey = $1', [foreignKey]);
+    const count = await t.db.pool.query('SELECT count(*)::int AS n FROM deliveries WHERE recipient_key = $1', [foreignKey]);
     assert.equal(count.rows[0]?.n, 0);
     await sender.close();
   });
@@ -191,7 +191,7 @@ describe('send and delivery', () => {
     const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: a! });
     const ack = await sender.send(b!.publicKey, [b!.publicKey], 'will expire');
     await t.db.pool.query(`UPDATE deliveries SET expires_at = now() - interval '1 second' WHERE message_id = $1`, [ack.messageId]);
-    await t.broker.runtime.delivery.sweep();
+    await t.broker.context.delivery.sweep();
     const status = await sender.request({ type: 'message_status', messageId: ack.messageId });
     assert.equal(status.type, 'message_status');
     assert.equal(status.recipients[0].state, 'expired');
@@ -223,7 +223,7 @@ describe('send and delivery', () => {
     for (const peer of [sender, receiver, other]) await peer.close();
   });
 
-  it('never hands the same delivery to two parallel drains', async () => {
+  it('never hands the same delivery to two parallel claims', async () => {
     const mesh = await seedMesh(t.db.pool, 2);
     const [a, b] = mesh.members;
     const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: a! });
@@ -232,7 +232,7 @@ describe('send and delivery', () => {
     assert.ok(acks.every((ack: Frame) => ack.queued === true));
     const pools = [0, 1, 2, 3, 4, 5].map(() => new pg.Pool({ connectionString: t.database.url, max: 1 }));
     try {
-      const results = await Promise.all(pools.map((pool, index) => pool.query(query('drain', [mesh.meshId, b!.publicKey, true, 30, 30, `drainer-${index}`]))));
+      const results = await Promise.all(pools.map((pool, index) => query(pool, 'claim_queued', [mesh.meshId, b!.publicKey, true, 30, 30, `claimer-${index}`])));
       const ids = results.flatMap((result) => result.rows.map((row) => String(row.id)));
       assert.equal(new Set(ids).size, ids.length, 'disjoint sets');
       assert.equal(ids.length, total, 'together they took every row exactly once');

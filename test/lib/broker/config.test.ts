@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULTS, loadConfig, redactUrl } from '../../lib/config.ts';
+import { DEFAULTS, loadConfig, redactUrl } from '../../../lib/broker/config.ts';
 
 describe('loadConfig', () => {
   it('returns the documented defaults for an empty environment', () => {

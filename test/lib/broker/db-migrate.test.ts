@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { createLogger } from '../../../lib/log.ts';
-import { migrate, readMigrations } from '../../../lib/broker/migrate.ts';
+import { migrate, readMigrations } from '../../../lib/broker/db.ts';
 import { createTestDatabase } from '../../helpers/db.ts';
 import type { TestDatabase } from '../../helpers/db.ts';
 
@@ -34,7 +34,7 @@ describe('migrate', () => {
 
   it('applies the shipped schema, then nothing on the second run', async () => {
     const first = await migrate(pool, quiet);
-    assert.deepEqual(first.applied, ['001_initial.sql']);
+    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql']);
     const second = await migrate(pool, quiet);
     assert.deepEqual(second.applied, []);
     assert.equal(second.alreadyApplied, first.applied.length);
@@ -51,7 +51,7 @@ describe('migrate', () => {
       ['deliveries', 'invites', 'members', 'meshes', 'messages', 'presences', 'schema_migrations'],
     );
     const indexes = new Set((await pool.query(`SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)).rows.map((row) => row.indexname));
-    for (const name of ['deliveries_queued', 'deliveries_queued_expiry', 'deliveries_queued_lease', 'presences_mesh_live', 'presences_instance_live', 'members_mesh_current', 'messages_mesh_id_sender_pubkey_client_message_id_key']) {
+    for (const name of ['deliveries_queued', 'deliveries_queued_expiry', 'deliveries_queued_claim', 'presences_mesh_live', 'presences_instance_live', 'members_current', 'messages_mesh_id_sender_pubkey_client_message_id_key']) {
       assert.ok(indexes.has(name), `index ${name} exists`);
     }
   });

@@ -35,8 +35,8 @@ describe('handshakes', () => {
     assert.equal(ack.meshId, mesh.meshId);
     assert.equal(ack.key, mesh.members[1]!.publicKey);
     assert.equal(ack.memberKey, mesh.members[1]!.publicKey);
-    assert.equal(ack.role, 'control');
-    assert.equal(ack.memberRole, 'member');
+    assert.equal(ack.kind, 'member');
+    assert.equal(ack.role, 'member');
     assert.equal(ack.name, 'alice-laptop');
     assert.equal(ack.reattached, false);
     assert.equal(ack.members.length, 5);
@@ -49,7 +49,7 @@ describe('handshakes', () => {
     const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[2]!, session, groups: ['team/backend'] });
     assert.equal(peer.ack!.key, session.publicKey);
     assert.equal(peer.ack!.memberKey, mesh.members[2]!.publicKey);
-    assert.equal(peer.ack!.role, 'session');
+    assert.equal(peer.ack!.kind, 'session');
     const self = peer.ack!.peers.find((p: Record<string, unknown>) => p.key === session.publicKey);
     assert.deepEqual(self.groups, ['team/backend']);
     await peer.close();
@@ -113,12 +113,12 @@ describe('handshakes', () => {
     assert.equal((await refused(foreign)).error.code, 'CM_ERR_UNAUTHORIZED');
   });
 
-  it('closes a revoked member with 4002', async () => {
+  it('closes a banned member with 4002', async () => {
     const banned = await seedMesh(t.db.pool, 2);
-    await t.db.pool.query('UPDATE members SET revoked_at = now() WHERE pubkey = $1', [banned.members[1]!.publicKey]);
+    await t.db.pool.query('UPDATE members SET banned_at = now() WHERE key = $1', [banned.members[1]!.publicKey]);
     const peer = await TestPeer.connect(t.wsUrl, { meshId: banned.meshId, member: banned.members[1]!, noWait: true });
     const { error, code } = await refused(peer);
-    assert.equal(error.code, 'CM_ERR_REVOKED');
+    assert.equal(error.code, 'CM_ERR_BANNED');
     assert.equal(code, 4002);
   });
 
@@ -175,8 +175,8 @@ describe('handshakes', () => {
   it('refuses a hello that checked membership just before the member was removed', async () => {
     const racing = await seedMesh(t.db.pool, 2);
     // The database still lists the member (the removal's commit raced the hello's read),
-    // but the hub has already heard memberRemoved.
-    t.broker.runtime.membershipEvents.memberRemoved(racing.meshId, racing.members[1]!.publicKey, 4001, 'kicked');
+    // but the hub has already closed it.
+    t.broker.context.hub.removeMember(racing.meshId, racing.members[1]!.publicKey, { code: 4001, reason: 'kicked' });
     const late = await TestPeer.connect(t.wsUrl, { meshId: racing.meshId, member: racing.members[1]!, noWait: true });
     const { error, code } = await refused(late);
     assert.equal(error.code, 'CM_ERR_UNAUTHORIZED');
@@ -185,7 +185,7 @@ describe('handshakes', () => {
 
   it('closes a banned member 4002 even when it had also left', async () => {
     const both = await seedMesh(t.db.pool, 2);
-    await t.db.pool.query('UPDATE members SET revoked_at = now(), left_at = now() WHERE pubkey = $1', [both.members[1]!.publicKey]);
+    await t.db.pool.query('UPDATE members SET banned_at = now(), left_at = now() WHERE key = $1', [both.members[1]!.publicKey]);
     const peer = await TestPeer.connect(t.wsUrl, { meshId: both.meshId, member: both.members[1]!, noWait: true });
     assert.equal((await refused(peer)).code, 4002);
   });

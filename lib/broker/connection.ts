@@ -1,0 +1,253 @@
+// One WebSocket from the upgrade to its close. The upgrade is checked (draining, path,
+// method) before `ws` allocates anything; then the connection must say hello within the
+// hello timeout and only once, and every frame after it is parsed and answered — a result,
+// an ack or an error frame, never silence.
+//
+// Proving who is on a connection: `hello` — the member key signs (mesh, member key, time);
+// `session_hello` — the member key attests the session key (expiry ≤ 24 h) and the session
+// key signs (mesh, member key, session key, time). So every key the broker routes to has
+// proven its secret, and every session is vouched for by a current member.
+
+import { STATUS_CODES } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { RawData, WebSocket } from 'ws';
+import type { Context } from '../../broker.ts';
+import { verify } from '../crypto.ts';
+import { cmError, isCmError } from '../errors.ts';
+import type { CmError } from '../errors.ts';
+import {
+  attestationSigningString, CLOSES, encodeFrame, errorFrame, helloSigningString, MAX_REQUEST_ID, parseClientFrame, PROTOCOL_VERSION,
+  sessionHelloSigningString,
+} from '../protocol.ts';
+import type { Close, ClientFrame, HelloFrame, SessionHelloFrame } from '../protocol.ts';
+import { CLOCK_SKEW_MS } from '../signed-request.ts';
+import { failureOf, query } from './db.ts';
+import type { Peer, PeerIdentity } from './hub.ts';
+import type { CONNECTION_REJECT_REASONS } from './metrics.ts';
+import { rosterView } from './presence.ts';
+
+export const WS_PATH = '/ws';
+export const HELLO_TIMEOUT_MS = 10_000;
+const MAX_ATTESTATION_MS = 24 * 3600 * 1000;
+// Backpressure: at most this many frames of one socket are handled at once. Further frames
+// wait as raw bytes and the socket is paused, so TCP pushes back on a client that sends
+// faster than the broker commits: memory stays bounded under any burst.
+const MAX_FRAMES_IN_FLIGHT = 32;
+
+type Hello = HelloFrame | SessionHelloFrame;
+type RejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
+/** A refused hello: the error to send, the close to make, the metrics label. */
+interface Refusal { error: CmError; close: Close; reason: RejectReason }
+
+/** The upgrade handler for node:http, and the `ws` server it hands sockets to. */
+export function createUpgrade(ctx: Context, isDraining: () => boolean, onSocket: (socket: WebSocket) => void) {
+  // Payloads are ciphertext: compression gains nothing and costs memory per socket.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: ctx.config.maxMessageBytes, clientTracking: false, perMessageDeflate: false });
+  const refuse = (socket: Duplex, reason: RejectReason, status: number, message: string): void => {
+    ctx.metrics.connectionsRejected.inc({ reason });
+    if (socket.writable) {
+      socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(message)}\r\n\r\n${message}`);
+    }
+    socket.destroy();
+  };
+  const handle = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', () => socket.destroy());
+    const path = (request.url ?? '/').split('?', 1)[0];
+    if (isDraining()) refuse(socket, 'draining', 503, 'broker is shutting down: reconnect shortly');
+    else if (path !== WS_PATH) refuse(socket, 'not_found', 404, `no WebSocket endpoint at ${path}: connect to ${WS_PATH}`);
+    else if (request.method !== 'GET') refuse(socket, 'not_found', 405, 'a WebSocket upgrade must use GET');
+    else {
+      wss.handleUpgrade(request, socket, head, (ws) => {
+        ctx.metrics.connectionsTotal.inc();
+        onSocket(ws);
+      });
+    }
+  };
+  return { handle, wss };
+}
+
+/** Check a hello in a fixed order, cheapest first; the database is asked last. */
+async function verifyHello(ctx: Context, frame: Hello): Promise<PeerIdentity | Refusal> {
+  const now = ctx.now();
+  const refusal = (reason: RejectReason, close: Close, error: CmError): Refusal => ({ error, close, reason });
+  if (Math.abs(now - frame.timestamp) > CLOCK_SKEW_MS) {
+    return refusal('timestamp_skew', CLOSES.timestampSkew, cmError('CM_ERR_TIMESTAMP_SKEW', `hello timestamp ${frame.timestamp} is more than ${CLOCK_SKEW_MS / 1000} s from the broker's clock (${now})`));
+  }
+  const badSignature = (what: string) => refusal('bad_signature', CLOSES.badSignature, cmError('CM_ERR_BAD_SIGNATURE', what));
+  if (frame.type === 'hello') {
+    if (!verify(frame.signature, helloSigningString(frame.meshId, frame.memberKey, frame.timestamp), frame.memberKey)) {
+      return badSignature(`hello signature does not match member key ${frame.memberKey.slice(0, 12)}…`);
+    }
+  } else {
+    const { expiresAt, signature } = frame.attestation;
+    if (expiresAt <= now) return refusal('expired', CLOSES.expired, cmError('CM_ERR_EXPIRED', `session attestation expired at ${new Date(expiresAt).toISOString()}`));
+    if (expiresAt > now + MAX_ATTESTATION_MS) {
+      return refusal('expired', CLOSES.expired, cmError('CM_ERR_EXPIRED', `session attestation expires ${Math.round((expiresAt - now) / 3_600_000)} h ahead; at most 24 h is accepted`));
+    }
+    if (!verify(signature, attestationSigningString(frame.meshId, frame.memberKey, frame.sessionKey, expiresAt), frame.memberKey)) {
+      return badSignature(`session attestation is not signed by member key ${frame.memberKey.slice(0, 12)}…`);
+    }
+    if (!verify(frame.signature, sessionHelloSigningString(frame.meshId, frame.memberKey, frame.sessionKey, frame.timestamp), frame.sessionKey)) {
+      return badSignature(`session_hello signature does not match session key ${frame.sessionKey.slice(0, 12)}…`);
+    }
+  }
+  // A valid hello replayed within the clock window would open a second connection as its
+  // author (and could ack away that peer's messages).
+  if (!ctx.replay.firstUse(frame.signature, frame.timestamp + CLOCK_SKEW_MS)) {
+    return refusal('bad_signature', CLOSES.badSignature, cmError('CM_ERR_REPLAYED', 'this hello was already used; sign a fresh one for every connect'));
+  }
+  const member = (await query(ctx.pool, 'member_for_hello', [frame.meshId, frame.memberKey])).rows[0];
+  // A ban outranks everything else about the row: it always closes 4002.
+  if (member?.banned === true) return refusal('banned', CLOSES.banned, cmError('CM_ERR_BANNED', `member ${member.name} is banned from mesh ${frame.meshId}`));
+  // Unknown mesh and unknown member answer alike: a stranger learns nothing about meshes.
+  if (member === undefined || member.left) {
+    return refusal('unauthorized', CLOSES.unauthorized, cmError('CM_ERR_UNAUTHORIZED', `key ${frame.memberKey.slice(0, 12)}… is not a member of mesh ${frame.meshId}`, {
+      hint: 'join the mesh with an invite first (claudemesh join <token>)',
+    }));
+  }
+  const session = frame.type === 'session_hello';
+  return {
+    meshId: frame.meshId, meshName: member.mesh_name, memberId: member.id, memberKey: frame.memberKey, role: member.role,
+    key: session ? frame.sessionKey : frame.memberKey, kind: session ? 'session' : 'member', name: frame.name ?? member.name,
+  };
+}
+
+/** The request id of a frame that failed validation, so that even its error can be correlated. */
+function requestIdOf(data: RawData, isBinary: boolean): string | undefined {
+  if (isBinary) return undefined;
+  try {
+    const id: unknown = (JSON.parse(data.toString()) as { id?: unknown } | null)?.id;
+    return typeof id === 'string' && id.length <= MAX_REQUEST_ID ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Answer one frame of a connection that said hello. */
+async function dispatch(ctx: Context, peer: Peer, frame: ClientFrame, reply: (text: string) => void): Promise<void> {
+  const { presence, delivery } = ctx;
+  const id = frame.id === undefined ? {} : { id: frame.id };
+  switch (frame.type) {
+    case 'hello':
+    case 'session_hello':
+      ctx.metrics.connectionsRejected.inc({ reason: 'duplicate_hello' });
+      throw cmError('CM_ERR_DUPLICATE_HELLO', `this connection already said hello as ${peer.key.slice(0, 12)}…`);
+    case 'send':
+      return reply(JSON.stringify(await ctx.sender.send(peer, frame)));
+    case 'client_ack':
+      return delivery.ack(peer, frame.messageIds);
+    case 'mark':
+      return reply(encodeFrame('ok', { ...id, of: 'mark', updated: await delivery.mark(peer, frame.messageIds, frame.state) }));
+    case 'set_status':
+      return reply(encodeFrame('ok', { ...id, of: 'set_status', ...(await presence.setStatus(peer.meshId, peer.key, frame.status, 'manual')) }));
+    case 'set_summary':
+      await presence.setSummary(peer.meshId, peer.key, frame.summary);
+      return reply(encodeFrame('ok', { ...id, of: 'set_summary' }));
+    case 'join_group': {
+      const groups = await presence.joinGroup(peer.meshId, peer.key, frame.group);
+      if (groups === undefined) throw cmError('CM_ERR_BAD_FRAME', `already in the maximum number of groups; leave one before joining ${frame.group}`);
+      return reply(encodeFrame('ok', { ...id, of: 'join_group', groups }));
+    }
+    case 'leave_group':
+      return reply(encodeFrame('ok', { ...id, of: 'leave_group', groups: await presence.leaveGroup(peer.meshId, peer.key, frame.group) }));
+    case 'list_peers':
+      return reply(encodeFrame('peers', { ...id, ...rosterView(await presence.roster(peer.meshId)) }));
+    case 'message_status':
+      return reply(JSON.stringify(await delivery.status(peer, frame.messageId, frame.id)));
+  }
+}
+
+/** Serve one accepted socket until it closes. */
+export function serveConnection(ctx: Context, socket: WebSocket): void {
+  const { log, hub, metrics } = ctx;
+  let peer: Peer | undefined;
+  let hello: Promise<void> | undefined;
+  const reply = (text: string): void => {
+    if (socket.readyState === socket.OPEN) socket.send(text);
+  };
+  const refuse = (refusal: Refusal, id?: string): void => {
+    metrics.connectionsRejected.inc({ reason: refusal.reason });
+    reply(errorFrame(refusal.error, id));
+    socket.close(refusal.close.code, refusal.close.reason);
+  };
+  const timer = setTimeout(() => {
+    if (peer !== undefined || hello !== undefined) return;
+    refuse({ reason: 'hello_timeout', close: CLOSES.helloTimeout, error: cmError('CM_ERR_HELLO_TIMEOUT', `no hello within ${ctx.timings.helloTimeoutMs / 1000} s of connecting`) });
+  }, ctx.timings.helloTimeoutMs);
+
+  async function sayHello(frame: Hello): Promise<void> {
+    const identity = await verifyHello(ctx, frame);
+    if ('error' in identity) return refuse(identity, frame.id);
+    // The socket may have closed while we were checking: never attach a dead socket.
+    if (socket.readyState !== socket.OPEN) return;
+    const attached = hub.attach(identity, socket);
+    if (!attached.ok && attached.reason === 'removed') {
+      return refuse({ reason: 'unauthorized', close: CLOSES.unauthorized, error: cmError('CM_ERR_UNAUTHORIZED', `member ${identity.name} was just removed from mesh ${identity.meshId}`) }, frame.id);
+    }
+    if (!attached.ok) {
+      return refuse({ reason: 'capacity', close: CLOSES.capacity, error: cmError('CM_ERR_CAPACITY', `mesh ${identity.meshId} is at its limit of live connections`) }, frame.id);
+    }
+    clearTimeout(timer);
+    peer = attached.peer;
+    const roster = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
+    const { meshId, meshName, key, memberKey, kind, role, name } = peer;
+    reply(encodeFrame('hello_ack', {
+      ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name,
+      reattached: attached.reattached, ...rosterView(roster),
+    }));
+    if (!attached.reattached) ctx.presence.announceJoined(peer, roster);
+    void ctx.delivery.catchUp(peer);
+  }
+
+  async function onMessage(data: RawData, isBinary: boolean): Promise<void> {
+    let frame: ClientFrame;
+    try {
+      if (isBinary) throw cmError('CM_ERR_BAD_FRAME', 'binary frames are not part of the protocol: send JSON text');
+      frame = parseClientFrame(data.toString());
+    } catch (error) {
+      reply(errorFrame(isCmError(error) ? error : cmError('CM_ERR_BAD_FRAME', 'frame could not be read'), requestIdOf(data, isBinary)));
+      return;
+    }
+    if (peer !== undefined) hub.touch(peer);
+    if (hello !== undefined) await hello;
+    if (peer === undefined && (frame.type === 'hello' || frame.type === 'session_hello')) {
+      hello = sayHello(frame).catch((error: unknown) => {
+        log.warn('hello failed', { error });
+        refuse({ reason: 'internal', close: CLOSES.internal, error: failureOf(error, 'the hello') }, frame.id);
+      });
+      return hello;
+    }
+    if (peer === undefined) return reply(errorFrame(cmError('CM_ERR_NO_HELLO', `frame "${frame.type}" before hello`), frame.id));
+    try {
+      await dispatch(ctx, peer, frame, reply);
+    } catch (error) {
+      if (!isCmError(error)) log.warn('frame failed', { type: frame.type, error });
+      reply(errorFrame(failureOf(error, frame.type), frame.id));
+    }
+  }
+
+  let inFlight = 0;
+  const backlog: Array<[RawData, boolean]> = [];
+  const run = (data: RawData, isBinary: boolean): void => {
+    inFlight += 1;
+    void onMessage(data, isBinary).finally(() => {
+      inFlight -= 1;
+      const next = backlog.shift();
+      if (next !== undefined) run(next[0], next[1]);
+      else if (socket.isPaused) socket.resume();
+    });
+  };
+  socket.on('message', (data, isBinary) => {
+    if (inFlight < MAX_FRAMES_IN_FLIGHT) return run(data, isBinary);
+    backlog.push([data, isBinary]);
+    if (!socket.isPaused) socket.pause();
+  });
+  socket.on('pong', () => peer !== undefined && hub.touch(peer));
+  socket.on('close', () => {
+    clearTimeout(timer);
+    if (peer !== undefined) hub.detach(peer, socket);
+  });
+}
