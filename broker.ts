@@ -29,7 +29,7 @@ import type { BrokerMetrics } from './lib/broker/metrics.ts';
 import { hookRoute, Presence, TTL_SWEEP_INTERVAL_MS } from './lib/broker/presence.ts';
 import { Sender } from './lib/broker/send.ts';
 
-export const SHUTDOWN_TIMEOUT_MS = 4_000;
+const SHUTDOWN_TIMEOUT_MS = 4_000;
 const SHUTDOWN_HARD_LIMIT_MS = SHUTDOWN_TIMEOUT_MS + 1_000;
 const QUEUE_DEPTH_INTERVAL_MS = 5_000;
 const CLOSE_BATCH_SIZE = 200;
@@ -42,7 +42,7 @@ const EXIT_FAILURE = 1;
 const EXIT_BAD_CONFIG = 2;
 
 /** Every timer of the broker, injectable so that tests run in milliseconds. */
-export const DEFAULT_TIMINGS = {
+const DEFAULT_TIMINGS = {
   helloTimeoutMs: HELLO_TIMEOUT_MS,
   leaseMs: LEASE_MS,
   pingIntervalMs: PING_INTERVAL_MS,
@@ -78,7 +78,7 @@ export interface Broker {
   close(options?: { timeoutMs?: number }): Promise<void>;
 }
 
-export interface BrokerOptions {
+interface BrokerOptions {
   config: BrokerConfig;
   db: Database;
   log: Logger;
@@ -102,24 +102,43 @@ async function until<T>(work: Promise<T>, deadline: number): Promise<T | undefin
   }
 }
 
+/** Close every socket 1001 in jittered batches — a thousand clients told to go at one instant
+ * would all reconnect (to the next instance) at one instant — then terminate the slow ones. */
+async function closeSockets(sockets: Set<WebSocket>, deadline: number): Promise<void> {
+  const all = [...sockets];
+  const closed = Promise.all(all.map((socket) => new Promise((resolve) => socket.once('close', resolve))));
+  for (let start = 0; start < all.length; start += CLOSE_BATCH_SIZE) {
+    for (const socket of all.slice(start, start + CLOSE_BATCH_SIZE)) socket.close(CLOSES.goingAway.code, CLOSES.goingAway.reason);
+    if (start + CLOSE_BATCH_SIZE < all.length) await new Promise((resolve) => setTimeout(resolve, Math.random() * CLOSE_BATCH_JITTER_MS));
+  }
+  await until(closed, Math.min(deadline, Date.now() + CLOSE_HANDSHAKE_MS));
+  for (const socket of sockets) socket.terminate();
+}
+
+/** Make every part once, in order; each gets the same context and uses the others at call time. */
+function createContext(options: BrokerOptions, liveConnections: () => number): Context {
+  const { db } = options;
+  const now = options.now ?? Date.now;
+  // The object is complete before any socket or timer uses it.
+  const ctx = {
+    config: options.config, log: options.log, pool: db.pool, now, instanceId: options.instanceId ?? randomUUID(), replay: new ReplayGuard({ now }),
+    timings: { ...DEFAULT_TIMINGS, ...options.timings },
+    metrics: createBrokerMetrics({ liveConnections, dbHealthy: () => db.healthy }),
+  } as { -readonly [K in keyof Context]: Context[K] };
+  ctx.hub = new Hub(ctx);
+  ctx.presence = new Presence(ctx);
+  ctx.delivery = new Delivery(ctx);
+  ctx.sender = new Sender(ctx);
+  return ctx;
+}
+
 export function createBroker(options: BrokerOptions): Broker {
   const { config, db, log } = options;
   const sockets = new Set<WebSocket>();
   const startedAt = Date.now();
   let draining = false;
   let closing: Promise<void> | undefined;
-  const now = options.now ?? Date.now;
-  // The parts refer to each other only through the context, at call time, so they can be
-  // made one after the other: the object is complete before any socket or timer uses it.
-  const ctx = {
-    config, log, pool: db.pool, now, instanceId: options.instanceId ?? randomUUID(), replay: new ReplayGuard({ now }),
-    timings: { ...DEFAULT_TIMINGS, ...options.timings },
-    metrics: createBrokerMetrics({ liveConnections: () => sockets.size, dbHealthy: () => db.healthy }),
-  } as { -readonly [K in keyof Context]: Context[K] };
-  ctx.hub = new Hub(ctx);
-  ctx.presence = new Presence(ctx);
-  ctx.delivery = new Delivery(ctx);
-  ctx.sender = new Sender(ctx);
+  const ctx = createContext(options, () => sockets.size);
 
   async function health(): Promise<HealthReport> {
     const up = await db.ping();
@@ -144,19 +163,6 @@ export function createBroker(options: BrokerOptions): Broker {
   }, ctx.timings.queueDepthIntervalMs);
   queueDepthTimer.unref();
 
-  async function closeSockets(deadline: number): Promise<void> {
-    const all = [...sockets];
-    const closed = Promise.all(all.map((socket) => new Promise((resolve) => socket.once('close', resolve))));
-    // Jittered batches: a thousand clients told to go at one instant would all reconnect
-    // (to the next instance) at one instant.
-    for (let start = 0; start < all.length; start += CLOSE_BATCH_SIZE) {
-      for (const socket of all.slice(start, start + CLOSE_BATCH_SIZE)) socket.close(CLOSES.goingAway.code, CLOSES.goingAway.reason);
-      if (start + CLOSE_BATCH_SIZE < all.length) await new Promise((resolve) => setTimeout(resolve, Math.random() * CLOSE_BATCH_JITTER_MS));
-    }
-    await until(closed, Math.min(deadline, Date.now() + CLOSE_HANDSHAKE_MS));
-    for (const socket of sockets) socket.terminate();
-  }
-
   async function shutdown(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     draining = true;
@@ -164,7 +170,7 @@ export function createBroker(options: BrokerOptions): Broker {
     log.info('shutdown started', { connections: sockets.size, instanceId: ctx.instanceId });
     const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
     httpServer.closeIdleConnections();
-    await closeSockets(deadline);
+    await closeSockets(sockets, deadline);
     ctx.hub.close();
     ctx.presence.close();
     await until(ctx.delivery.close(), deadline);

@@ -62,7 +62,7 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
-export interface ErrorOptions {
+interface ErrorOptions {
   hint?: string;
   /** structured facts about the failure (e.g. the value received); never secrets */
   details?: Record<string, unknown>;

@@ -29,8 +29,8 @@ const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 const GIT_SHA_PATTERN = /^[0-9a-f]{7,40}$/;
 const MIN_ADMIN_TOKEN_LENGTH = 16;
 
-export type NodeEnv = (typeof NODE_ENVS)[number];
-export type LogLevel = (typeof LOG_LEVELS)[number];
+type NodeEnv = (typeof NODE_ENVS)[number];
+type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface BrokerConfig {
   /** undefined → embedded Postgres under `dataDir` */
@@ -59,14 +59,14 @@ export interface BrokerConfig {
   adminToken: string | undefined;
 }
 
-export interface ConfigProblem {
+interface ConfigProblem {
   variable: string;
   received: string;
   problem: string;
   fix: string;
 }
 
-export type ConfigResult = { ok: true; config: BrokerConfig } | { ok: false; problems: ConfigProblem[] };
+type ConfigResult = { ok: true; config: BrokerConfig } | { ok: false; problems: ConfigProblem[] };
 
 type Env = Readonly<Record<string, string | undefined>>;
 

@@ -160,6 +160,29 @@ async function dispatch(ctx: Context, peer: Peer, frame: ClientFrame, reply: (te
   }
 }
 
+/**
+ * Run `handle` for each frame, at most MAX_FRAMES_IN_FLIGHT at once. Frames beyond that wait
+ * as raw bytes and the socket is paused until the backlog drains.
+ */
+function handleWithBackpressure(socket: WebSocket, handle: (data: RawData, isBinary: boolean) => Promise<void>): void {
+  let inFlight = 0;
+  const backlog: Array<[RawData, boolean]> = [];
+  const run = (data: RawData, isBinary: boolean): void => {
+    inFlight += 1;
+    void handle(data, isBinary).finally(() => {
+      inFlight -= 1;
+      const next = backlog.shift();
+      if (next !== undefined) run(next[0], next[1]);
+      else if (socket.isPaused) socket.resume();
+    });
+  };
+  socket.on('message', (data, isBinary) => {
+    if (inFlight < MAX_FRAMES_IN_FLIGHT) return run(data, isBinary);
+    backlog.push([data, isBinary]);
+    if (!socket.isPaused) socket.pause();
+  });
+}
+
 /** Serve one accepted socket until it closes. */
 export function serveConnection(ctx: Context, socket: WebSocket): void {
   const { log, hub, metrics } = ctx;
@@ -229,22 +252,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     }
   }
 
-  let inFlight = 0;
-  const backlog: Array<[RawData, boolean]> = [];
-  const run = (data: RawData, isBinary: boolean): void => {
-    inFlight += 1;
-    void onMessage(data, isBinary).finally(() => {
-      inFlight -= 1;
-      const next = backlog.shift();
-      if (next !== undefined) run(next[0], next[1]);
-      else if (socket.isPaused) socket.resume();
-    });
-  };
-  socket.on('message', (data, isBinary) => {
-    if (inFlight < MAX_FRAMES_IN_FLIGHT) return run(data, isBinary);
-    backlog.push([data, isBinary]);
-    if (!socket.isPaused) socket.pause();
-  });
+  handleWithBackpressure(socket, onMessage);
   socket.on('pong', () => peer !== undefined && hub.touch(peer));
   socket.on('close', () => {
     clearTimeout(timer);

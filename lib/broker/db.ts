@@ -85,7 +85,7 @@ const QUERY_ROWS = {
   member_unban: rows<never>(),
   bans: rows<{ name: string; key: string; role: Role; banned_at: Date; banned_by_name: string | null }>(),
 };
-export type QueryName = keyof typeof QUERY_ROWS;
+type QueryName = keyof typeof QUERY_ROWS;
 export type Row<N extends QueryName> = (typeof QUERY_ROWS)[N];
 type Queryable = pg.Pool | pg.PoolClient;
 

@@ -30,12 +30,12 @@ const STATUS_RETENTION_SECONDS = 24 * 3600;
  * wait while the recipient is working or dnd, and go when it turns idle. (The catch-up
  * queries take its answer for "held priorities" as their parameter.)
  */
-export function mayPush(priority: Priority, status: Status): boolean {
+function mayPush(priority: Priority, status: Status): boolean {
   return priority === 'now' || status === 'idle';
 }
 
 /** What a push carries: the same from the live path and from catch-up. */
-export interface PushRow {
+interface PushRow {
   messageId: string;
   meshId: string;
   senderKey: string;

@@ -18,7 +18,7 @@ export interface HealthReport {
   uptime: number;
 }
 
-export type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
+type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>;
 export interface RouteEntry {
   path: string;
   method: 'GET' | 'POST';

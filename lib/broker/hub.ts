@@ -37,7 +37,7 @@ export interface Peer extends PeerIdentity {
   leaseTimer: NodeJS.Timeout | undefined;
 }
 
-export type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'removed' };
+type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'removed' };
 
 const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
 

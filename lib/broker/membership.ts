@@ -67,7 +67,7 @@ function header(request: IncomingMessage, name: string): string | undefined {
  * invite made for another broker address before it is registered or used. (Answered 400,
  * not 421: fetch silently retries a 421, and the retry would then read as a replay.)
  */
-export function brokerHostMatches(brokerUrl: string, request: IncomingMessage): boolean {
+function brokerHostMatches(brokerUrl: string, request: IncomingMessage): boolean {
   const expected = new URL(brokerUrl);
   for (const candidate of [header(request, 'host'), header(request, 'x-forwarded-host')?.split(',')[0]?.trim()]) {
     if (candidate === undefined || candidate === '') continue;

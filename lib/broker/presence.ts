@@ -26,7 +26,7 @@ export interface Roster {
   members: Map<string, MemberView>;
   peers: Map<string, PeerView>;
 }
-export type StatusSource = 'hook' | 'manual' | 'inferred';
+type StatusSource = 'hook' | 'manual' | 'inferred';
 
 /** The roster as `hello_ack` and `peers` carry it. */
 export function rosterView(roster: Roster): { peers: PeerView[]; members: MemberView[] } {

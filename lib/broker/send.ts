@@ -185,7 +185,7 @@ export class Sender {
 }
 
 /** The request's identity for idempotency: target, priority and the envelopes, in key order. */
-export function fingerprintOf(frame: SendFrame): string {
+function fingerprintOf(frame: SendFrame): string {
   const canonical = frame.envelopes.map((e) => [e.to, e.nonce, e.ciphertext]).sort((a, b) => (a[0] ?? '').localeCompare(b[0] ?? ''));
   return sha256Hex(JSON.stringify([frame.target, frame.priority, canonical]));
 }
@@ -195,7 +195,7 @@ export function fingerprintOf(frame: SendFrame): string {
  * exactly that key; `*` → every current member (offline too), plus any live or recent
  * session key the sender chose to include; `@group` → every key in that group.
  */
-export function checkRecipients(roster: Roster, sender: Peer, target: string, envelopes: ReadonlyArray<{ to: string }>): CmError | undefined {
+function checkRecipients(roster: Roster, sender: Peer, target: string, envelopes: ReadonlyArray<{ to: string }>): CmError | undefined {
   const required = new Set<string>();
   const allowed = new Set<string>();
   if (target === '*') {

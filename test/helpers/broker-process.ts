@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 const ROOT = new URL('../../', import.meta.url).pathname;
 const DEFAULT_START_TIMEOUT_MS = 30_000;
 
-export interface LogLine {
+interface LogLine {
   msg: string;
   level: string;
   [field: string]: unknown;
@@ -25,7 +25,7 @@ export interface BrokerProcess {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; ms: number }>;
 }
 
-export interface RunResult {
+interface RunResult {
   code: number | null;
   logs: LogLine[];
   stderr: string;

@@ -24,7 +24,7 @@ export interface TestBroker {
   close(): Promise<void>;
 }
 
-export interface TestBrokerOptions {
+interface TestBrokerOptions {
   env?: Record<string, string>;
   now?: () => number;
   log?: Logger;

@@ -13,7 +13,7 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export function adminUrl(): string {
+function adminUrl(): string {
   const url = process.env.CM_TEST_DATABASE_URL;
   if (url === undefined || url === '') {
     throw new Error('CM_TEST_DATABASE_URL is not set: run tests with `npm test` or `node test/run.ts [files]`');
@@ -21,7 +21,7 @@ export function adminUrl(): string {
   return url;
 }
 
-export function withDatabase(url: string, name: string): string {
+function withDatabase(url: string, name: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${name}`;
   return parsed.toString();

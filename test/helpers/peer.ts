@@ -30,7 +30,7 @@ export async function seedMesh(pool: pg.Pool, count: number, names: string[] = [
   return { meshId, members };
 }
 
-export interface ConnectOptions {
+interface ConnectOptions {
   meshId: string;
   member: SigningKeyPair;
   /** present → session_hello with this session key */

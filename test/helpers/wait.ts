@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_POLL_MS = 20;
 
-export interface WaitOptions {
+interface WaitOptions {
   timeoutMs?: number;
   pollMs?: number;
 }

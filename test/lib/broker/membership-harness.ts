@@ -21,19 +21,19 @@ import { signRequest } from '../../../lib/signed-request.ts';
 import { createTestDatabase } from '../../helpers/db.ts';
 import type { TestDatabase } from '../../helpers/db.ts';
 
-export interface Removal {
+interface Removal {
   meshId: string;
   key: string;
   closeCode: number;
   reason: string;
 }
 
-export interface Answer {
+interface Answer {
   status: number;
   body: Record<string, any>;
 }
 
-export interface CallOptions {
+interface CallOptions {
   meshId?: string;
   body?: unknown;
   /** replaces the Host header (the wrong-broker check reads it) */
