@@ -1,5 +1,5 @@
 // The daemon's core, without transport: one member link per mesh of the config and one
-// session link per registered session, the outbox and its drain, the inbox (filled by
+// session link per registered session, the outbox and its sender, the inbox (filled by
 // receive.ts). ipc.ts exposes these methods over the socket; main.ts owns the process (lock,
 // signals, config watching). Keys stay in here: nothing returned carries a secret.
 
@@ -11,7 +11,7 @@ import type { ClientConfig, MeshIdentity } from '../lib/client-config.ts';
 import { selectMesh } from '../lib/cli/select.ts';
 import { BrokerLink } from './broker-link.ts';
 import type { Frame, LinkStatus, LinkTimings } from './broker-link.ts';
-import { Drain } from './drain.ts';
+import { OutboxSender } from './outbox-sender.ts';
 import { EventRing } from './events.ts';
 import { Inbox } from './inbox.ts';
 import type { InboxQuery, InboxRow } from './inbox.ts';
@@ -85,7 +85,7 @@ export class Daemon {
   /** session links by session token */
   readonly sessionLinks = new Map<string, BrokerLink>();
   readonly sessions: SessionRegistry;
-  readonly #drain: Drain;
+  readonly #sender: OutboxSender;
   readonly #now: () => number;
   readonly #timings: DaemonTimings;
   #pruneTimer: NodeJS.Timeout | undefined;
@@ -101,7 +101,7 @@ export class Daemon {
     this.outbox = new Outbox(this.paths.outbox, { now: this.#now, ...(this.#timings.backoffBaseMs === undefined ? {} : { backoffBaseMs: this.#timings.backoffBaseMs }) });
     this.inbox = new Inbox(this.paths.inbox, { now: this.#now });
     this.sessions = new SessionRegistry(this.paths.dir, { now: this.#now });
-    this.#drain = new Drain({
+    this.#sender = new OutboxSender({
       outbox: this.outbox,
       links: () => [...this.links.values(), ...this.sessionLinks.values()],
       ...(this.#timings.pollIntervalMs === undefined ? {} : { pollIntervalMs: this.#timings.pollIntervalMs }),
@@ -121,7 +121,7 @@ export class Daemon {
       ...(this.#timings.link === undefined ? {} : { timings: this.#timings.link }),
       now: this.#now,
       handlers: {
-        onOpen: () => this.#drain.wake(),
+        onOpen: () => this.#sender.wake(),
         onPush: (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now }),
         // System events are the mesh's, not a connection's: take them from the member link only.
         onSystem: (frame) => {
@@ -148,7 +148,7 @@ export class Daemon {
       this.sessions.unregister(record.token);
       this.outbox.abandon(record.sessionKey, `session ${record.name} ended before the message left`);
     }
-    this.#drain.start();
+    this.#sender.start();
     this.#prune();
     this.#pruneTimer = setInterval(() => this.#prune(), this.#timings.pruneIntervalMs ?? PRUNE_INTERVAL_MS);
     this.#pruneTimer.unref();
@@ -294,7 +294,7 @@ export class Daemon {
     const resolved = resolveTarget(input.to, roster, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
     const envelopes = encryptFor(input.text, resolved.recipients, link.secret);
     const result = this.outbox.enqueue(clientMessageId, request, { target: resolved.target, envelopes });
-    if (result.status === 202) this.#drain.wake();
+    if (result.status === 202) this.#sender.wake();
     return this.#outcome(result.status, result.row);
   }
 
@@ -379,7 +379,7 @@ export class Daemon {
 
   requeue(clientMessageId: string): Record<string, unknown> {
     const row = this.outbox.requeue(clientMessageId);
-    this.#drain.wake();
+    this.#sender.wake();
     return publicRow(row);
   }
 
@@ -389,9 +389,9 @@ export class Daemon {
     clearInterval(this.#reapTimer);
     // Stop claiming first; closing the links then fails whatever still waits for an ack
     // (those rows go back to pending and are resent, deduplicated, by the next start).
-    const drained = this.#drain.stop();
+    const stopped = this.#sender.stop();
     await Promise.all([...this.links.values(), ...this.sessionLinks.values()].map((link) => link.close()));
-    await drained;
+    await stopped;
     // Whatever still waited for an ack is pending again: the next start resends it.
     this.outbox.resetInflight();
     this.outbox.close();

@@ -1,5 +1,5 @@
 // The daemon's inbox: every message pushed to one of this daemon's keys, decrypted, stored
-// once. The broker pushes at least once (leases, reconnect drains), so the row is unique per
+// once. The broker pushes at least once (leases, redelivery after a reconnect), so the row is unique per
 // (recipient key, broker message id): a second push of the same message to the same key is
 // a no-op, while a broadcast reaching two local keys (the member and a session) is two rows
 // — each key sees it (original-client §8 lesson 12). The caller sends `client_ack` only after

@@ -3,7 +3,7 @@
 // message is durable on both sides).
 //
 // State machine (DESIGN §8):
-//   pending → inflight (claimed by the drain, attempts + 1)
+//   pending → inflight (claimed by the outbox sender, attempts + 1)
 //   inflight → done      (ack queued:true; broker message id kept)
 //   inflight → pending   (transient failure; next attempt after 500 ms·2ⁿ, capped at 30 s)
 //   inflight → dead      (permanent refusal, or the 25th attempt failed)
@@ -319,7 +319,7 @@ export class Outbox {
     return counts;
   }
 
-  /** The earliest time a pending row of any sender falls due (for the drain's sleep). */
+  /** The earliest time a pending row of any sender falls due (for the outbox sender's sleep). */
   nextDueAt(): number | undefined {
     const row = this.#db.prepare(`SELECT min(next_attempt_at) AS at FROM outbox WHERE status = 'pending'`).get() as { at: number | null };
     return row.at ?? undefined;
