@@ -348,12 +348,12 @@ export class Daemon {
   }
 
   /**
-   * Mark rows seen (surfaced: shown to the recipient) or read, and report it to the broker on
+   * Mark rows surfaced (shown to the recipient) or read, and report it to the broker on
    * the connection of the key each row was addressed to (the broker marks per recipient).
    */
   mark(ids: readonly number[], state: 'surfaced' | 'read', session?: SessionRecord): number {
     const scope = session === undefined ? undefined : this.scopeOf(session);
-    const changed = state === 'read' ? this.inbox.markRead(ids, scope) : this.inbox.markSeen(ids, scope);
+    const changed = state === 'read' ? this.inbox.markRead(ids, scope) : this.inbox.markSurfaced(ids, scope);
     for (const link of [...this.links.values(), ...this.sessionLinks.values()]) {
       const mine = changed.filter((row) => row.recipientKey === link.key).map((row) => row.brokerMessageId);
       // Best effort: a mark lost to a closed socket only leaves the sender's view one step behind.

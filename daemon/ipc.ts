@@ -5,9 +5,10 @@
 // with the code's HTTP status, the same shape the CLI prints.
 //
 // Routes (v1, listed in docs/daemon.md): GET version, health, peers, inbox, outbox, events,
-// message-status, sessions, sessions/me, stream (SSE); POST send, inbox/seen, inbox/read,
-// inbox/delete, outbox/requeue, status, summary, reload, sessions/register,
-// sessions/unregister. Nothing returns a secret key.
+// message-status, sessions, sessions/me, stream (SSE); POST send, inbox/surfaced,
+// inbox/read, inbox/delete, outbox/requeue, status, summary, reload, sessions/register,
+// sessions/unregister. Nothing returns a secret key. `surfaced` was once called `seen`: the
+// old route (POST inbox/seen) and query (unseen=1) still answer as before.
 //
 // Sessions: `Authorization: ClaudeMesh-Session <token>` makes a request the session's — it
 // sends as the session, and reads only the session's messages. A header with an unknown
@@ -109,10 +110,11 @@ const ROUTES = new Map<string, Handler>([
     const items = daemon.listInbox({
       ...(wanted === undefined ? {} : { meshId: daemon.mesh(wanted).meshId }),
       ...(search === undefined ? {} : { search }), ...(limit === undefined ? {} : { limit }), ...(afterId === undefined ? {} : { afterId }),
-      unseenOnly: query.get('unseen') === '1',
+      unsurfacedOnly: query.get('unsurfaced') === '1' || query.get('unseen') === '1',
     }, session);
     return { body: { items } };
   }],
+  ['POST /v1/inbox/surfaced', (daemon, _query, body, session) => ({ body: { markedSurfaced: daemon.mark(idList(body), 'surfaced', session) } })],
   ['POST /v1/inbox/seen', (daemon, _query, body, session) => ({ body: { markedSeen: daemon.mark(idList(body), 'surfaced', session) } })],
   ['POST /v1/inbox/read', (daemon, _query, body, session) => ({ body: { markedRead: daemon.mark(idList(body), 'read', session) } })],
   ['POST /v1/inbox/delete', (daemon, _query, body, session) => ({ body: { removed: daemon.deleteInbox(idList(body), session) } })],

@@ -70,6 +70,13 @@ describe('daemon IPC', () => {
     assert.equal((await raw(paths.socket, 'GET', '/v1/inbox', { authorization: 'ClaudeMesh-Session nope' })).status, 401);
   });
 
+  it('marks surfaced under the new route and the old one', async () => {
+    assert.deepEqual((await ipcRequest(paths.socket, 'POST', '/v1/inbox/surfaced', { ids: [] })).body, { markedSurfaced: 0 });
+    assert.deepEqual((await ipcRequest(paths.socket, 'POST', '/v1/inbox/seen', { ids: [] })).body, { markedSeen: 0 });
+    assert.deepEqual((await ipcRequest(paths.socket, 'GET', '/v1/inbox?unsurfaced=1')).body, { items: [] });
+    assert.deepEqual((await ipcRequest(paths.socket, 'GET', '/v1/inbox?unseen=1')).body, { items: [] });
+  });
+
   it('reload attaches a mesh added to the config and detaches a removed one', async () => {
     const keys = generateKeyPair();
     const mesh = {
