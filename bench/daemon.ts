@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { callBroker } from '../lib/cli/broker-client.ts';
+import { callBroker } from '../lib/broker-client.ts';
 import { writeConfig } from '../lib/client-config.ts';
 import type { MeshIdentity } from '../lib/client-config.ts';
 import { generateKeyPair } from '../lib/crypto.ts';

@@ -4,7 +4,7 @@
 import { generateKeyPair } from '../lib/crypto.ts';
 import type { SigningKeyPair } from '../lib/crypto.ts';
 import { createInvite, encodeInvite } from '../lib/invite.ts';
-import { callBroker } from '../lib/cli/broker-client.ts';
+import { callBroker } from '../lib/broker-client.ts';
 
 const INVITE_LIFETIME_SECONDS = 3600;
 const JOIN_CONCURRENCY = 16;

@@ -8,7 +8,7 @@ import { cmError } from '../lib/errors.ts';
 import { PRIORITIES } from '../lib/protocol.ts';
 import type { Priority } from '../lib/protocol.ts';
 import type { ClientConfig, MeshIdentity } from '../lib/client-config.ts';
-import { selectMesh } from '../lib/cli/select.ts';
+import { selectMesh } from '../lib/select.ts';
 import { BrokerLink } from './broker-link.ts';
 import type { Frame, LinkStatus, LinkTimings } from './broker-link.ts';
 import { OutboxSender } from './outbox-sender.ts';

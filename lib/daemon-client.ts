@@ -4,7 +4,7 @@
 // the daemon raised (same code, message and hint), so the CLI reports it like its own.
 
 import { request } from 'node:http';
-import { BrokerRefusal } from './cli/output.ts';
+import { BrokerRefusal } from './broker-client.ts';
 import { cmError, ERROR_CODES } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
 

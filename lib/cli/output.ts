@@ -5,6 +5,7 @@
 // trace (CLAUDEMESH_DEBUG=1 adds it for unexpected errors). The exit code says who failed:
 // 2 the command line, 1 a local check, 4 the broker (unreachable or refused).
 
+import { BrokerRefusal } from '../broker-client.ts';
 import { isCmError } from '../errors.ts';
 
 export const EXIT_OK = 0;
@@ -31,23 +32,6 @@ const DAEMON_CODES: ReadonlySet<string> = new Set(['CM_ERR_DAEMON_NOT_RUNNING'])
 export interface Io {
   stdout(text: string): void;
   stderr(text: string): void;
-}
-
-/** An error answered by the broker: its code may be one this client version does not know. */
-export class BrokerRefusal extends Error {
-  readonly code: string;
-  readonly hint: string;
-  readonly status: number;
-  readonly details: Record<string, unknown> | undefined;
-
-  constructor(body: { code: string; message: string; hint: string; details?: Record<string, unknown> }, status: number) {
-    super(body.message);
-    this.name = 'BrokerRefusal';
-    this.code = body.code;
-    this.hint = body.hint;
-    this.status = status;
-    this.details = body.details;
-  }
 }
 
 interface ErrorReport {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import type { MeshIdentity } from '../../lib/client-config.ts';
-import { callBroker } from '../../lib/cli/broker-client.ts';
+import { callBroker } from '../../lib/broker-client.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../lib/crypto.ts';
 import { ipcRequest, sessionHeader } from '../../lib/daemon-client.ts';

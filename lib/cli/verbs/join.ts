@@ -14,8 +14,8 @@ import { checkInvite, decodeInvite } from '../../invite.ts';
 import type { Invite } from '../../invite.ts';
 import { isMemberName } from '../../names.ts';
 import { stringOption, usageError } from '../args.ts';
-import { callBroker } from '../broker-client.ts';
-import { BrokerRefusal, printJson, shortKey } from '../output.ts';
+import { BrokerRefusal, callBroker } from '../../broker-client.ts';
+import { printJson, shortKey } from '../output.ts';
 import { defaultMemberName, signingIdentity } from '../verb.ts';
 import type { CliContext, Verb } from '../verb.ts';
 
