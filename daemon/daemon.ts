@@ -167,7 +167,9 @@ export class Daemon {
 
   registerSession(input: SessionInput): { status: 201 | 200; body: Record<string, unknown> } {
     const mesh = this.mesh(input.mesh);
-    if (mesh.status !== 'active') throw cmError('CM_ERR_MESH_UNKNOWN', `mesh ${mesh.name} is not active yet`);
+    if (mesh.status !== 'active') {
+      throw cmError('CM_ERR_MESH_UNKNOWN', `mesh ${mesh.name} is ${mesh.status}, not active: its join has not completed`, { hint: 'run the same claudemesh join again, then register the session' });
+    }
     const previous = this.sessions.list().find((record) => record.meshId === mesh.meshId && record.sessionId === input.sessionId);
     const { record, created } = this.sessions.register({
       sessionId: input.sessionId, meshId: mesh.meshId, name: input.name ?? mesh.memberName,

@@ -41,10 +41,17 @@ type Query = URLSearchParams;
 type Body = Record<string, unknown>;
 type Handler = (daemon: Daemon, query: Query, body: Body, session: SessionRecord | undefined) => Promise<{ status?: number; body: unknown }> | { status?: number; body: unknown };
 
+/** A value received, as a message quotes it: JSON, cut short. */
+function shown(value: unknown): string {
+  if (Array.isArray(value) && value.length > 10) return `a list of ${value.length}`;
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
 function idList(body: Body): number[] {
   const ids = body.ids;
   if (!Array.isArray(ids) || ids.length > MAX_IDS || !ids.every((id) => Number.isInteger(id))) {
-    throw cmError('CM_ERR_BAD_REQUEST', `"ids" must be a list of at most ${MAX_IDS} inbox ids (integers)`);
+    throw cmError('CM_ERR_BAD_REQUEST', `"ids" must be a list of at most ${MAX_IDS} inbox ids (integers), received ${shown(ids)}`);
   }
   return ids as number[];
 }
@@ -58,7 +65,7 @@ function optionalGroups(body: Body): string[] | undefined {
   const groups = body.groups;
   if (groups === undefined) return undefined;
   if (!Array.isArray(groups) || groups.length > MAX_GROUPS || !groups.every((group) => typeof group === 'string' && GROUP_NAME.test(group) && group.length <= MAX_GROUP)) {
-    throw cmError('CM_ERR_BAD_REQUEST', `"groups" must be a list of at most ${MAX_GROUPS} group names (letters, digits, _ . -, nested with /; at most ${MAX_GROUP} characters)`);
+    throw cmError('CM_ERR_BAD_REQUEST', `"groups" must be a list of at most ${MAX_GROUPS} group names (letters, digits, _ . -, nested with /; at most ${MAX_GROUP} characters), received ${shown(groups)}`);
   }
   return groups as string[];
 }
@@ -136,7 +143,7 @@ const ROUTES = new Map<string, Handler>([
     const cwd = optionalString(body, 'cwd');
     const groups = optionalGroups(body);
     const pid = body.pid;
-    if (pid !== undefined && (!Number.isInteger(pid) || (pid as number) <= 0)) throw cmError('CM_ERR_BAD_REQUEST', '"pid" must be a positive integer');
+    if (pid !== undefined && (!Number.isInteger(pid) || (pid as number) <= 0)) throw cmError('CM_ERR_BAD_REQUEST', `"pid" must be a positive integer, received ${shown(pid)}`);
     return daemon.registerSession({
       sessionId, ...(mesh === undefined ? {} : { mesh }), ...(name === undefined ? {} : { name }), ...(cwd === undefined ? {} : { cwd }),
       ...(groups === undefined ? {} : { groups }), ...(pid === undefined ? {} : { pid: pid as number }),
@@ -172,7 +179,7 @@ function readBody(req: IncomingMessage): Promise<Body> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > MAX_IPC_BODY_BYTES) {
-        reject(cmError('CM_ERR_PAYLOAD_TOO_LARGE', `request body over ${MAX_IPC_BODY_BYTES} bytes`));
+        reject(cmError('CM_ERR_PAYLOAD_TOO_LARGE', `the request body is over ${MAX_IPC_BODY_BYTES} bytes (${size} received so far)`, { hint: 'send fewer ids or a shorter text per request' }));
         req.destroy();
         return;
       }

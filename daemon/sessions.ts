@@ -18,6 +18,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPair, keyPairFromSecret } from '../lib/crypto.ts';
 import type { SigningKeyPair } from '../lib/crypto.ts';
+import { cmError } from '../lib/errors.ts';
 import { MAX_GROUPS } from '../lib/protocol.ts';
 import { processAlive, processStartTime } from './lock.ts';
 import { DAEMON_DIR_MODE, DAEMON_FILE_MODE } from './paths.ts';
@@ -103,7 +104,9 @@ export class SessionRegistry {
   register(input: RegisterInput): { record: SessionRecord; created: boolean } {
     const existing = [...this.#byToken.values()].find((record) => record.meshId === input.meshId && record.sessionId === input.sessionId);
     if (existing === undefined && this.#byToken.size >= MAX_SESSIONS) {
-      throw new RangeError(`at most ${MAX_SESSIONS} sessions per daemon`);
+      throw cmError('CM_ERR_SESSION_LIMIT', `this daemon already holds ${this.#byToken.size} sessions, the most it keeps; session ${JSON.stringify(input.sessionId)} was not registered`, {
+        details: { sessions: this.#byToken.size, max: MAX_SESSIONS, sessionId: input.sessionId },
+      });
     }
     const record: SessionRecord = {
       token: existing?.token ?? randomBytes(TOKEN_BYTES).toString('hex'),

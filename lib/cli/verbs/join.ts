@@ -8,7 +8,7 @@
 
 import { generateKeyPair, isPublicKey } from '../../crypto.ts';
 import { cmError } from '../../errors.ts';
-import { readConfig, updateConfig } from '../../client-config.ts';
+import { configPath, updateConfig } from '../../client-config.ts';
 import type { MeshIdentity } from '../../client-config.ts';
 import { checkInvite, decodeInvite } from '../../invite.ts';
 import type { Invite } from '../../invite.ts';
@@ -49,7 +49,12 @@ async function identityFor(context: CliContext, invite: Invite, memberName: stri
     });
   });
   const identity = config.meshes.find((mesh) => mesh.meshId === invite.meshId);
-  if (identity === undefined) throw new Error(`join: mesh ${invite.meshId} missing from the config just written`);
+  if (identity === undefined) {
+    throw cmError('CM_ERR_CLIENT_CONFIG', `${configPath(context.home)} no longer holds mesh ${invite.meshId} right after join saved it there (did another claudemesh command rewrite the file at the same moment?)`, {
+      hint: 'run the same claudemesh join again: nothing was sent to the broker yet',
+      details: { meshId: invite.meshId },
+    });
+  }
   return identity;
 }
 
