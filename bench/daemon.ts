@@ -1,4 +1,4 @@
-// The daemon path (issue 7): a send through alice's daemon (IPC → outbox → broker) until
+// The daemon path: a send through alice's daemon (IPC → outbox → broker) until
 // it sits decrypted in bob's daemon inbox. Two real daemon processes, one broker process.
 // Arrival is seen by polling bob's inbox over IPC every POLL_MS (the figure's resolution).
 

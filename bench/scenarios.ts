@@ -1,4 +1,4 @@
-// The benchmark's points (issue 7): bursts of direct messages, a steady offered rate, held
+// The benchmark's points (docs/benchmarks.md): bursts of direct messages, a steady offered rate, held
 // `next` priority released by idle, and a reconnect storm. Each returns plain figures.
 
 import { BenchPeer } from './peer.ts';

@@ -1,5 +1,5 @@
-// ensureDaemonReady: what a CLI verb that needs the daemon calls first (DESIGN §8,
-// original-client §1.2 and §8 lessons 17–19). In order:
+// ensureDaemonReady: what a CLI verb that needs the daemon calls first (docs/daemon.md,
+// *Auto-start*). In order:
 //   1. probe: GET /v1/version within 2.5 s → up (a socket file alone proves nothing);
 //   2. a systemd/launchd unit exists → the service manager owns the daemon: wait up to 8 s
 //      for it → up, or service-not-ready (never spawn a second one);

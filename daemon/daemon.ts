@@ -156,7 +156,7 @@ export class Daemon {
     this.#reapTimer.unref();
   }
 
-  /** Sessions whose registered process is gone are unregistered (no TTL: lesson 4). */
+  /** Sessions whose registered process is gone are unregistered (never by age: sessions.ts). */
   #reap(): void {
     for (const record of this.sessions.list()) {
       if (!sessionAlive(record)) {

@@ -1,8 +1,9 @@
 // The daemon's inbox: every message pushed to one of this daemon's keys, decrypted, stored
-// once. The broker pushes at least once (leases, redelivery after a reconnect), so the row is unique per
-// (recipient key, broker message id): a second push of the same message to the same key is
-// a no-op, while a broadcast reaching two local keys (the member and a session) is two rows
-// — each key sees it (original-client §8 lesson 12). The caller sends `client_ack` only after
+// once. The broker pushes at least once (a push not acknowledged in time is sent again, and
+// again after a reconnect), so the row is unique per (recipient key, broker message id): a
+// second push of the same message to the same key is a no-op, while a broadcast reaching two
+// local keys (the member and a session) is two rows, one for each key. Unique on the message
+// id alone, the second key's copy would be dropped. The caller sends `client_ack` only after
 // `insert` returned, i.e. after the commit.
 //
 // A body that does not decrypt is kept with `undecryptable = 1` and no body, never as garbage.

@@ -1,8 +1,9 @@
 // The outbox sender: every 500 ms, and at once when woken (a new enqueue, a link that just
 // opened), it claims the due rows of each open link's key and sends them on that link only.
-// A row leaves through the connection of the key that encrypted it — never through another,
-// which would change the sender and make it undecryptable (original-client §8 lesson 8) —
-// so a row whose link is down simply stays pending.
+// A row leaves through the connection of the key that encrypted it — never through another:
+// the broker takes the sender from the connection, so another socket would name the wrong
+// sender and the recipient could not open the envelope. A row whose link is down simply
+// stays pending.
 //
 // Sends are pipelined: claiming does not wait for acks, so one slow mesh never holds another.
 // The answer decides the row's fate (outbox.ts): ack queued → done; a refusal the same

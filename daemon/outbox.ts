@@ -2,7 +2,7 @@
 // broker acknowledged it (the broker's ack comes after its own commit, so "done" means the
 // message is durable on both sides).
 //
-// State machine (DESIGN §8):
+// State machine (also in docs/daemon.md, *The outbox*):
 //   pending → inflight (claimed by the outbox sender, attempts + 1)
 //   inflight → done      (ack queued:true; broker message id kept)
 //   inflight → pending   (transient failure; next attempt after 500 ms·2ⁿ, capped at 30 s)

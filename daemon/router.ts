@@ -2,7 +2,8 @@
 // machine, from the broker's roster, to full keys (a name, a key prefix, a full key, `*` or
 // `@group`), then the text is sealed once per recipient key (crypto_box, fresh nonce each).
 // Resolution happens once, at enqueue time; the outbox keeps the result, so a retry never
-// resolves again and never changes whom a message goes to (original-client §8 lesson 10).
+// resolves again and never changes whom a message goes to; the broker only ever receives
+// full keys.
 //
 // Names resolve among the mesh's members first (a member is always addressable, online or
 // not: the broker stores the message), then among session presences.

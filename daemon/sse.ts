@@ -1,9 +1,10 @@
 // A session's event stream (Server-Sent Events on GET /v1/stream): the messages addressed to
-// that session's key or its member's key — never another session's (original-client §8
-// lesson 13) — and the mesh's peer_joined / peer_left. On (re)connect it first replays every
-// message not surfaced yet after `Last-Event-ID` (the inbox id), oldest first, so nothing that
-// arrived while the reader was away is lost; a message counts as surfaced only when the
-// reader says so (POST /v1/inbox/surfaced). Subscribing and replaying happen in one synchronous step, so no
+// that session's key or its member's key — never another session's, so two Claude sessions
+// on one machine never see (or echo) each other's messages — and the mesh's peer_joined /
+// peer_left. On (re)connect it first replays every message not surfaced yet after
+// `Last-Event-ID` (the inbox id), oldest first, so nothing that arrived while the reader was
+// away is lost; a message counts as surfaced only when the reader says so
+// (POST /v1/inbox/surfaced). Subscribing and replaying happen in one synchronous step, so no
 // message can fall between the two.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';

@@ -14,7 +14,7 @@ export async function daemonSocket(context: CliContext): Promise<string> {
   const started = Date.now();
   const ready = await ensureDaemonReady({ home: context.home, env: context.env });
   if (ready.outcome === 'up') {
-    // A long-running daemon keeps its old code after an upgrade (original-client §8 lesson 22).
+    // A long-running daemon keeps its old code after an upgrade of the CLI: say so.
     if (ready.running !== undefined && ready.running.version !== VERSION) {
       context.stderr(`[claudemesh] the daemon runs version ${ready.running.version}, this command is ${VERSION}: restart it (claudemesh daemon down, then any command)\n`);
     }
