@@ -9,7 +9,7 @@ import { callBroker } from '../lib/broker-client.ts';
 const INVITE_LIFETIME_SECONDS = 3600;
 const JOIN_CONCURRENCY = 16;
 
-export interface BenchMesh { meshId: string; members: SigningKeyPair[] }
+interface BenchMesh { meshId: string; members: SigningKeyPair[] }
 
 export async function seedMesh(brokerUrl: string, count: number, label: string): Promise<BenchMesh> {
   const owner = generateKeyPair();

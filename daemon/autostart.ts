@@ -20,17 +20,17 @@ import { DAEMON_FILE_MODE, daemonPaths, ensureDaemonDir } from './paths.ts';
 import type { DaemonPaths } from './paths.ts';
 import { serviceUnitPath } from './service.ts';
 
-export const SERVICE_WAIT_MS = 8_000;
-export const SPAWN_WAIT_MS = 10_000;
-export const FAILURE_MARKER_MS = 30_000;
-export const POLL_MS = 50;
+const SERVICE_WAIT_MS = 8_000;
+const SPAWN_WAIT_MS = 10_000;
+const FAILURE_MARKER_MS = 30_000;
+const POLL_MS = 50;
 export const GUARD_ENV = 'CLAUDEMESH_INTERNAL_NO_AUTOSPAWN';
 export const OPT_OUT_ENV = 'CLAUDEMESH_NO_AUTOSTART';
 const CLI_PATH = new URL('../cli.ts', import.meta.url).pathname;
 
-export type ReadyOutcome = 'up' | 'started' | 'down' | 'spawn-failed' | 'spawn-suppressed' | 'service-not-ready';
+type ReadyOutcome = 'up' | 'started' | 'down' | 'spawn-failed' | 'spawn-suppressed' | 'service-not-ready';
 
-export interface EnsureOptions {
+interface EnsureOptions {
   home: string;
   env: Readonly<Record<string, string | undefined>>;
   probeTimeoutMs?: number;
@@ -41,7 +41,7 @@ export interface EnsureOptions {
   now?: () => number;
 }
 
-export interface ReadyResult {
+interface ReadyResult {
   outcome: ReadyOutcome;
   socket: string;
   /** why, when not up or started */

@@ -9,9 +9,9 @@ import type { FSWatcher } from 'node:fs';
 import { CONFIG_FILE, readConfig } from '../lib/client-config.ts';
 import type { ClientConfig } from '../lib/client-config.ts';
 
-export const CONFIG_DEBOUNCE_MS = 200;
+const CONFIG_DEBOUNCE_MS = 200;
 
-export interface ConfigWatcher {
+interface ConfigWatcher {
   close(): void;
 }
 

@@ -23,10 +23,10 @@ import { encryptFor, resolveTarget } from './router.ts';
 import { publicSession, sessionAlive, SessionRegistry } from './sessions.ts';
 import type { SessionRecord } from './sessions.ts';
 
-export const PRUNE_INTERVAL_MS = 3600 * 1000;
-export const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
-export const MAX_TEXT_BYTES = 32 * 1024;
-export const REAP_INTERVAL_MS = 5_000;
+const PRUNE_INTERVAL_MS = 3600 * 1000;
+const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
+const MAX_TEXT_BYTES = 32 * 1024;
+const REAP_INTERVAL_MS = 5_000;
 const CLIENT_MESSAGE_ID = /^[\x21-\x7e]{1,128}$/;
 
 export interface DaemonTimings {
@@ -38,7 +38,7 @@ export interface DaemonTimings {
   backoffBaseMs?: number;
 }
 
-export interface SessionInput {
+interface SessionInput {
   sessionId: string;
   mesh?: string;
   name?: string;
@@ -47,14 +47,14 @@ export interface SessionInput {
   groups?: string[];
 }
 
-export interface DaemonOptions {
+interface DaemonOptions {
   paths: DaemonPaths;
   config: ClientConfig;
   timings?: DaemonTimings;
   now?: () => number;
 }
 
-export interface SendInput {
+interface SendInput {
   mesh?: string;
   to: string;
   text: string;
@@ -62,7 +62,7 @@ export interface SendInput {
   clientMessageId?: string;
 }
 
-export interface SendOutcome {
+interface SendOutcome {
   /** 202 queued now, 200 the same request was already queued */
   status: 202 | 200;
   body: { clientMessageId: string; status: OutboxStatus; meshId: string; target: string; recipients: number; brokerMessageId: string | null; duplicate: boolean };

@@ -26,7 +26,7 @@ const DEFAULT_LIST = 100;
 const MAX_LIST = 1_000;
 const SCHEMA_VERSION = 1;
 
-export type RecipientKind = 'member' | 'session';
+type RecipientKind = 'member' | 'session';
 
 export interface IncomingMessage {
   meshId: string;

@@ -30,8 +30,8 @@ import { OUTBOX_STATUSES } from './outbox.ts';
 import type { OutboxStatus } from './outbox.ts';
 import { DAEMON_FILE_MODE } from './paths.ts';
 
-export const MAX_IPC_BODY_BYTES = 256 * 1024;
-export const IPC_API = 'v1';
+const MAX_IPC_BODY_BYTES = 256 * 1024;
+const IPC_API = 'v1';
 const MAX_IDS = 1_000;
 const SESSION_SCHEME = /^ClaudeMesh-Session ([0-9a-f]{64})$/;
 const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -16,16 +16,16 @@ import { CLAIM_BATCH, MAX_ATTEMPTS } from './outbox.ts';
 import type { Outbox, OutboxRow } from './outbox.ts';
 import { encryptFor, resolveTarget } from './router.ts';
 
-export const POLL_INTERVAL_MS = 500;
+const POLL_INTERVAL_MS = 500;
 // Sends on the wire at once, over all links: a large outbox leaves in steps, never all at once.
-export const MAX_IN_FLIGHT = 256;
+const MAX_IN_FLIGHT = 256;
 // Refusals that a resend of the very same request cannot change.
 const PERMANENT_CODES: ReadonlySet<string> = new Set([
   'CM_ERR_UNKNOWN_RECIPIENT', 'CM_ERR_ENVELOPES_MISMATCH', 'CM_ERR_IDEMPOTENCY_CONFLICT', 'CM_ERR_BAD_FRAME',
   'CM_ERR_PAYLOAD_TOO_LARGE', 'CM_ERR_FORBIDDEN', 'CM_ERR_UNKNOWN_TYPE',
 ]);
 
-export interface OutboxSenderOptions {
+interface OutboxSenderOptions {
   outbox: Outbox;
   links: () => Iterable<BrokerLink>;
   pollIntervalMs?: number;

@@ -16,14 +16,14 @@ import { resolvePeer } from '../lib/select.ts';
 import type { Peer } from '../lib/select.ts';
 import type { Frame, Roster } from './broker-link.ts';
 
-export interface Sender {
+interface Sender {
   /** the key the message leaves as */
   key: string;
   memberKey: string;
   secret: Buffer;
 }
 
-export interface Resolved {
+interface Resolved {
   /** what the broker gets as `target`: a full key, `*` or `@group` */
   target: string;
   recipients: string[];

@@ -8,11 +8,11 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-export const SYSTEMD_UNIT_NAME = 'claudemesh-daemon.service';
-export const LAUNCHD_LABEL = 'com.claudemesh.daemon';
+const SYSTEMD_UNIT_NAME = 'claudemesh-daemon.service';
+const LAUNCHD_LABEL = 'com.claudemesh.daemon';
 const RESTART_SECONDS = 3;
 
-export interface ServiceSpec {
+interface ServiceSpec {
   /** absolute path of the Node binary */
   node: string;
   /** absolute path of cli.ts */

@@ -26,12 +26,12 @@ import { MAX_GROUPS } from '../lib/protocol.ts';
 import { processAlive, processStartTime } from './lock.ts';
 import { DAEMON_DIR_MODE, DAEMON_FILE_MODE } from './paths.ts';
 
-export const TOKEN_BYTES = 32;
+const TOKEN_BYTES = 32;
 export const MAX_SESSIONS = 256;
 const REGISTRY_VERSION = 1;
 const TOKEN_HEX = /^[0-9a-f]{64}$/;
 
-export interface RegisterInput {
+interface RegisterInput {
   sessionId: string;
   meshId: string;
   name: string;

@@ -12,8 +12,8 @@ import type { Daemon } from './daemon.ts';
 import type { InboxRow } from './inbox.ts';
 import type { SessionRecord } from './sessions.ts';
 
-export const KEEPALIVE_MS = 15_000;
-export const MAX_REPLAY = 1_000;
+const KEEPALIVE_MS = 15_000;
+const MAX_REPLAY = 1_000;
 
 export function openStream(daemon: Daemon, session: SessionRecord, req: IncomingMessage, res: ServerResponse, keepaliveMs = KEEPALIVE_MS): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });

@@ -7,14 +7,14 @@
 import { cmError } from './errors.ts';
 import { signRequest } from './signed-request.ts';
 
-export const REQUEST_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 10_000;
 
 export interface SigningIdentity {
   publicKey: string;
   secretKey: Buffer;
 }
 
-export interface BrokerCall {
+interface BrokerCall {
   brokerUrl: string;
   method: 'GET' | 'POST';
   path: string;
@@ -45,7 +45,7 @@ export class BrokerRefusal extends Error {
   }
 }
 
-export interface BrokerAnswer {
+interface BrokerAnswer {
   status: number;
   body: Record<string, unknown>;
 }

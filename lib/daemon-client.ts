@@ -9,7 +9,7 @@ import { cmError, ERROR_CODES } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
 
 export const PROBE_TIMEOUT_MS = 2_500;
-export const IPC_TIMEOUT_MS = 20_000;
+const IPC_TIMEOUT_MS = 20_000;
 
 export interface IpcAnswer {
   status: number;

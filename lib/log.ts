@@ -5,9 +5,9 @@
 import { isCmError } from './errors.ts';
 
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
-export type Level = keyof typeof LEVELS;
+type Level = keyof typeof LEVELS;
 
-export type Fields = Record<string, unknown>;
+type Fields = Record<string, unknown>;
 
 export interface Logger {
   debug(msg: string, fields?: Fields): void;
@@ -17,7 +17,7 @@ export interface Logger {
   child(fields: Fields): Logger;
 }
 
-export interface LoggerOptions {
+interface LoggerOptions {
   level?: Level;
   /** where lines go; default: process.stderr */
   write?: (line: string) => void;

@@ -8,7 +8,7 @@ import { cmError } from './errors.ts';
 import type { ClientConfig, MeshIdentity } from './client-config.ts';
 
 /** Shortest key prefix accepted for a peer: shorter ones match by accident. */
-export const MIN_KEY_PREFIX = 4;
+const MIN_KEY_PREFIX = 4;
 const KEY_PREFIX = /^[0-9a-f]+$/;
 
 export interface Peer {

@@ -9,10 +9,10 @@ import { BrokerRefusal } from '../broker-client.ts';
 import { isCmError } from '../errors.ts';
 
 export const EXIT_OK = 0;
-export const EXIT_CHECK_FAILED = 1;
+const EXIT_CHECK_FAILED = 1;
 export const EXIT_USAGE = 2;
-export const EXIT_DAEMON_DOWN = 3;
-export const EXIT_BROKER = 4;
+const EXIT_DAEMON_DOWN = 3;
+const EXIT_BROKER = 4;
 
 // Local errors that mean "the command line asked for something that does not exist or
 // cannot be": fix the command, exit 2. Every other local error is a failed check, exit 1.
