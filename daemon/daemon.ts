@@ -3,10 +3,7 @@
 // receive.ts). ipc.ts exposes these methods over the socket; main.ts owns the process (lock,
 // signals, config watching). Keys stay in here: nothing returned carries a secret.
 
-import { randomUUID } from 'node:crypto';
 import { cmError } from '../lib/errors.ts';
-import { PRIORITIES } from '../lib/protocol.ts';
-import type { Priority } from '../lib/protocol.ts';
 import type { ClientConfig, MeshIdentity } from '../lib/client-config.ts';
 import { selectMesh } from '../lib/select.ts';
 import { BrokerLink } from './broker-link.ts';
@@ -17,6 +14,8 @@ import { Inbox } from './inbox.ts';
 import type { InboxQuery, InboxRow } from './inbox.ts';
 import { Outbox } from './outbox.ts';
 import { receivePush } from './receive.ts';
+import { checkSendInput } from './send-input.ts';
+import type { SendInput } from './send-input.ts';
 import type { OutboxRow, OutboxStatus, SendRequest } from './outbox.ts';
 import type { DaemonPaths } from './paths.ts';
 import { encryptFor, resolveTarget } from './router.ts';
@@ -25,9 +24,7 @@ import type { SessionRecord } from './sessions.ts';
 
 const PRUNE_INTERVAL_MS = 3600 * 1000;
 const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
-const MAX_TEXT_BYTES = 32 * 1024;
 const REAP_INTERVAL_MS = 5_000;
-const CLIENT_MESSAGE_ID = /^[\x21-\x7e]{1,128}$/;
 
 export interface DaemonTimings {
   link?: Partial<LinkTimings>;
@@ -52,14 +49,6 @@ interface DaemonOptions {
   config: ClientConfig;
   timings?: DaemonTimings;
   now?: () => number;
-}
-
-interface SendInput {
-  mesh?: string;
-  to: string;
-  text: string;
-  priority?: string;
-  clientMessageId?: string;
 }
 
 interface SendOutcome {
@@ -275,14 +264,7 @@ export class Daemon {
     const mesh = this.mesh(input.mesh ?? session?.meshId);
     const sessionLink = session !== undefined && session.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined;
     const link = sessionLink ?? this.#link(mesh);
-    const priority = (input.priority ?? 'now') as Priority;
-    if (!(PRIORITIES as readonly string[]).includes(priority)) throw cmError('CM_ERR_BAD_REQUEST', `priority must be now, next or low, received ${JSON.stringify(input.priority)}`);
-    if (input.to === '') throw cmError('CM_ERR_BAD_REQUEST', 'say whom to send to ("to": a name, a key prefix, a key, * or @group)');
-    if (Buffer.byteLength(input.text, 'utf8') > MAX_TEXT_BYTES || input.text === '') {
-      throw cmError('CM_ERR_BAD_REQUEST', `text must be 1 to ${MAX_TEXT_BYTES} bytes, received ${Buffer.byteLength(input.text, 'utf8')}`);
-    }
-    const clientMessageId = input.clientMessageId ?? randomUUID();
-    if (!CLIENT_MESSAGE_ID.test(clientMessageId)) throw cmError('CM_ERR_BAD_REQUEST', `clientMessageId must be 1–128 printable characters without spaces, received ${JSON.stringify(clientMessageId)}`);
+    const { priority, clientMessageId } = checkSendInput(input);
     const request: SendRequest = { meshId: mesh.meshId, senderKey: link.key, to: input.to, priority, text: input.text };
     const existing = this.outbox.check(clientMessageId, request);
     if (existing !== undefined) return this.#outcome(existing.status, existing.row);
