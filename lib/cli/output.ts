@@ -87,6 +87,6 @@ export function formatTable(header: readonly string[], rows: ReadonlyArray<reado
 }
 
 /** A key as people read it: the first 12 hex characters. */
-export function shortKey(pubkey: string): string {
-  return pubkey.slice(0, 12);
+export function shortKey(key: string): string {
+  return key.slice(0, 12);
 }

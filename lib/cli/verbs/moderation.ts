@@ -91,7 +91,7 @@ export const kickVerb = moderationVerb({
 export const banVerb = moderationVerb({
   name: 'ban',
   summary: 'remove a member and refuse it from now on',
-  description: 'Remove <peer> and revoke its key: its connections close (4002), its hellos fail and it\ncannot join again, not even with a valid invite, until unbanned.',
+  description: 'Remove <peer> and ban its key: its connections close (4002), its hellos fail and it\ncannot join again, not even with a valid invite, until unbanned.',
   listPath: '/mesh/members',
   listField: 'members',
   what: 'member',
