@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `claudemesh` command (DESIGN §9). Run: `node cli.ts <verb> …` (Node ≥ 22.18), or the
+// The `claudemesh` command (docs/cli.md). Run: `node cli.ts <verb> …` (Node ≥ 22.18), or the
 // `claudemesh` bin. Everything but the process wiring lives in lib/cli/.
 
 import { claudemeshHome } from './lib/client-config.ts';

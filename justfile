@@ -33,6 +33,6 @@ docker:
 dupes:
     duplicates .
 
-# load benchmark (issue 7): prints figures and writes bench/results/latest.json
+# load benchmark (docs/benchmarks.md): prints figures and writes bench/results/latest.json
 bench *args:
     node bench/run.ts {{args}}

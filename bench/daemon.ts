@@ -1,13 +1,13 @@
-// The daemon path (issue 7): a send through alice's daemon (IPC → outbox → broker) until
+// The daemon path: a send through alice's daemon (IPC → outbox → broker) until
 // it sits decrypted in bob's daemon inbox. Two real daemon processes, one broker process.
-// Arrival is seen by polling bob's inbox over IPC every POLL_MS (the figure's resolution).
+// Arrival is noted by polling bob's inbox over IPC every POLL_MS (the figure's resolution).
 
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { callBroker } from '../lib/cli/broker-client.ts';
+import { callBroker } from '../lib/broker-client.ts';
 import { writeConfig } from '../lib/client-config.ts';
 import type { MeshIdentity } from '../lib/client-config.ts';
 import { generateKeyPair } from '../lib/crypto.ts';
@@ -63,79 +63,111 @@ async function startDaemon(home: string): Promise<{ child: ChildProcess; socket:
   throw new Error(`daemon in ${home} did not connect within ${START_LIMIT_MS} ms`);
 }
 
+/** alice owns a new mesh and bob joins it through a signed invite, both with fresh keys. */
+async function seedPair(brokerUrl: string): Promise<{ meshId: string; alice: SigningKeyPair; bob: SigningKeyPair }> {
+  const alice = generateKeyPair();
+  const bob = generateKeyPair();
+  const created = await callBroker({ brokerUrl, method: 'POST', path: '/mesh/create', identity: alice, body: { name: 'bench', ownerName: 'alice' } });
+  const meshId = String(created.body.meshId);
+  const token = encodeInvite(createInvite({ meshId, meshName: 'bench', brokerUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 1 }, alice.secretKey));
+  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/invite', identity: alice, meshId, body: { token } });
+  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/join', identity: bob, body: { token, name: 'bob' } });
+  return { meshId, alice, bob };
+}
+
+interface Arrivals {
+  /** client message id → when bob's inbox first listed it */
+  arrived: Map<string, number>;
+  stop(): Promise<void>;
+}
+
+/** Poll an inbox every POLL_MS for rows after the last one seen, noting when each arrived. */
+function watchInbox(socket: string): Arrivals {
+  const arrived = new Map<string, number>();
+  let lastId = 0;
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      const answer = await ipcRequest(socket, 'GET', `/v1/inbox?after=${lastId}&limit=1000`);
+      const now = performance.now();
+      for (const item of answer.body.items ?? []) {
+        if (!arrived.has(item.clientMessageId)) arrived.set(item.clientMessageId, now);
+        lastId = Math.max(lastId, Number(item.id));
+      }
+      await sleep(POLL_MS);
+    }
+  })();
+  return {
+    arrived,
+    async stop() {
+      polling = false;
+      await poller;
+    },
+  };
+}
+
+async function waitFor(arrived: ReadonlyMap<string, number>, ids: readonly string[]): Promise<void> {
+  const deadline = performance.now() + DELIVERY_LIMIT_MS;
+  while (ids.some((id) => !arrived.has(id)) && performance.now() < deadline) await sleep(1);
+}
+
+/** After a warm-up, one message at a time: the latency of the path itself. */
+async function measureLatency(socket: string, arrived: ReadonlyMap<string, number>, count: number): Promise<{ ipcMs: number[]; endToEnd: number[] }> {
+  for (let i = 0; i < 5; i += 1) {
+    await ipcRequest(socket, 'POST', '/v1/send', { to: 'bob', text: `warm ${i}`, clientMessageId: `warm-${i}` });
+    await waitFor(arrived, [`warm-${i}`]);
+  }
+  const ipcMs: number[] = [];
+  const endToEnd: number[] = [];
+  for (let i = 0; i < count; i += 1) {
+    const id = `lat-${i}`;
+    const started = performance.now();
+    await ipcRequest(socket, 'POST', '/v1/send', { to: 'bob', text: `latency ${i}`, clientMessageId: id });
+    ipcMs.push(performance.now() - started);
+    await waitFor(arrived, [id]);
+    endToEnd.push((arrived.get(id) ?? Number.NaN) - started);
+  }
+  return { ipcMs, endToEnd };
+}
+
+/** Many sends in flight through one daemon's outbox: seconds until the last arrived, and how many never did. */
+async function measureThroughput(socket: string, arrived: ReadonlyMap<string, number>, count: number): Promise<{ seconds: number; lost: number }> {
+  const ids = Array.from({ length: count }, (_, i) => `tp-${i}`);
+  const started = performance.now();
+  for (let start = 0; start < ids.length; start += CONCURRENCY) {
+    await Promise.all(ids.slice(start, start + CONCURRENCY).map((id) => ipcRequest(socket, 'POST', '/v1/send', { to: 'bob', text: `bulk ${id}`, clientMessageId: id })));
+  }
+  await waitFor(arrived, ids);
+  const seconds = (Math.max(...ids.map((id) => arrived.get(id) ?? 0)) - started) / 1000;
+  return { seconds, lost: ids.filter((id) => !arrived.has(id)).length };
+}
+
 export async function daemonPath(postgres: Postgres, options: { latencyMessages: number; throughputMessages: number }): Promise<DaemonResult> {
   const world = await startRun(postgres);
   const scratch = await mkdtemp(join(tmpdir(), 'cm-bench-daemon-'));
   const daemons: ChildProcess[] = [];
   try {
     const brokerUrl = world.brokerUrl;
-    const alice = generateKeyPair();
-    const bob = generateKeyPair();
-    const created = await callBroker({ brokerUrl, method: 'POST', path: '/mesh/create', identity: alice, body: { name: 'bench', ownerName: 'alice' } });
-    const meshId = String(created.body.meshId);
-    const token = encodeInvite(createInvite({ meshId, meshName: 'bench', brokerUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 1 }, alice.secretKey));
-    await callBroker({ brokerUrl, method: 'POST', path: '/mesh/invite', identity: alice, meshId, body: { token } });
-    await callBroker({ brokerUrl, method: 'POST', path: '/mesh/join', identity: bob, body: { token, name: 'bob' } });
+    const { meshId, alice, bob } = await seedPair(brokerUrl);
     await writeConfig(join(scratch, 'alice'), { version: 1, meshes: [identity(alice, meshId, brokerUrl, 'owner', 'alice', alice.publicKey)] });
     await writeConfig(join(scratch, 'bob'), { version: 1, meshes: [identity(bob, meshId, brokerUrl, 'member', 'bob', alice.publicKey)] });
     const a = await startDaemon(join(scratch, 'alice'));
     const b = await startDaemon(join(scratch, 'bob'));
     daemons.push(a.child, b.child);
 
-    const arrived = new Map<string, number>();
-    let lastId = 0;
-    let polling = true;
-    const poller = (async () => {
-      while (polling) {
-        const answer = await ipcRequest(b.socket, 'GET', `/v1/inbox?after=${lastId}&limit=1000`);
-        const now = performance.now();
-        for (const item of answer.body.items ?? []) {
-          if (!arrived.has(item.clientMessageId)) arrived.set(item.clientMessageId, now);
-          lastId = Math.max(lastId, Number(item.id));
-        }
-        await sleep(POLL_MS);
-      }
-    })();
-
-    const waitFor = async (ids: readonly string[]) => {
-      const deadline = performance.now() + DELIVERY_LIMIT_MS;
-      while (ids.some((id) => !arrived.has(id)) && performance.now() < deadline) await sleep(1);
-    };
-    // Warm-up, then one message at a time: the latency of the path itself.
-    for (let i = 0; i < 5; i += 1) {
-      await ipcRequest(a.socket, 'POST', '/v1/send', { to: 'bob', text: `warm ${i}`, clientMessageId: `warm-${i}` });
-      await waitFor([`warm-${i}`]);
-    }
-    const ipcMs: number[] = [];
-    const endToEnd: number[] = [];
-    for (let i = 0; i < options.latencyMessages; i += 1) {
-      const id = `lat-${i}`;
-      const started = performance.now();
-      await ipcRequest(a.socket, 'POST', '/v1/send', { to: 'bob', text: `latency ${i}`, clientMessageId: id });
-      ipcMs.push(performance.now() - started);
-      await waitFor([id]);
-      endToEnd.push((arrived.get(id) ?? Number.NaN) - started);
-    }
-    // Throughput: many sends in flight through one daemon's outbox.
-    const ids = Array.from({ length: options.throughputMessages }, (_, i) => `tp-${i}`);
-    const started = performance.now();
-    for (let start = 0; start < ids.length; start += CONCURRENCY) {
-      await Promise.all(ids.slice(start, start + CONCURRENCY).map((id) => ipcRequest(a.socket, 'POST', '/v1/send', { to: 'bob', text: `bulk ${id}`, clientMessageId: id })));
-    }
-    await waitFor(ids);
-    const seconds = (Math.max(...ids.map((id) => arrived.get(id) ?? 0)) - started) / 1000;
-    polling = false;
-    await poller;
-    const lost = ids.filter((id) => !arrived.has(id)).length;
+    const inbox = watchInbox(b.socket);
+    const latency = await measureLatency(a.socket, inbox.arrived, options.latencyMessages);
+    const throughput = await measureThroughput(a.socket, inbox.arrived, options.throughputMessages);
+    await inbox.stop();
     return {
       point: 'daemon path',
       latencyMessages: options.latencyMessages,
-      ipcAnswerMs: distribution(ipcMs),
-      sendToInboxMs: distribution(endToEnd),
+      ipcAnswerMs: distribution(latency.ipcMs),
+      sendToInboxMs: distribution(latency.endToEnd),
       throughputMessages: options.throughputMessages,
-      throughputSeconds: seconds,
-      messagesPerSecond: (options.throughputMessages - lost) / seconds,
-      lost,
+      throughputSeconds: throughput.seconds,
+      messagesPerSecond: (options.throughputMessages - throughput.lost) / throughput.seconds,
+      lost: throughput.lost,
     };
   } finally {
     for (const child of daemons) child.kill('SIGTERM');

@@ -65,7 +65,7 @@ export interface RunWorld {
 let databases = 0;
 
 /** The Node flags of package.json's start script (`node <flags> broker.ts`). */
-export function startFlags(): string[] {
+function startFlags(): string[] {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
   const words = pkg.scripts.start.split(/\s+/);
   return words.slice(1, words.indexOf('broker.ts'));

@@ -4,12 +4,12 @@
 import { generateKeyPair } from '../lib/crypto.ts';
 import type { SigningKeyPair } from '../lib/crypto.ts';
 import { createInvite, encodeInvite } from '../lib/invite.ts';
-import { callBroker } from '../lib/cli/broker-client.ts';
+import { callBroker } from '../lib/broker-client.ts';
 
 const INVITE_LIFETIME_SECONDS = 3600;
 const JOIN_CONCURRENCY = 16;
 
-export interface BenchMesh { meshId: string; members: SigningKeyPair[] }
+interface BenchMesh { meshId: string; members: SigningKeyPair[] }
 
 export async function seedMesh(brokerUrl: string, count: number, label: string): Promise<BenchMesh> {
   const owner = generateKeyPair();

@@ -9,7 +9,7 @@ import { helloSigningString } from '../lib/protocol.ts';
 const ACK_FLUSH_MS = 5;
 const HELLO_TIMEOUT_MS = 30_000;
 
-export interface Received { clientMessageId: string; messageId: string; at: number }
+interface Received { clientMessageId: string; messageId: string; at: number }
 
 export class BenchPeer {
   readonly member: SigningKeyPair;

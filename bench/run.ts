@@ -1,4 +1,4 @@
-// `just bench`: the load benchmark of issue 7. Starts Postgres (embedded unless
+// `just bench`: the load benchmark (docs/benchmarks.md). Starts Postgres (embedded unless
 // DATABASE_URL is set), then for each point a fresh database and broker process; runs
 // each point RUNS times with a fixed seed and reports the median run.
 // Usage: node bench/run.ts [--quick] [--only burst,steady,held,storm,daemon] [--runs N] [--out FILE]

@@ -1,7 +1,7 @@
 // Samples CPU time and resident memory of processes from /proc (Linux), every interval,
 // so the benchmark reports the broker's peak RSS and CPU, and Postgres's CPU.
 
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 const SAMPLE_MS = 100;
 const CLOCK_TICKS_PER_SECOND = 100;
@@ -19,20 +19,6 @@ function readStat(pid: number): { cpuSeconds: number; rssBytes: number } | undef
   } catch {
     return undefined;
   }
-}
-
-/** pids of every process whose command line contains `needle` */
-export function findProcesses(needle: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(needle)) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
 }
 
 export interface Usage { cpuSeconds: number; peakRssBytes: number }

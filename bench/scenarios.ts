@@ -1,10 +1,11 @@
-// The benchmark's points (issue 7): bursts of direct messages, a steady offered rate, held
+// The benchmark's points (docs/benchmarks.md): bursts of direct messages, a steady offered rate, held
 // `next` priority released by idle, and a reconnect storm. Each returns plain figures.
 
 import { BenchPeer } from './peer.ts';
-import type { Postgres } from './harness.ts';
+import type { Postgres, RunWorld } from './harness.ts';
 import { startRun } from './harness.ts';
 import { seedMesh } from './mesh.ts';
+import type { Usage } from './sampler.ts';
 import { distribution, seededRandom } from './stats.ts';
 import type { Distribution } from './stats.ts';
 
@@ -49,97 +50,126 @@ async function waitUntil(done: () => boolean, limitMs: number): Promise<void> {
 
 interface Plan { from: BenchPeer; frame: string; cmid: string; to: string }
 
+/** A fresh mesh of `count` members, each with a connected socket. */
+async function connectedPeers(world: RunWorld, count: number, label: string): Promise<BenchPeer[]> {
+  const mesh = await seedMesh(world.brokerUrl, count, label);
+  const peers = mesh.members.map((member) => new BenchPeer(mesh.meshId, member));
+  await connectAll(peers, world.wsUrl);
+  return peers;
+}
+
+/** `count` rounds in which every peer sends one message to a uniformly random other peer. */
+function planMessages(peers: readonly BenchPeer[], random: () => number, round: string, count: number): Plan[] {
+  const pick = (self: number) => {
+    const other = Math.floor(random() * (peers.length - 1));
+    return other >= self ? other + 1 : other;
+  };
+  const plans: Plan[] = [];
+  for (let k = 0; k < count; k += 1) {
+    for (const [index, from] of peers.entries()) {
+      const to = peers[pick(index)]!.key;
+      const cmid = `${round}-${index}-${k}`;
+      plans.push({ from, to, cmid, frame: from.frame(to, cmid, `${round} message ${k} from ${index}`) });
+    }
+  }
+  return plans;
+}
+
+/** Send every plan, recording when: all at once (yielding now and then), or paced at `rate` msg/s from `started`. */
+async function sendPlans(plans: readonly Plan[], rate: number | undefined, started: number, sentAt: Map<string, number>): Promise<void> {
+  if (rate === undefined) {
+    for (const [index, plan] of plans.entries()) {
+      sentAt.set(plan.cmid, performance.now());
+      plan.from.sendRaw(plan.frame);
+      if (index % YIELD_EVERY === YIELD_EVERY - 1) await yieldToLoop();
+    }
+    return;
+  }
+  // Offered load: keep the number sent equal to rate × elapsed, correcting for drift.
+  let next = 0;
+  while (next < plans.length) {
+    const due = Math.min(plans.length, Math.floor(((performance.now() - started) / 1000) * rate));
+    for (; next < due; next += 1) {
+      const plan = plans[next]!;
+      sentAt.set(plan.cmid, performance.now());
+      plan.from.sendRaw(plan.frame);
+    }
+    await sleep(2);
+  }
+}
+
+interface BurstRun {
+  options: { peers: number; perPeer: number; point: string };
+  peers: readonly BenchPeer[];
+  plans: readonly Plan[];
+  sentAt: ReadonlyMap<string, number>;
+  pushAt: ReadonlyMap<string, number>;
+  totalMs: number;
+  usage: { broker: Usage; postgres: Usage | undefined };
+  eventLoopP99Ms: number;
+}
+
+/** The figures of one run: ack and push latencies per message, losses, duplicates, resources. */
+function burstResult(run: BurstRun): BurstResult {
+  const { options, peers, plans, sentAt, pushAt, totalMs, usage } = run;
+  const acks: number[] = [];
+  let refused = 0;
+  for (const plan of plans) {
+    const ack = plan.from.acks.get(plan.cmid);
+    if (ack === undefined) continue;
+    if (!ack.queued) refused += 1;
+    else acks.push(ack.at - (sentAt.get(plan.cmid) ?? ack.at));
+  }
+  const pushes = plans.filter((plan) => pushAt.has(plan.cmid)).map((plan) => (pushAt.get(plan.cmid) ?? 0) - (sentAt.get(plan.cmid) ?? 0));
+  const delivered = pushes.length;
+  const expected = plans.length;
+  return {
+    point: options.point,
+    peers: options.peers,
+    perPeer: options.perPeer,
+    expected,
+    delivered,
+    deliveredPercent: (100 * delivered) / expected,
+    lost: expected - delivered,
+    duplicates: peers.reduce((sum, peer) => sum + peer.duplicates, 0),
+    decryptFailures: peers.reduce((sum, peer) => sum + peer.decryptFailures, 0),
+    refused,
+    sendToAckMs: distribution(acks),
+    sendToPushMs: distribution(pushes),
+    totalMs,
+    messagesPerSecond: delivered / (totalMs / 1000),
+    brokerPeakRssMb: usage.broker.peakRssBytes / MB,
+    brokerCpuSeconds: usage.broker.cpuSeconds,
+    postgresCpuSeconds: usage.postgres?.cpuSeconds ?? null,
+    eventLoopP99Ms: run.eventLoopP99Ms,
+  };
+}
+
 /** Every peer sends `perPeer` messages to uniformly random others; `rate` (msg/s) paces them, else all at once. */
 export async function directTraffic(postgres: Postgres, options: { peers: number; perPeer: number; seed: number; point: string; rate?: number }): Promise<BurstResult> {
   const world = await startRun(postgres);
   try {
-    const mesh = await seedMesh(world.brokerUrl, options.peers, options.point);
-    const peers = mesh.members.map((member) => new BenchPeer(mesh.meshId, member));
-    await connectAll(peers, world.wsUrl);
+    const peers = await connectedPeers(world, options.peers, options.point);
     const random = seededRandom(options.seed);
-    const pick = (self: number) => {
-      const other = Math.floor(random() * (peers.length - 1));
-      return other >= self ? other + 1 : other;
-    };
-    const build = (round: string, count: number): Plan[] => {
-      const plans: Plan[] = [];
-      for (let k = 0; k < count; k += 1) {
-        for (const [index, from] of peers.entries()) {
-          const to = peers[pick(index)]!.key;
-          const cmid = `${round}-${index}-${k}`;
-          plans.push({ from, to, cmid, frame: from.frame(to, cmid, `${round} message ${k} from ${index}`) });
-        }
-      }
-      return plans;
-    };
-    // Warm-up: JIT, prepared statements, pool connections. Not counted.
-    const warmup = build('warm', WARMUP_PER_PEER);
-    for (const plan of warmup) plan.from.sendRaw(plan.frame);
     const received = () => peers.reduce((sum, peer) => sum + peer.received.length, 0);
+    // Warm-up: JIT, prepared statements, pool connections. Not counted.
+    const warmup = planMessages(peers, random, 'warm', WARMUP_PER_PEER);
+    for (const plan of warmup) plan.from.sendRaw(plan.frame);
     await waitUntil(() => received() >= warmup.length, DELIVERY_LIMIT_MS);
     const warmReceived = received();
 
-    const plans = build('run', options.perPeer);
+    const plans = planMessages(peers, random, 'run', options.perPeer);
     const sentAt = new Map<string, number>();
     const pushAt = new Map<string, number>();
     for (const peer of peers) peer.onPush = (item) => pushAt.set(item.clientMessageId, item.at);
     const stop = world.measure();
     const started = performance.now();
-    if (options.rate === undefined) {
-      for (const [index, plan] of plans.entries()) {
-        sentAt.set(plan.cmid, performance.now());
-        plan.from.sendRaw(plan.frame);
-        if (index % YIELD_EVERY === YIELD_EVERY - 1) await yieldToLoop();
-      }
-    } else {
-      // Offered load: keep the number sent equal to rate × elapsed, correcting for drift.
-      let next = 0;
-      while (next < plans.length) {
-        const due = Math.min(plans.length, Math.floor(((performance.now() - started) / 1000) * options.rate));
-        for (; next < due; next += 1) {
-          const plan = plans[next]!;
-          sentAt.set(plan.cmid, performance.now());
-          plan.from.sendRaw(plan.frame);
-        }
-        await sleep(2);
-      }
-    }
-    const expected = plans.length;
-    await waitUntil(() => received() - warmReceived >= expected, DELIVERY_LIMIT_MS);
+    await sendPlans(plans, options.rate, started, sentAt);
+    await waitUntil(() => received() - warmReceived >= plans.length, DELIVERY_LIMIT_MS);
     const finished = Math.max(...[...pushAt.values()], started);
     await sleep(200); // let late duplicates show
     const usage = stop();
-    const acks: number[] = [];
-    let refused = 0;
-    for (const plan of plans) {
-      const ack = plan.from.acks.get(plan.cmid);
-      if (ack === undefined) continue;
-      if (!ack.queued) refused += 1;
-      else acks.push(ack.at - (sentAt.get(plan.cmid) ?? ack.at));
-    }
-    const pushes = plans.filter((plan) => pushAt.has(plan.cmid)).map((plan) => (pushAt.get(plan.cmid) ?? 0) - (sentAt.get(plan.cmid) ?? 0));
-    const delivered = pushes.length;
-    const totalMs = finished - started;
-    const result: BurstResult = {
-      point: options.point,
-      peers: options.peers,
-      perPeer: options.perPeer,
-      expected,
-      delivered,
-      deliveredPercent: (100 * delivered) / expected,
-      lost: expected - delivered,
-      duplicates: peers.reduce((sum, peer) => sum + peer.duplicates, 0),
-      decryptFailures: peers.reduce((sum, peer) => sum + peer.decryptFailures, 0),
-      refused,
-      sendToAckMs: distribution(acks),
-      sendToPushMs: distribution(pushes),
-      totalMs,
-      messagesPerSecond: delivered / (totalMs / 1000),
-      brokerPeakRssMb: usage.broker.peakRssBytes / MB,
-      brokerCpuSeconds: usage.broker.cpuSeconds,
-      postgresCpuSeconds: usage.postgres?.cpuSeconds ?? null,
-      eventLoopP99Ms: await world.eventLoopP99Ms(),
-    };
+    const result = burstResult({ options, peers, plans, sentAt, pushAt, totalMs: finished - started, usage, eventLoopP99Ms: await world.eventLoopP99Ms() });
     await Promise.all(peers.map((peer) => peer.close()));
     return result;
   } finally {
@@ -153,9 +183,7 @@ export interface HeldResult { point: string; held: number; pushedWhileWorking: n
 export async function heldPriority(postgres: Postgres, options: { peers: number; perPeer: number; holdMs: number }): Promise<HeldResult> {
   const world = await startRun(postgres);
   try {
-    const mesh = await seedMesh(world.brokerUrl, options.peers, 'held');
-    const peers = mesh.members.map((member) => new BenchPeer(mesh.meshId, member));
-    await connectAll(peers, world.wsUrl);
+    const peers = await connectedPeers(world, options.peers, 'held');
     const half = Math.floor(peers.length / 2);
     const senders = peers.slice(0, half);
     const receivers = peers.slice(half);

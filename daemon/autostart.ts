@@ -1,5 +1,5 @@
-// ensureDaemonReady: what a CLI verb that needs the daemon calls first (DESIGN §8,
-// original-client §1.2 and §8 lessons 17–19). In order:
+// ensureDaemonReady: what a CLI verb that needs the daemon calls first (docs/daemon.md,
+// *Auto-start*). In order:
 //   1. probe: GET /v1/version within 2.5 s → up (a socket file alone proves nothing);
 //   2. a systemd/launchd unit exists → the service manager owns the daemon: wait up to 8 s
 //      for it → up, or service-not-ready (never spawn a second one);
@@ -20,17 +20,17 @@ import { DAEMON_FILE_MODE, daemonPaths, ensureDaemonDir } from './paths.ts';
 import type { DaemonPaths } from './paths.ts';
 import { serviceUnitPath } from './service.ts';
 
-export const SERVICE_WAIT_MS = 8_000;
-export const SPAWN_WAIT_MS = 10_000;
-export const FAILURE_MARKER_MS = 30_000;
-export const POLL_MS = 50;
+const SERVICE_WAIT_MS = 8_000;
+const SPAWN_WAIT_MS = 10_000;
+const FAILURE_MARKER_MS = 30_000;
+const POLL_MS = 50;
 export const GUARD_ENV = 'CLAUDEMESH_INTERNAL_NO_AUTOSPAWN';
 export const OPT_OUT_ENV = 'CLAUDEMESH_NO_AUTOSTART';
 const CLI_PATH = new URL('../cli.ts', import.meta.url).pathname;
 
-export type ReadyOutcome = 'up' | 'started' | 'down' | 'spawn-failed' | 'spawn-suppressed' | 'service-not-ready';
+type ReadyOutcome = 'up' | 'started' | 'down' | 'spawn-failed' | 'spawn-suppressed' | 'service-not-ready';
 
-export interface EnsureOptions {
+interface EnsureOptions {
   home: string;
   env: Readonly<Record<string, string | undefined>>;
   probeTimeoutMs?: number;
@@ -41,7 +41,7 @@ export interface EnsureOptions {
   now?: () => number;
 }
 
-export interface ReadyResult {
+interface ReadyResult {
   outcome: ReadyOutcome;
   socket: string;
   /** why, when not up or started */

@@ -1,6 +1,6 @@
 // Following the config: `claudemesh join` and `leave` rewrite config.json (temporary file,
-// then rename), and the daemon takes the new mesh list without a restart (the original read
-// it once at boot, so a join needed a daemon restart nobody remembered). The directory is
+// then rename), and the daemon takes the new mesh list without a restart (read only at boot,
+// a join would need a daemon restart that nobody remembers to do). The directory is
 // watched, not the file, because a rename replaces the file; changes are debounced, and a
 // config that does not parse is reported and ignored (the daemon keeps the last good one).
 
@@ -9,9 +9,9 @@ import type { FSWatcher } from 'node:fs';
 import { CONFIG_FILE, readConfig } from '../lib/client-config.ts';
 import type { ClientConfig } from '../lib/client-config.ts';
 
-export const CONFIG_DEBOUNCE_MS = 200;
+const CONFIG_DEBOUNCE_MS = 200;
 
-export interface ConfigWatcher {
+interface ConfigWatcher {
   close(): void;
 }
 

@@ -1,33 +1,30 @@
 // The daemon's core, without transport: one member link per mesh of the config and one
-// session link per registered session, the outbox and its drain, the inbox (filled by
+// session link per registered session, the outbox and its sender, the inbox (filled by
 // receive.ts). ipc.ts exposes these methods over the socket; main.ts owns the process (lock,
 // signals, config watching). Keys stay in here: nothing returned carries a secret.
 
-import { randomUUID } from 'node:crypto';
 import { cmError } from '../lib/errors.ts';
-import { PRIORITIES } from '../lib/protocol.ts';
-import type { Priority } from '../lib/protocol.ts';
 import type { ClientConfig, MeshIdentity } from '../lib/client-config.ts';
-import { selectMesh } from '../lib/cli/select.ts';
+import { selectMesh } from '../lib/select.ts';
 import { BrokerLink } from './broker-link.ts';
 import type { Frame, LinkStatus, LinkTimings } from './broker-link.ts';
-import { Drain } from './drain.ts';
+import { OutboxSender } from './outbox-sender.ts';
 import { EventRing } from './events.ts';
 import { Inbox } from './inbox.ts';
 import type { InboxQuery, InboxRow } from './inbox.ts';
 import { Outbox } from './outbox.ts';
 import { receivePush } from './receive.ts';
+import { checkSendInput } from './send-input.ts';
+import type { SendInput } from './send-input.ts';
 import type { OutboxRow, OutboxStatus, SendRequest } from './outbox.ts';
 import type { DaemonPaths } from './paths.ts';
 import { encryptFor, resolveTarget } from './router.ts';
 import { publicSession, sessionAlive, SessionRegistry } from './sessions.ts';
 import type { SessionRecord } from './sessions.ts';
 
-export const PRUNE_INTERVAL_MS = 3600 * 1000;
-export const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
-export const MAX_TEXT_BYTES = 32 * 1024;
-export const REAP_INTERVAL_MS = 5_000;
-const CLIENT_MESSAGE_ID = /^[\x21-\x7e]{1,128}$/;
+const PRUNE_INTERVAL_MS = 3600 * 1000;
+const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
+const REAP_INTERVAL_MS = 5_000;
 
 export interface DaemonTimings {
   link?: Partial<LinkTimings>;
@@ -38,7 +35,7 @@ export interface DaemonTimings {
   backoffBaseMs?: number;
 }
 
-export interface SessionInput {
+interface SessionInput {
   sessionId: string;
   mesh?: string;
   name?: string;
@@ -47,22 +44,14 @@ export interface SessionInput {
   groups?: string[];
 }
 
-export interface DaemonOptions {
+interface DaemonOptions {
   paths: DaemonPaths;
   config: ClientConfig;
   timings?: DaemonTimings;
   now?: () => number;
 }
 
-export interface SendInput {
-  mesh?: string;
-  to: string;
-  text: string;
-  priority?: string;
-  clientMessageId?: string;
-}
-
-export interface SendOutcome {
+interface SendOutcome {
   /** 202 queued now, 200 the same request was already queued */
   status: 202 | 200;
   body: { clientMessageId: string; status: OutboxStatus; meshId: string; target: string; recipients: number; brokerMessageId: string | null; duplicate: boolean };
@@ -85,7 +74,7 @@ export class Daemon {
   /** session links by session token */
   readonly sessionLinks = new Map<string, BrokerLink>();
   readonly sessions: SessionRegistry;
-  readonly #drain: Drain;
+  readonly #sender: OutboxSender;
   readonly #now: () => number;
   readonly #timings: DaemonTimings;
   #pruneTimer: NodeJS.Timeout | undefined;
@@ -101,7 +90,7 @@ export class Daemon {
     this.outbox = new Outbox(this.paths.outbox, { now: this.#now, ...(this.#timings.backoffBaseMs === undefined ? {} : { backoffBaseMs: this.#timings.backoffBaseMs }) });
     this.inbox = new Inbox(this.paths.inbox, { now: this.#now });
     this.sessions = new SessionRegistry(this.paths.dir, { now: this.#now });
-    this.#drain = new Drain({
+    this.#sender = new OutboxSender({
       outbox: this.outbox,
       links: () => [...this.links.values(), ...this.sessionLinks.values()],
       ...(this.#timings.pollIntervalMs === undefined ? {} : { pollIntervalMs: this.#timings.pollIntervalMs }),
@@ -121,7 +110,7 @@ export class Daemon {
       ...(this.#timings.link === undefined ? {} : { timings: this.#timings.link }),
       now: this.#now,
       handlers: {
-        onOpen: () => this.#drain.wake(),
+        onOpen: () => this.#sender.wake(),
         onPush: (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now }),
         // System events are the mesh's, not a connection's: take them from the member link only.
         onSystem: (frame) => {
@@ -148,7 +137,7 @@ export class Daemon {
       this.sessions.unregister(record.token);
       this.outbox.abandon(record.sessionKey, `session ${record.name} ended before the message left`);
     }
-    this.#drain.start();
+    this.#sender.start();
     this.#prune();
     this.#pruneTimer = setInterval(() => this.#prune(), this.#timings.pruneIntervalMs ?? PRUNE_INTERVAL_MS);
     this.#pruneTimer.unref();
@@ -156,7 +145,7 @@ export class Daemon {
     this.#reapTimer.unref();
   }
 
-  /** Sessions whose registered process is gone are unregistered (no TTL: lesson 4). */
+  /** Sessions whose registered process is gone are unregistered (never by age: sessions.ts). */
   #reap(): void {
     for (const record of this.sessions.list()) {
       if (!sessionAlive(record)) {
@@ -167,7 +156,9 @@ export class Daemon {
 
   registerSession(input: SessionInput): { status: 201 | 200; body: Record<string, unknown> } {
     const mesh = this.mesh(input.mesh);
-    if (mesh.status !== 'active') throw cmError('CM_ERR_MESH_UNKNOWN', `mesh ${mesh.name} is not active yet`);
+    if (mesh.status !== 'active') {
+      throw cmError('CM_ERR_MESH_UNKNOWN', `mesh ${mesh.name} is ${mesh.status}, not active: its join has not completed`, { hint: 'run the same claudemesh join again, then register the session' });
+    }
     const previous = this.sessions.list().find((record) => record.meshId === mesh.meshId && record.sessionId === input.sessionId);
     const { record, created } = this.sessions.register({
       sessionId: input.sessionId, meshId: mesh.meshId, name: input.name ?? mesh.memberName,
@@ -273,14 +264,7 @@ export class Daemon {
     const mesh = this.mesh(input.mesh ?? session?.meshId);
     const sessionLink = session !== undefined && session.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined;
     const link = sessionLink ?? this.#link(mesh);
-    const priority = (input.priority ?? 'now') as Priority;
-    if (!(PRIORITIES as readonly string[]).includes(priority)) throw cmError('CM_ERR_BAD_REQUEST', `priority must be now, next or low, received ${JSON.stringify(input.priority)}`);
-    if (input.to === '') throw cmError('CM_ERR_BAD_REQUEST', 'say whom to send to ("to": a name, a key prefix, a key, * or @group)');
-    if (Buffer.byteLength(input.text, 'utf8') > MAX_TEXT_BYTES || input.text === '') {
-      throw cmError('CM_ERR_BAD_REQUEST', `text must be 1 to ${MAX_TEXT_BYTES} bytes, received ${Buffer.byteLength(input.text, 'utf8')}`);
-    }
-    const clientMessageId = input.clientMessageId ?? randomUUID();
-    if (!CLIENT_MESSAGE_ID.test(clientMessageId)) throw cmError('CM_ERR_BAD_REQUEST', `clientMessageId must be 1–128 printable characters without spaces, received ${JSON.stringify(clientMessageId)}`);
+    const { priority, clientMessageId } = checkSendInput(input);
     const request: SendRequest = { meshId: mesh.meshId, senderKey: link.key, to: input.to, priority, text: input.text };
     const existing = this.outbox.check(clientMessageId, request);
     if (existing !== undefined) return this.#outcome(existing.status, existing.row);
@@ -294,7 +278,7 @@ export class Daemon {
     const resolved = resolveTarget(input.to, roster, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
     const envelopes = encryptFor(input.text, resolved.recipients, link.secret);
     const result = this.outbox.enqueue(clientMessageId, request, { target: resolved.target, envelopes });
-    if (result.status === 202) this.#drain.wake();
+    if (result.status === 202) this.#sender.wake();
     return this.#outcome(result.status, result.row);
   }
 
@@ -348,12 +332,12 @@ export class Daemon {
   }
 
   /**
-   * Mark rows seen (surfaced: shown to the recipient) or read, and report it to the broker on
+   * Mark rows surfaced (shown to the recipient) or read, and report it to the broker on
    * the connection of the key each row was addressed to (the broker marks per recipient).
    */
   mark(ids: readonly number[], state: 'surfaced' | 'read', session?: SessionRecord): number {
     const scope = session === undefined ? undefined : this.scopeOf(session);
-    const changed = state === 'read' ? this.inbox.markRead(ids, scope) : this.inbox.markSeen(ids, scope);
+    const changed = state === 'read' ? this.inbox.markRead(ids, scope) : this.inbox.markSurfaced(ids, scope);
     for (const link of [...this.links.values(), ...this.sessionLinks.values()]) {
       const mine = changed.filter((row) => row.recipientKey === link.key).map((row) => row.brokerMessageId);
       // Best effort: a mark lost to a closed socket only leaves the sender's view one step behind.
@@ -379,7 +363,7 @@ export class Daemon {
 
   requeue(clientMessageId: string): Record<string, unknown> {
     const row = this.outbox.requeue(clientMessageId);
-    this.#drain.wake();
+    this.#sender.wake();
     return publicRow(row);
   }
 
@@ -389,9 +373,9 @@ export class Daemon {
     clearInterval(this.#reapTimer);
     // Stop claiming first; closing the links then fails whatever still waits for an ack
     // (those rows go back to pending and are resent, deduplicated, by the next start).
-    const drained = this.#drain.stop();
+    const stopped = this.#sender.stop();
     await Promise.all([...this.links.values(), ...this.sessionLinks.values()].map((link) => link.close()));
-    await drained;
+    await stopped;
     // Whatever still waited for an ack is pending again: the next start resends it.
     this.outbox.resetInflight();
     this.outbox.close();

@@ -4,7 +4,7 @@
 
 export const EVENT_RING_SIZE = 500;
 
-export interface DaemonEvent {
+interface DaemonEvent {
   seq: number;
   /** ISO time */
   at: string;

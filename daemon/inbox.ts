@@ -1,23 +1,32 @@
 // The daemon's inbox: every message pushed to one of this daemon's keys, decrypted, stored
-// once. The broker pushes at least once (leases, reconnect drains), so the row is unique per
-// (recipient key, broker message id): a second push of the same message to the same key is
-// a no-op, while a broadcast reaching two local keys (the member and a session) is two rows
-// — each key sees it (original-client §8 lesson 12). The caller sends `client_ack` only after
+// once. The broker pushes at least once (a push not acknowledged in time is sent again, and
+// again after a reconnect), so the row is unique per (recipient key, broker message id): a
+// second push of the same message to the same key is a no-op, while a broadcast reaching two
+// local keys (the member and a session) is two rows, one for each key. Unique on the message
+// id alone, the second key's copy would be dropped. The caller sends `client_ack` only after
 // `insert` returned, i.e. after the commit.
 //
 // A body that does not decrypt is kept with `undecryptable = 1` and no body, never as garbage.
 // `body_fts` indexes decrypted bodies (FTS5, external content). Rows older than the retention
 // (30 days) are pruned.
+//
+// "Surfaced" is the inbox's word for "shown to the recipient" (e.g. emitted into a Claude
+// session); "read" implies surfaced. The file carries its schema version in
+// `PRAGMA user_version`: 0 is a file made before versioning, whose column was `seen_at`;
+// opening it renames the column to `surfaced_at` in place, rows and marks kept. A file of a
+// newer version than this code knows is refused rather than guessed at.
 
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
+import { cmError } from '../lib/errors.ts';
 
 export const INBOX_RETENTION_MS = 30 * 24 * 3600 * 1000;
 const BUSY_TIMEOUT_MS = 5_000;
 const DEFAULT_LIST = 100;
 const MAX_LIST = 1_000;
+const SCHEMA_VERSION = 1;
 
-export type RecipientKind = 'member' | 'session';
+type RecipientKind = 'member' | 'session';
 
 export interface IncomingMessage {
   meshId: string;
@@ -40,9 +49,9 @@ export interface InboxRow extends IncomingMessage {
   id: number;
   undecryptable: boolean;
   receivedAt: number;
-  /** shown to the recipient (surfaced) */
-  seenAt: number | null;
-  /** read by the recipient; implies seen */
+  /** shown to the recipient (e.g. emitted into a Claude session) */
+  surfacedAt: number | null;
+  /** read by the recipient; implies surfaced */
   readAt: number | null;
 }
 
@@ -64,12 +73,12 @@ CREATE TABLE IF NOT EXISTS inbox (
   undecryptable INTEGER NOT NULL DEFAULT 0,
   created_at TEXT NOT NULL,
   received_at INTEGER NOT NULL,
-  seen_at INTEGER,
+  surfaced_at INTEGER,
   read_at INTEGER,
   UNIQUE (recipient_key, broker_message_id)
 );
 CREATE INDEX IF NOT EXISTS inbox_received ON inbox (received_at);
-CREATE INDEX IF NOT EXISTS inbox_recipient ON inbox (recipient_key, seen_at);
+CREATE INDEX IF NOT EXISTS inbox_recipient ON inbox (recipient_key, surfaced_at);
 CREATE VIRTUAL TABLE IF NOT EXISTS inbox_fts USING fts5 (body, content = 'inbox', content_rowid = 'id');
 CREATE TRIGGER IF NOT EXISTS inbox_fts_insert AFTER INSERT ON inbox WHEN new.body IS NOT NULL BEGIN
   INSERT INTO inbox_fts (rowid, body) VALUES (new.id, new.body);
@@ -78,6 +87,25 @@ CREATE TRIGGER IF NOT EXISTS inbox_fts_delete AFTER DELETE ON inbox WHEN old.bod
   INSERT INTO inbox_fts (inbox_fts, rowid, body) VALUES ('delete', old.id, old.body);
 END;
 `;
+
+/**
+ * Bring the file to SCHEMA_VERSION in one transaction: a file from before versioning gets
+ * its `seen_at` column renamed to `surfaced_at`; a new file gets the whole schema.
+ */
+function upgradeSchema(db: SqliteDatabase, path: string): void {
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw cmError('CM_ERR_DAEMON_DB_VERSION', `${path} has schema version ${version}; this claudemesh knows versions up to ${SCHEMA_VERSION}`, {
+        details: { path, version, known: SCHEMA_VERSION },
+      });
+    }
+    const columns = db.prepare("SELECT name FROM pragma_table_info('inbox')").all() as Array<{ name: string }>;
+    if (columns.some((column) => column.name === 'seen_at')) db.exec('ALTER TABLE inbox RENAME COLUMN seen_at TO surfaced_at');
+    db.exec(SCHEMA);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
 
 interface RawRow {
   id: number;
@@ -95,7 +123,7 @@ interface RawRow {
   undecryptable: number;
   created_at: string;
   received_at: number;
-  seen_at: number | null;
+  surfaced_at: number | null;
   read_at: number | null;
 }
 
@@ -116,7 +144,7 @@ function toRow(raw: RawRow): InboxRow {
     undecryptable: raw.undecryptable === 1,
     createdAt: raw.created_at,
     receivedAt: raw.received_at,
-    seenAt: raw.seen_at,
+    surfacedAt: raw.surfaced_at,
     readAt: raw.read_at,
   };
 }
@@ -125,7 +153,8 @@ export interface InboxQuery {
   /** only rows addressed to these keys (a session sees its own key and its member's) */
   recipientKeys?: readonly string[];
   meshId?: string;
-  unseenOnly?: boolean;
+  /** only rows not surfaced yet */
+  unsurfacedOnly?: boolean;
   /** FTS5 query over decrypted bodies; words are quoted, so punctuation is never syntax */
   search?: string;
   /** only rows with id greater than this (replay after a reconnect) */
@@ -145,7 +174,7 @@ export class Inbox {
   readonly #insert: Statement;
   readonly #byKey: Statement;
   readonly #byId: Statement;
-  readonly #markSeen: Statement;
+  readonly #markSurfaced: Statement;
   readonly #markRead: Statement;
 
   constructor(path: string, options: { now?: () => number } = {}) {
@@ -154,14 +183,14 @@ export class Inbox {
     this.#db.pragma('journal_mode = WAL');
     // FULL as well: the client_ack that follows an insert tells the broker to stop keeping it.
     this.#db.pragma('synchronous = FULL');
-    this.#db.exec(SCHEMA);
+    upgradeSchema(this.#db, path);
     this.#insert = this.#db.prepare(`INSERT INTO inbox (mesh_id, recipient_key, recipient_kind, broker_message_id, client_message_id,
       sender_key, sender_member_key, sender_name, target, priority, body, undecryptable, created_at, received_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recipient_key, broker_message_id) DO NOTHING`);
     this.#byKey = this.#db.prepare('SELECT * FROM inbox WHERE recipient_key = ? AND broker_message_id = ?');
     this.#byId = this.#db.prepare('SELECT * FROM inbox WHERE id = ?');
-    this.#markSeen = this.#db.prepare('UPDATE inbox SET seen_at = ? WHERE id = ? AND seen_at IS NULL');
-    this.#markRead = this.#db.prepare('UPDATE inbox SET read_at = ?, seen_at = coalesce(seen_at, ?) WHERE id = ? AND read_at IS NULL');
+    this.#markSurfaced = this.#db.prepare('UPDATE inbox SET surfaced_at = ? WHERE id = ? AND surfaced_at IS NULL');
+    this.#markRead = this.#db.prepare('UPDATE inbox SET read_at = ?, surfaced_at = coalesce(surfaced_at, ?) WHERE id = ? AND read_at IS NULL');
   }
 
   /** Store a pushed message; returns the new row, or undefined when it was already here. */
@@ -185,7 +214,7 @@ export class Inbox {
       where.push('inbox.mesh_id = ?');
       params.push(query.meshId);
     }
-    if (query.unseenOnly === true) where.push('inbox.seen_at IS NULL');
+    if (query.unsurfacedOnly === true) where.push('inbox.surfaced_at IS NULL');
     if (query.afterId !== undefined) {
       where.push('inbox.id > ?');
       params.push(query.afterId);
@@ -209,16 +238,16 @@ export class Inbox {
     return raw === undefined ? undefined : toRow(raw);
   }
 
-  /** Stamp rows as seen (only those not seen yet); returns the rows that changed. */
-  markSeen(ids: readonly number[], recipientKeys?: readonly string[]): InboxRow[] {
+  /** Stamp rows as surfaced (only those not surfaced yet); returns the rows that changed. */
+  markSurfaced(ids: readonly number[], recipientKeys?: readonly string[]): InboxRow[] {
     return this.#stamp(ids, recipientKeys, (row, now) =>
-      this.#markSeen.run(now, row.id).changes === 1 ? { ...row, seenAt: now } : undefined);
+      this.#markSurfaced.run(now, row.id).changes === 1 ? { ...row, surfacedAt: now } : undefined);
   }
 
-  /** Stamp rows as read (and seen, if not yet); returns the rows that changed. */
+  /** Stamp rows as read (and surfaced, if not yet); returns the rows that changed. */
   markRead(ids: readonly number[], recipientKeys?: readonly string[]): InboxRow[] {
     return this.#stamp(ids, recipientKeys, (row, now) =>
-      this.#markRead.run(now, now, row.id).changes === 1 ? { ...row, seenAt: row.seenAt ?? now, readAt: now } : undefined);
+      this.#markRead.run(now, now, row.id).changes === 1 ? { ...row, surfacedAt: row.surfacedAt ?? now, readAt: now } : undefined);
   }
 
   /** One transaction over the rows the caller may touch (its recipient keys, if scoped). */

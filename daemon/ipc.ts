@@ -5,9 +5,10 @@
 // with the code's HTTP status, the same shape the CLI prints.
 //
 // Routes (v1, listed in docs/daemon.md): GET version, health, peers, inbox, outbox, events,
-// message-status, sessions, sessions/me, stream (SSE); POST send, inbox/seen, inbox/read,
-// inbox/delete, outbox/requeue, status, summary, reload, sessions/register,
-// sessions/unregister. Nothing returns a secret key.
+// message-status, sessions, sessions/me, stream (SSE); POST send, inbox/surfaced,
+// inbox/read, inbox/delete, outbox/requeue, status, summary, reload, sessions/register,
+// sessions/unregister. Nothing returns a secret key. `surfaced` was once called `seen`: the
+// old route (POST inbox/seen) and query (unseen=1) still answer as before.
 //
 // Sessions: `Authorization: ClaudeMesh-Session <token>` makes a request the session's — it
 // sends as the session, and reads only the session's messages. A header with an unknown
@@ -29,8 +30,8 @@ import { OUTBOX_STATUSES } from './outbox.ts';
 import type { OutboxStatus } from './outbox.ts';
 import { DAEMON_FILE_MODE } from './paths.ts';
 
-export const MAX_IPC_BODY_BYTES = 256 * 1024;
-export const IPC_API = 'v1';
+const MAX_IPC_BODY_BYTES = 256 * 1024;
+const IPC_API = 'v1';
 const MAX_IDS = 1_000;
 const SESSION_SCHEME = /^ClaudeMesh-Session ([0-9a-f]{64})$/;
 const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -40,10 +41,17 @@ type Query = URLSearchParams;
 type Body = Record<string, unknown>;
 type Handler = (daemon: Daemon, query: Query, body: Body, session: SessionRecord | undefined) => Promise<{ status?: number; body: unknown }> | { status?: number; body: unknown };
 
+/** A value received, as a message quotes it: JSON, cut short. */
+function shown(value: unknown): string {
+  if (Array.isArray(value) && value.length > 10) return `a list of ${value.length}`;
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
 function idList(body: Body): number[] {
   const ids = body.ids;
   if (!Array.isArray(ids) || ids.length > MAX_IDS || !ids.every((id) => Number.isInteger(id))) {
-    throw cmError('CM_ERR_BAD_REQUEST', `"ids" must be a list of at most ${MAX_IDS} inbox ids (integers)`);
+    throw cmError('CM_ERR_BAD_REQUEST', `"ids" must be a list of at most ${MAX_IDS} inbox ids (integers), received ${shown(ids)}`);
   }
   return ids as number[];
 }
@@ -57,7 +65,7 @@ function optionalGroups(body: Body): string[] | undefined {
   const groups = body.groups;
   if (groups === undefined) return undefined;
   if (!Array.isArray(groups) || groups.length > MAX_GROUPS || !groups.every((group) => typeof group === 'string' && GROUP_NAME.test(group) && group.length <= MAX_GROUP)) {
-    throw cmError('CM_ERR_BAD_REQUEST', `"groups" must be a list of at most ${MAX_GROUPS} group names (letters, digits, _ . -, nested with /; at most ${MAX_GROUP} characters)`);
+    throw cmError('CM_ERR_BAD_REQUEST', `"groups" must be a list of at most ${MAX_GROUPS} group names (letters, digits, _ . -, nested with /; at most ${MAX_GROUP} characters), received ${shown(groups)}`);
   }
   return groups as string[];
 }
@@ -109,10 +117,11 @@ const ROUTES = new Map<string, Handler>([
     const items = daemon.listInbox({
       ...(wanted === undefined ? {} : { meshId: daemon.mesh(wanted).meshId }),
       ...(search === undefined ? {} : { search }), ...(limit === undefined ? {} : { limit }), ...(afterId === undefined ? {} : { afterId }),
-      unseenOnly: query.get('unseen') === '1',
+      unsurfacedOnly: query.get('unsurfaced') === '1' || query.get('unseen') === '1',
     }, session);
     return { body: { items } };
   }],
+  ['POST /v1/inbox/surfaced', (daemon, _query, body, session) => ({ body: { markedSurfaced: daemon.mark(idList(body), 'surfaced', session) } })],
   ['POST /v1/inbox/seen', (daemon, _query, body, session) => ({ body: { markedSeen: daemon.mark(idList(body), 'surfaced', session) } })],
   ['POST /v1/inbox/read', (daemon, _query, body, session) => ({ body: { markedRead: daemon.mark(idList(body), 'read', session) } })],
   ['POST /v1/inbox/delete', (daemon, _query, body, session) => ({ body: { removed: daemon.deleteInbox(idList(body), session) } })],
@@ -134,7 +143,7 @@ const ROUTES = new Map<string, Handler>([
     const cwd = optionalString(body, 'cwd');
     const groups = optionalGroups(body);
     const pid = body.pid;
-    if (pid !== undefined && (!Number.isInteger(pid) || (pid as number) <= 0)) throw cmError('CM_ERR_BAD_REQUEST', '"pid" must be a positive integer');
+    if (pid !== undefined && (!Number.isInteger(pid) || (pid as number) <= 0)) throw cmError('CM_ERR_BAD_REQUEST', `"pid" must be a positive integer, received ${shown(pid)}`);
     return daemon.registerSession({
       sessionId, ...(mesh === undefined ? {} : { mesh }), ...(name === undefined ? {} : { name }), ...(cwd === undefined ? {} : { cwd }),
       ...(groups === undefined ? {} : { groups }), ...(pid === undefined ? {} : { pid: pid as number }),
@@ -170,7 +179,7 @@ function readBody(req: IncomingMessage): Promise<Body> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > MAX_IPC_BODY_BYTES) {
-        reject(cmError('CM_ERR_PAYLOAD_TOO_LARGE', `request body over ${MAX_IPC_BODY_BYTES} bytes`));
+        reject(cmError('CM_ERR_PAYLOAD_TOO_LARGE', `the request body is over ${MAX_IPC_BODY_BYTES} bytes (${size} received so far)`, { hint: 'send fewer ids or a shorter text per request' }));
         req.destroy();
         return;
       }

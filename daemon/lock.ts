@@ -1,5 +1,6 @@
 // One daemon per user: the pid file is the lock, created with O_EXCL. When it exists, a real
-// request decides (original-client §8 lesson 17): a daemon that answers GET /v1/version is
+// request decides (a socket file alone proves nothing: a killed daemon leaves it behind): a
+// daemon that answers GET /v1/version is
 // running → refuse and say which; a pid file whose process is gone is stale → remove it and
 // the socket, then take the lock. A live process that does not answer (starting, or hung)
 // is refused too (two daemons would fight over the member connections) — unless the process

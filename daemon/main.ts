@@ -22,10 +22,10 @@ import { acquireDaemonLock } from './lock.ts';
 import type { DaemonLock } from './lock.ts';
 import { daemonPaths } from './paths.ts';
 
-export const SHUTDOWN_TIMEOUT_MS = 5_000;
+const SHUTDOWN_TIMEOUT_MS = 5_000;
 const TIMINGS_ENV = 'CLAUDEMESH_DAEMON_TIMINGS';
 
-export interface RunningDaemon {
+interface RunningDaemon {
   daemon: Daemon;
   /** resolves when the daemon has stopped (after a signal or `stop()`) */
   stopped: Promise<void>;

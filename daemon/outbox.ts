@@ -2,8 +2,8 @@
 // broker acknowledged it (the broker's ack comes after its own commit, so "done" means the
 // message is durable on both sides).
 //
-// State machine (DESIGN §8):
-//   pending → inflight (claimed by the drain, attempts + 1)
+// State machine (also in docs/daemon.md, *The outbox*):
+//   pending → inflight (claimed by the outbox sender, attempts + 1)
 //   inflight → done      (ack queued:true; broker message id kept)
 //   inflight → pending   (transient failure; next attempt after 500 ms·2ⁿ, capped at 30 s)
 //   inflight → dead      (permanent refusal, or the 25th attempt failed)
@@ -27,10 +27,10 @@ import { cmError } from '../lib/errors.ts';
 import type { EnvelopeFrame, Priority } from '../lib/protocol.ts';
 
 export const MAX_ATTEMPTS = 25;
-export const BACKOFF_BASE_MS = 500;
+const BACKOFF_BASE_MS = 500;
 export const BACKOFF_CAP_MS = 30_000;
 export const CLAIM_BATCH = 32;
-export const DONE_RETENTION_MS = 7 * 24 * 3600 * 1000;
+const DONE_RETENTION_MS = 7 * 24 * 3600 * 1000;
 const BUSY_TIMEOUT_MS = 5_000;
 const MAX_LIST = 500;
 
@@ -74,7 +74,7 @@ export interface OutboxRow {
   lastError: string | null;
 }
 
-export interface EnqueueResult {
+interface EnqueueResult {
   /** 202: a new row; 200: the same request was already here (nothing added) */
   status: 202 | 200;
   row: OutboxRow;
@@ -148,7 +148,7 @@ function toRow(raw: RawRow): OutboxRow {
 }
 
 /** sha256 over the request's fields, NUL-separated; the text enters as its own hash. */
-export function requestFingerprint(request: SendRequest): string {
+function requestFingerprint(request: SendRequest): string {
   const textHash = createHash('sha256').update(request.text, 'utf8').digest('hex');
   return createHash('sha256').update(['v1', request.meshId, request.senderKey, request.to, request.priority, textHash].join('\0')).digest('hex');
 }
@@ -319,7 +319,7 @@ export class Outbox {
     return counts;
   }
 
-  /** The earliest time a pending row of any sender falls due (for the drain's sleep). */
+  /** The earliest time a pending row of any sender falls due (for the outbox sender's sleep). */
   nextDueAt(): number | undefined {
     const row = this.#db.prepare(`SELECT min(next_attempt_at) AS at FROM outbox WHERE status = 'pending'`).get() as { at: number | null };
     return row.at ?? undefined;

@@ -1,6 +1,6 @@
 // Where the daemon keeps its files: $CLAUDEMESH_HOME/daemon/ (default ~/.claudemesh/daemon),
 // a 0700 directory. The daemon follows CLAUDEMESH_HOME only — never a per-session override —
-// so every CLI call of a user finds the same socket (original-client §8 lesson 21).
+// so every CLI call of a user finds the same socket, whatever session it runs in.
 
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';

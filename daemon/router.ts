@@ -2,7 +2,8 @@
 // machine, from the broker's roster, to full keys (a name, a key prefix, a full key, `*` or
 // `@group`), then the text is sealed once per recipient key (crypto_box, fresh nonce each).
 // Resolution happens once, at enqueue time; the outbox keeps the result, so a retry never
-// resolves again and never changes whom a message goes to (original-client §8 lesson 10).
+// resolves again and never changes whom a message goes to; the broker only ever receives
+// full keys.
 //
 // Names resolve among the mesh's members first (a member is always addressable, online or
 // not: the broker stores the message), then among session presences.
@@ -11,18 +12,18 @@ import { PUBLIC_KEY_HEX, seal } from '../lib/crypto.ts';
 import { cmError, isCmError } from '../lib/errors.ts';
 import { groupMatches } from '../lib/protocol.ts';
 import type { EnvelopeFrame } from '../lib/protocol.ts';
-import { resolvePeer } from '../lib/cli/select.ts';
-import type { Peer } from '../lib/cli/select.ts';
+import { resolvePeer } from '../lib/select.ts';
+import type { Peer } from '../lib/select.ts';
 import type { Frame, Roster } from './broker-link.ts';
 
-export interface Sender {
+interface Sender {
   /** the key the message leaves as */
   key: string;
   memberKey: string;
   secret: Buffer;
 }
 
-export interface Resolved {
+interface Resolved {
   /** what the broker gets as `target`: a full key, `*` or `@group` */
   target: string;
   recipients: string[];
@@ -49,8 +50,8 @@ export function resolveTarget(to: string, roster: Roster, sender: Sender): Resol
     if (recipients.length === 0) throw cmError('CM_ERR_PEER_UNKNOWN', `nobody is in group ${to}`, { hint: 'claudemesh peer list shows the groups of each peer' });
     return { target: to, recipients: [...new Set(recipients)] };
   }
-  const members: Peer[] = roster.members.map((member) => ({ name: text(member.name), pubkey: text(member.key) }));
-  const sessions: Peer[] = roster.peers.filter((peer) => peer.kind === 'session').map((peer) => ({ name: text(peer.name), pubkey: text(peer.key) }));
+  const members: Peer[] = roster.members.map((member) => ({ name: text(member.name), key: text(member.key) }));
+  const sessions: Peer[] = roster.peers.filter((peer) => peer.kind === 'session').map((peer) => ({ name: text(peer.name), key: text(peer.key) }));
   let peer: Peer;
   try {
     peer = resolvePeer(to, members, 'peer');
@@ -58,8 +59,8 @@ export function resolveTarget(to: string, roster: Roster, sender: Sender): Resol
     if (!isCmError(error) || error.code !== 'CM_ERR_PEER_UNKNOWN' || PUBLIC_KEY_HEX.test(to)) throw error;
     peer = resolvePeer(to, sessions, 'peer');
   }
-  if (own.has(peer.pubkey)) throw cmError('CM_ERR_PEER_UNKNOWN', `${JSON.stringify(to)} is you`, { hint: 'name another peer (claudemesh peer list)' });
-  return { target: peer.pubkey, recipients: [peer.pubkey] };
+  if (own.has(peer.key)) throw cmError('CM_ERR_PEER_UNKNOWN', `${JSON.stringify(to)} is you`, { hint: 'name another peer (claudemesh peer list)' });
+  return { target: peer.key, recipients: [peer.key] };
 }
 
 /** One crypto_box envelope per recipient, base64 as the protocol carries them. */

@@ -1,17 +1,18 @@
 // Service-manager units that keep the daemon running across logins and reboots: a systemd
 // user unit on Linux, a launchd agent on macOS. Both run `daemon up --foreground`: the
-// service manager owns the process, so the daemon must not detach again (original-client
-// §8 lesson 18). The auto-start helper checks for these files and then waits for the
-// service instead of spawning a second daemon (lesson 19).
+// service manager owns the process, so the daemon must not detach again (exactly one
+// component detaches; a daemon that forked away from its unit would look dead to it and be
+// restarted in a loop). The auto-start helper checks for these files and then waits for
+// the service instead of spawning a second daemon.
 
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-export const SYSTEMD_UNIT_NAME = 'claudemesh-daemon.service';
-export const LAUNCHD_LABEL = 'com.claudemesh.daemon';
+const SYSTEMD_UNIT_NAME = 'claudemesh-daemon.service';
+const LAUNCHD_LABEL = 'com.claudemesh.daemon';
 const RESTART_SECONDS = 3;
 
-export interface ServiceSpec {
+interface ServiceSpec {
   /** absolute path of the Node binary */
   node: string;
   /** absolute path of cli.ts */

@@ -2,32 +2,36 @@
 //
 // - A session's key pair is stable per (mesh, Claude session id): relaunching or resuming the
 //   same session gets the same key, so messages queued for it stay readable and no ghost
-//   presence appears (original-client §8 lesson 1). Keys live in daemon/sessions/<mesh>/
-//   <sha256 of the session id>.json (0600); hashing the id means no path ever comes from
-//   caller input.
+//   presence appears. (A fresh key per launch would leave messages sealed to a key nobody
+//   holds any more, and an old presence of the same name lingering beside the new one.)
+//   Keys live in daemon/sessions/<mesh>/<sha256 of the session id>.json (0600); hashing the
+//   id means no path ever comes from caller input.
 // - A session token (32 random bytes, hex) scopes every session call; registering the same
 //   session again returns the same token.
 // - The registry is persisted to daemon/sessions.json (0600, atomic rename) so a restarted
-//   daemon reattaches its sessions without a leave/join (lesson 3). It holds tokens and
-//   public keys, never secret keys.
+//   daemon reattaches its sessions without a leave/join: peers see nothing, because the
+//   broker holds a presence for 90 s after its connection closes (the lease). It holds tokens
+//   and keys, never secrets.
 // - Liveness is the registered pid (and its start time where the OS tells it, so a reused
-//   pid does not keep a session alive) — no TTL evicts a live session (lesson 4).
+//   pid does not keep a session alive). There is deliberately no time-to-live: a session
+//   that runs for days is still alive, and evicting it would silently cut it off.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPair, keyPairFromSecret } from '../lib/crypto.ts';
 import type { SigningKeyPair } from '../lib/crypto.ts';
+import { cmError } from '../lib/errors.ts';
 import { MAX_GROUPS } from '../lib/protocol.ts';
 import { processAlive, processStartTime } from './lock.ts';
 import { DAEMON_DIR_MODE, DAEMON_FILE_MODE } from './paths.ts';
 
-export const TOKEN_BYTES = 32;
+const TOKEN_BYTES = 32;
 export const MAX_SESSIONS = 256;
 const REGISTRY_VERSION = 1;
 const TOKEN_HEX = /^[0-9a-f]{64}$/;
 
-export interface RegisterInput {
+interface RegisterInput {
   sessionId: string;
   meshId: string;
   name: string;
@@ -103,7 +107,9 @@ export class SessionRegistry {
   register(input: RegisterInput): { record: SessionRecord; created: boolean } {
     const existing = [...this.#byToken.values()].find((record) => record.meshId === input.meshId && record.sessionId === input.sessionId);
     if (existing === undefined && this.#byToken.size >= MAX_SESSIONS) {
-      throw new RangeError(`at most ${MAX_SESSIONS} sessions per daemon`);
+      throw cmError('CM_ERR_SESSION_LIMIT', `this daemon already holds ${this.#byToken.size} sessions, the most it keeps; session ${JSON.stringify(input.sessionId)} was not registered`, {
+        details: { sessions: this.#byToken.size, max: MAX_SESSIONS, sessionId: input.sessionId },
+      });
     }
     const record: SessionRecord = {
       token: existing?.token ?? randomBytes(TOKEN_BYTES).toString('hex'),

@@ -1,9 +1,10 @@
 // A session's event stream (Server-Sent Events on GET /v1/stream): the messages addressed to
-// that session's key or its member's key — never another session's (original-client §8
-// lesson 13) — and the mesh's peer_joined / peer_left. On (re)connect it first replays every
-// unseen message after `Last-Event-ID` (the inbox id), oldest first, so nothing that arrived
-// while the reader was away is lost; a message counts as seen only when the reader says so
-// (POST /v1/inbox/seen). Subscribing and replaying happen in one synchronous step, so no
+// that session's key or its member's key — never another session's, so two Claude sessions
+// on one machine never see (or echo) each other's messages — and the mesh's peer_joined /
+// peer_left. On (re)connect it first replays every message not surfaced yet after
+// `Last-Event-ID` (the inbox id), oldest first, so nothing that arrived while the reader was
+// away is lost; a message counts as surfaced only when the reader says so
+// (POST /v1/inbox/surfaced). Subscribing and replaying happen in one synchronous step, so no
 // message can fall between the two.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -11,8 +12,8 @@ import type { Daemon } from './daemon.ts';
 import type { InboxRow } from './inbox.ts';
 import type { SessionRecord } from './sessions.ts';
 
-export const KEEPALIVE_MS = 15_000;
-export const MAX_REPLAY = 1_000;
+const KEEPALIVE_MS = 15_000;
+const MAX_REPLAY = 1_000;
 
 export function openStream(daemon: Daemon, session: SessionRecord, req: IncomingMessage, res: ServerResponse, keepaliveMs = KEEPALIVE_MS): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
@@ -34,7 +35,7 @@ export function openStream(daemon: Daemon, session: SessionRecord, req: Incoming
       res.write(`event: ${event.kind}\ndata: ${JSON.stringify({ peer: event.peer, reason: event.reason ?? null })}\n\n`);
     }
   });
-  for (const row of daemon.listInbox({ unseenOnly: true, afterId: lastId, limit: MAX_REPLAY }, session)) writeMessage(row);
+  for (const row of daemon.listInbox({ unsurfacedOnly: true, afterId: lastId, limit: MAX_REPLAY }, session)) writeMessage(row);
   const keepalive = setInterval(() => res.write(': keepalive\n\n'), keepaliveMs);
   res.on('close', () => {
     unsubscribe();

@@ -17,9 +17,9 @@ import { normaliseBrokerUrl } from './invite.ts';
 import { isMemberName, isMeshId, isMeshName } from './names.ts';
 
 export const CONFIG_FILE = 'config.json';
-export const CONFIG_VERSION = 1;
-export const DIR_MODE = 0o700;
-export const FILE_MODE = 0o600;
+const CONFIG_VERSION = 1;
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
 const LOOSER_THAN_OWNER = 0o077;
 const LOCK_FILE = 'config.lock';
 const LOCK_RETRY_MS = 20;
@@ -30,7 +30,7 @@ const ROLES = ['owner', 'admin', 'member'] as const;
 const STATUSES = ['active', 'pending'] as const;
 const SECRET_KEY_HEX = /^[0-9a-f]{128}$/;
 
-export type MemberRole = (typeof ROLES)[number];
+type MemberRole = (typeof ROLES)[number];
 
 export interface MeshIdentity {
   meshId: string;
@@ -67,12 +67,8 @@ export function configPath(home: string): string {
   return join(home, CONFIG_FILE);
 }
 
-export function emptyConfig(): ClientConfig {
+function emptyConfig(): ClientConfig {
   return { version: CONFIG_VERSION, meshes: [] };
-}
-
-export function secretKeyOf(identity: MeshIdentity): Buffer {
-  return Buffer.from(identity.secretKey, 'hex');
 }
 
 function invalid(path: string, why: string): Error {
@@ -108,7 +104,7 @@ function parseIdentity(value: unknown, path: string, index: number): MeshIdentit
   };
 }
 
-export function parseConfig(text: string, path: string): ClientConfig {
+function parseConfig(text: string, path: string): ClientConfig {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

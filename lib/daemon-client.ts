@@ -4,12 +4,12 @@
 // the daemon raised (same code, message and hint), so the CLI reports it like its own.
 
 import { request } from 'node:http';
-import { BrokerRefusal } from './cli/output.ts';
+import { BrokerRefusal } from './broker-client.ts';
 import { cmError, ERROR_CODES } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
 
 export const PROBE_TIMEOUT_MS = 2_500;
-export const IPC_TIMEOUT_MS = 20_000;
+const IPC_TIMEOUT_MS = 20_000;
 
 export interface IpcAnswer {
   status: number;

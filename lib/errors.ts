@@ -55,7 +55,9 @@ export const ERROR_CODES = {
   // the daemon (IPC answers and the CLI verbs that use it)
   CM_ERR_DAEMON_NOT_RUNNING: { status: 503, hint: 'start it with claudemesh daemon up (verbs that need it try to start it for you)' },
   CM_ERR_DAEMON_RUNNING: { status: 409, hint: 'a daemon already runs for this user: claudemesh daemon status shows it, claudemesh daemon down stops it' },
+  CM_ERR_SESSION_LIMIT: { status: 503, hint: 'unregister sessions that have ended (GET /v1/sessions lists them, POST /v1/sessions/unregister ends one); a session registered with its pid goes by itself once that process exits' },
   CM_ERR_OUTBOX_CONFLICT: { status: 409, hint: 'a client message id names one message: use a new id (or none) for a different message' },
+  CM_ERR_DAEMON_DB_VERSION: { status: 500, hint: 'a newer claudemesh wrote this daemon database: run that version, or move the file away to start an empty one' },
   CM_ERR_MESH_OFFLINE: { status: 503, hint: 'the daemon has no roster for this mesh yet (broker never reached since start): check claudemesh daemon status, then retry' },
   CM_ERR_INTERNAL: { status: 500, hint: 'this is a bug: report it with the broker log line of the same time' },
 } as const satisfies Record<string, { status: number; hint: string }>;

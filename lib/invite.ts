@@ -16,11 +16,11 @@ import { isPublicKey, keyPairFromSecret, randomId, SIGNATURE_HEX, sign, signingS
 import { isMeshId, isMeshName } from './names.ts';
 
 export const INVITE_PREFIX = 'cm1.';
-export const INVITE_VERSION = 1;
+const INVITE_VERSION = 1;
 export const MAX_TOKEN_LENGTH = 4_096;
 export const MAX_INVITE_USES = 10_000;
 export const MAX_INVITE_LIFETIME_SECONDS = 365 * 24 * 3600;
-export const INVITE_ROLES = ['member', 'admin'] as const;
+const INVITE_ROLES = ['member', 'admin'] as const;
 /** Mirrors the CHECK on invites.id (the nonce is the invite's id at the broker). */
 export const NONCE_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 const NONCE_BYTES = 16;
@@ -28,7 +28,7 @@ const SIGNING_PURPOSE = 'invite';
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const TOKEN_KEYS = ['v', 'mesh', 'name', 'broker', 'role', 'exp', 'uses', 'nonce', 'by', 'sig'] as const;
 
-export type InviteRole = (typeof INVITE_ROLES)[number];
+type InviteRole = (typeof INVITE_ROLES)[number];
 
 export interface InviteFields {
   meshId: string;

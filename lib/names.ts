@@ -2,11 +2,11 @@
 // the broker (before anything reaches Postgres) and by the CLI (before anything is signed).
 
 /** Mirrors the CHECK on meshes.id in sql/001_initial.sql. */
-export const MESH_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
-export const MAX_NAME_LENGTH = 64;
+const MESH_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
+const MAX_NAME_LENGTH = 64;
 // Member names are what people type after `kick` or (later) `send`: no spaces, no leading
 // `@` or `*` (those are group and broadcast targets), so a name never reads as a target.
-export const MEMBER_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+const MEMBER_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 // Control characters (newlines included) could forge a line in a signed string or a log.
 const CONTROL_CHARACTER = /\p{Cc}/u;
 

@@ -6,7 +6,7 @@ import type { ParseArgsOptionsConfig } from 'node:util';
 import { cmError } from '../errors.ts';
 
 /** Options every verb accepts. */
-export const COMMON_OPTIONS = {
+const COMMON_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   json: { type: 'boolean' },
 } as const satisfies ParseArgsOptionsConfig;

@@ -19,8 +19,8 @@ const MESH_VERBS: readonly Verb[] = [newVerb, inviteVerb, joinVerb, listVerb, le
 const MODERATION_VERBS: readonly Verb[] = [kickVerb, banVerb, unbanVerb, bansVerb];
 const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, daemonVerb, eventsVerb];
 const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS].map((verb) => [verb.name, verb]));
-// Verbs of DESIGN §9 that later versions bring. They are not in --help, and they say so
-// plainly instead of pretending.
+// Verbs planned for later versions (the Claude Code integration: hooks, install, launch, the
+// MCP server, status). They are not in --help, and they say so plainly instead of pretending.
 const LATER_VERBS: ReadonlySet<string> = new Set([
   'status', 'whoami', 'doctor', 'hook', 'install', 'uninstall', 'launch', 'mcp',
 ]);

@@ -5,13 +5,14 @@
 // trace (CLAUDEMESH_DEBUG=1 adds it for unexpected errors). The exit code says who failed:
 // 2 the command line, 1 a local check, 4 the broker (unreachable or refused).
 
+import { BrokerRefusal } from '../broker-client.ts';
 import { isCmError } from '../errors.ts';
 
 export const EXIT_OK = 0;
-export const EXIT_CHECK_FAILED = 1;
+const EXIT_CHECK_FAILED = 1;
 export const EXIT_USAGE = 2;
-export const EXIT_DAEMON_DOWN = 3;
-export const EXIT_BROKER = 4;
+const EXIT_DAEMON_DOWN = 3;
+const EXIT_BROKER = 4;
 
 // Local errors that mean "the command line asked for something that does not exist or
 // cannot be": fix the command, exit 2. Every other local error is a failed check, exit 1.
@@ -31,23 +32,6 @@ const DAEMON_CODES: ReadonlySet<string> = new Set(['CM_ERR_DAEMON_NOT_RUNNING'])
 export interface Io {
   stdout(text: string): void;
   stderr(text: string): void;
-}
-
-/** An error answered by the broker: its code may be one this client version does not know. */
-export class BrokerRefusal extends Error {
-  readonly code: string;
-  readonly hint: string;
-  readonly status: number;
-  readonly details: Record<string, unknown> | undefined;
-
-  constructor(body: { code: string; message: string; hint: string; details?: Record<string, unknown> }, status: number) {
-    super(body.message);
-    this.name = 'BrokerRefusal';
-    this.code = body.code;
-    this.hint = body.hint;
-    this.status = status;
-    this.details = body.details;
-  }
 }
 
 interface ErrorReport {
@@ -103,6 +87,6 @@ export function formatTable(header: readonly string[], rows: ReadonlyArray<reado
 }
 
 /** A key as people read it: the first 12 hex characters. */
-export function shortKey(pubkey: string): string {
-  return pubkey.slice(0, 12);
+export function shortKey(key: string): string {
+  return key.slice(0, 12);
 }

@@ -9,7 +9,7 @@ import { normaliseBrokerUrl } from '../invite.ts';
 import { toMemberName } from '../names.ts';
 import type { ParsedArgs } from './args.ts';
 import { usageError } from './args.ts';
-import type { SigningIdentity } from './broker-client.ts';
+import type { SigningIdentity } from '../broker-client.ts';
 import type { Io } from './output.ts';
 
 export const DEFAULT_BROKER_URL = 'http://127.0.0.1:7900';

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { writeConfig } from '../../lib/client-config.ts';
 import type { MeshIdentity } from '../../lib/client-config.ts';
-import { callBroker } from '../../lib/cli/broker-client.ts';
+import { callBroker } from '../../lib/broker-client.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../lib/crypto.ts';
 import { ipcRequest, probeDaemon } from '../../lib/daemon-client.ts';

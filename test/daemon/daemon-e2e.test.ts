@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { writeConfig } from '../../lib/client-config.ts';
 import type { MeshIdentity } from '../../lib/client-config.ts';
-import { callBroker } from '../../lib/cli/broker-client.ts';
+import { callBroker } from '../../lib/broker-client.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../lib/crypto.ts';
 import { ipcRequest, probeDaemon } from '../../lib/daemon-client.ts';
@@ -146,8 +146,11 @@ describe('the daemon, as real processes against a real broker', () => {
     });
     await sleep(300);
     assert.equal((await inboxOf('bob')).length, 1, 'exactly once');
+    assert.equal((await cli('bob', ['inbox', '--unsurfaced', '--peek', '--json'])).json.items.length, 1);
     const search = await cli('bob', ['inbox', '--search', 'hello', '--json']);
     assert.equal(search.json.items.length, 1);
+    assert.deepEqual((await cli('bob', ['inbox', '--unsurfaced', '--peek', '--json'])).json.items, [], 'read implies surfaced');
+    assert.deepEqual((await cli('bob', ['inbox', '--unseen', '--peek', '--json'])).json.items, [], 'the old flag still works');
     await waitFor('the read mark to reach alice', async () => {
       const status = await cli('alice', ['msg', 'status', 'first-message', '--json']);
       return status.json.broker?.recipients?.[0]?.state === 'read' ? status : undefined;

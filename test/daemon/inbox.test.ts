@@ -3,12 +3,33 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { ftsQuery, Inbox, INBOX_RETENTION_MS } from '../../daemon/inbox.ts';
 import type { IncomingMessage } from '../../daemon/inbox.ts';
 
 const MEMBER = 'a'.repeat(64);
 const SESSION = 'b'.repeat(64);
 const SENDER = 'c'.repeat(64);
+// inbox.db as the daemon made it before the file carried a schema version.
+const SCHEMA_BEFORE_VERSIONS = `
+CREATE TABLE inbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, mesh_id TEXT NOT NULL, recipient_key TEXT NOT NULL,
+  recipient_kind TEXT NOT NULL CHECK (recipient_kind IN ('member', 'session')), broker_message_id TEXT NOT NULL,
+  client_message_id TEXT NOT NULL, sender_key TEXT NOT NULL, sender_member_key TEXT NOT NULL, sender_name TEXT,
+  target TEXT NOT NULL, priority TEXT NOT NULL, body TEXT, undecryptable INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL, received_at INTEGER NOT NULL, seen_at INTEGER, read_at INTEGER,
+  UNIQUE (recipient_key, broker_message_id)
+);
+CREATE INDEX inbox_received ON inbox (received_at);
+CREATE INDEX inbox_recipient ON inbox (recipient_key, seen_at);
+CREATE VIRTUAL TABLE inbox_fts USING fts5 (body, content = 'inbox', content_rowid = 'id');
+CREATE TRIGGER inbox_fts_insert AFTER INSERT ON inbox WHEN new.body IS NOT NULL BEGIN
+  INSERT INTO inbox_fts (rowid, body) VALUES (new.id, new.body);
+END;
+CREATE TRIGGER inbox_fts_delete AFTER DELETE ON inbox WHEN old.body IS NOT NULL BEGIN
+  INSERT INTO inbox_fts (inbox_fts, rowid, body) VALUES ('delete', old.id, old.body);
+END;
+`;
 
 function message(overrides: Partial<IncomingMessage> = {}): IncomingMessage {
   return {
@@ -61,21 +82,61 @@ describe('Inbox', () => {
     inbox.close();
   });
 
-  it('marks seen once, scoped to the caller keys, and replays unseen after an id', () => {
-    const inbox = new Inbox(join(dir, 'seen.db'), { now: () => clock });
+  it('marks surfaced once, scoped to the caller keys, and replays what is not surfaced after an id', () => {
+    const inbox = new Inbox(join(dir, 'surfaced.db'), { now: () => clock });
     const first = inbox.insert(message({ brokerMessageId: 'x1' }));
     const second = inbox.insert(message({ brokerMessageId: 'x2' }));
     assert.ok(first !== undefined && second !== undefined);
-    assert.deepEqual(inbox.markSeen([first.id], [SESSION]), [], 'not the caller’s row');
-    assert.equal(inbox.markSeen([first.id]).length, 1);
-    assert.equal(inbox.markSeen([first.id]).length, 0, 'seen once');
-    assert.deepEqual(inbox.list({ unseenOnly: true }).map((r) => r.id), [second.id]);
+    assert.deepEqual(inbox.markSurfaced([first.id], [SESSION]), [], 'not the caller’s row');
+    assert.equal(inbox.markSurfaced([first.id]).length, 1);
+    assert.equal(inbox.markSurfaced([first.id]).length, 0, 'surfaced once');
+    assert.deepEqual(inbox.list({ unsurfacedOnly: true }).map((r) => r.id), [second.id]);
     assert.deepEqual(inbox.list({ afterId: 0 }).map((r) => r.id), [first.id, second.id], 'replay is oldest first');
     const [read] = inbox.markRead([second.id]);
-    assert.ok(read?.readAt !== null && read?.seenAt !== null, 'read implies seen');
+    assert.ok(read?.readAt !== null && read?.surfacedAt !== null, 'read implies surfaced');
     assert.equal(inbox.markRead([second.id]).length, 0, 'read once');
-    assert.deepEqual(inbox.list({ unseenOnly: true }), []);
+    assert.deepEqual(inbox.list({ unsurfacedOnly: true }), []);
     inbox.close();
+  });
+
+  it('upgrades a file made before schema versions (seen_at) in place, keeping rows and marks', () => {
+    const path = join(dir, 'before-versions.db');
+    const old = new Database(path);
+    old.exec(SCHEMA_BEFORE_VERSIONS);
+    const insert = old.prepare(`INSERT INTO inbox (mesh_id, recipient_key, recipient_kind, broker_message_id, client_message_id, sender_key,
+      sender_member_key, sender_name, target, priority, body, created_at, received_at, seen_at, read_at) VALUES (?, ?, 'member', ?, ?, ?, ?, 'alice', ?, 'now', ?, ?, ?, ?, ?)`);
+    insert.run('mesh-0001', MEMBER, 'm-old-1', 'c-old-1', SENDER, SENDER, MEMBER, 'surfaced before the upgrade', 'x', clock, clock + 1, null);
+    insert.run('mesh-0001', MEMBER, 'm-old-2', 'c-old-2', SENDER, SENDER, MEMBER, 'never surfaced', 'x', clock, null, null);
+    old.close();
+
+    const inbox = new Inbox(path, { now: () => clock });
+    const rows = inbox.list({ afterId: 0 });
+    assert.deepEqual(rows.map((row) => [row.brokerMessageId, row.surfacedAt]), [['m-old-1', clock + 1], ['m-old-2', null]]);
+    assert.deepEqual(inbox.list({ unsurfacedOnly: true }).map((row) => row.brokerMessageId), ['m-old-2']);
+    assert.deepEqual(inbox.list({ search: 'upgrade' }).map((row) => row.brokerMessageId), ['m-old-1'], 'the full-text index still answers');
+    assert.equal(inbox.markSurfaced([rows[1]?.id ?? 0]).length, 1);
+    inbox.close();
+
+    const check = new Database(path, { readonly: true });
+    assert.equal(check.pragma('user_version', { simple: true }), 1);
+    const columns = (check.prepare("SELECT name FROM pragma_table_info('inbox')").all() as Array<{ name: string }>).map((column) => column.name);
+    assert.ok(columns.includes('surfaced_at') && !columns.includes('seen_at'), columns.join(', '));
+    check.close();
+    const again = new Inbox(path, { now: () => clock });
+    assert.equal(again.count(), 2, 'opening an upgraded file again changes nothing');
+    again.close();
+  });
+
+  it('refuses a file of a newer schema version, naming the file and both versions', () => {
+    const path = join(dir, 'newer.db');
+    const newer = new Database(path);
+    newer.pragma('user_version = 7');
+    newer.close();
+    assert.throws(() => new Inbox(path), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'CM_ERR_DAEMON_DB_VERSION');
+      assert.match(error.message, /newer\.db has schema version 7; this claudemesh knows versions up to 1/);
+      return true;
+    });
   });
 
   it('prunes rows older than the retention', () => {

@@ -8,11 +8,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { writeConfig } from '../../lib/client-config.ts';
+import type { MeshIdentity } from '../../lib/client-config.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
-import { ipcRequest } from '../../lib/daemon-client.ts';
+import { callDaemon, ipcRequest, sessionHeader } from '../../lib/daemon-client.ts';
 import { Daemon } from '../../daemon/daemon.ts';
 import { closeIpc, listenIpc } from '../../daemon/ipc.ts';
 import { daemonPaths, ensureDaemonDir } from '../../daemon/paths.ts';
+import { MAX_SESSIONS } from '../../daemon/sessions.ts';
 import type { DaemonPaths } from '../../daemon/paths.ts';
 
 function raw(socketPath: string, method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: any }> {
@@ -25,6 +27,15 @@ function raw(socketPath: string, method: string, path: string, headers: Record<s
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** An active mesh whose broker never answers: links retry, rosters stay empty. */
+function unreachableMesh(meshId: string): MeshIdentity {
+  const keys = generateKeyPair();
+  return {
+    meshId, name: 'later', brokerUrl: 'http://127.0.0.1:9', role: 'member', memberName: 'ann',
+    publicKey: keys.publicKey, secretKey: keys.secretKey.toString('hex'), ownerPubkey: null, createdAt: new Date().toISOString(), status: 'active',
+  };
 }
 
 describe('daemon IPC', () => {
@@ -70,13 +81,15 @@ describe('daemon IPC', () => {
     assert.equal((await raw(paths.socket, 'GET', '/v1/inbox', { authorization: 'ClaudeMesh-Session nope' })).status, 401);
   });
 
+  it('marks surfaced under the new route and the old one', async () => {
+    assert.deepEqual((await ipcRequest(paths.socket, 'POST', '/v1/inbox/surfaced', { ids: [] })).body, { markedSurfaced: 0 });
+    assert.deepEqual((await ipcRequest(paths.socket, 'POST', '/v1/inbox/seen', { ids: [] })).body, { markedSeen: 0 });
+    assert.deepEqual((await ipcRequest(paths.socket, 'GET', '/v1/inbox?unsurfaced=1')).body, { items: [] });
+    assert.deepEqual((await ipcRequest(paths.socket, 'GET', '/v1/inbox?unseen=1')).body, { items: [] });
+  });
+
   it('reload attaches a mesh added to the config and detaches a removed one', async () => {
-    const keys = generateKeyPair();
-    const mesh = {
-      meshId: 'mesh-reload-01', name: 'later', brokerUrl: 'http://127.0.0.1:9', role: 'member' as const, memberName: 'ann',
-      publicKey: keys.publicKey, secretKey: keys.secretKey.toString('hex'), ownerPubkey: null, createdAt: new Date().toISOString(), status: 'active' as const,
-    };
-    await writeConfig(home, { version: 1, meshes: [mesh] });
+    await writeConfig(home, { version: 1, meshes: [unreachableMesh('mesh-reload-01')] });
     const added = await ipcRequest(paths.socket, 'POST', '/v1/reload');
     assert.deepEqual(added.body, { added: ['mesh-reload-01'], removed: [] });
     const health = await ipcRequest(paths.socket, 'GET', '/v1/health');
@@ -86,5 +99,23 @@ describe('daemon IPC', () => {
     assert.equal(offline.body.error.code, 'CM_ERR_MESH_OFFLINE', 'no roster yet: nothing to resolve against');
     await writeConfig(home, { version: 1, meshes: [] });
     assert.deepEqual((await ipcRequest(paths.socket, 'POST', '/v1/reload')).body, { added: [], removed: ['mesh-reload-01'] });
+  });
+
+  it('refuses a new session past MAX_SESSIONS with CM_ERR_SESSION_LIMIT (503); known sessions still register', async () => {
+    await writeConfig(home, { version: 1, meshes: [unreachableMesh('mesh-limit-01')] });
+    await ipcRequest(paths.socket, 'POST', '/v1/reload');
+    for (let n = 0; n < MAX_SESSIONS; n += 1) daemon.registerSession({ sessionId: `held-${n}` });
+    const refused = await ipcRequest(paths.socket, 'POST', '/v1/sessions/register', { sessionId: 'one-too-many' });
+    assert.equal(refused.status, 503);
+    assert.equal(refused.body.error.code, 'CM_ERR_SESSION_LIMIT');
+    assert.match(refused.body.error.message, new RegExp(`already holds ${MAX_SESSIONS} sessions.+"one-too-many" was not registered`));
+    assert.match(refused.body.error.hint, /unregister/);
+    assert.equal((await ipcRequest(paths.socket, 'POST', '/v1/sessions/register', { sessionId: 'held-7' })).status, 200, 'a known session re-registers');
+    const token = String(daemon.registerSession({ sessionId: 'held-0' }).body.token);
+    await callDaemon(paths.socket, 'POST', '/v1/sessions/unregister', undefined, undefined, sessionHeader(token));
+    assert.equal((await ipcRequest(paths.socket, 'POST', '/v1/sessions/register', { sessionId: 'one-too-many' })).status, 201, 'room again after one left');
+    await writeConfig(home, { version: 1, meshes: [] });
+    await ipcRequest(paths.socket, 'POST', '/v1/reload');
+    assert.deepEqual(daemon.sessions.list(), [], 'removing the mesh unregistered its sessions');
   });
 });

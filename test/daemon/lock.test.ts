@@ -15,6 +15,12 @@ function deadPid(): number {
 }
 
 describe('acquireDaemonLock', () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'cm-lock-'));
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
   it('takes over a pid file whose pid now belongs to another program', { skip: process.platform !== 'linux' }, async () => {
     const paths = daemonPaths(join(root, 'reused'));
     await ensureDaemonDir(paths);
@@ -22,17 +28,14 @@ describe('acquireDaemonLock', () => {
     try {
       await writeFile(paths.pid, `${other.pid}\n`);
       const lock = await acquireDaemonLock(paths, 200);
+      assert.equal((await readFile(paths.pid, 'utf8')).trim(), String(process.pid), 'the pid file now names this process');
+      assert.equal(processAlive(other.pid ?? 0), true, 'the other program is left alone');
       await lock.release();
+      await assert.rejects(access(paths.pid), 'released: the pid file is gone');
     } finally {
       other.kill('SIGKILL');
     }
   });
-
-  let root: string;
-  before(async () => {
-    root = await mkdtemp(join(tmpdir(), 'cm-lock-'));
-  });
-  after(() => rm(root, { recursive: true, force: true }));
 
   it('takes a free lock and releases only its own', async () => {
     const paths = daemonPaths(join(root, 'free'));

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import type { MeshIdentity } from '../../lib/client-config.ts';
-import { callBroker } from '../../lib/cli/broker-client.ts';
+import { callBroker } from '../../lib/broker-client.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../lib/crypto.ts';
 import { ipcRequest, sessionHeader } from '../../lib/daemon-client.ts';
@@ -195,9 +195,10 @@ describe('sessions on one daemon', () => {
     const received = await until('alice receives the reply', () => alice.daemon.listInbox({}).find((row) => row.body === 'reply from session a'));
     assert.equal(received.senderKey, first.body.sessionKey, 'sent as the session, through its own socket');
 
-    // Seen by session a: a restarted stream replays only what is still unseen.
-    const [seenId] = streamA.messages.map((message) => Number(message.id));
-    await ask(bob, 'POST', '/v1/inbox/seen', { ids: [seenId] }, tokenA);
+    // Surfaced by session a: a restarted stream replays only what is not surfaced yet.
+    const [surfacedId] = streamA.messages.map((message) => Number(message.id));
+    const marked = await ask(bob, 'POST', '/v1/inbox/surfaced', { ids: [surfacedId] }, tokenA);
+    assert.deepEqual(marked.body, { markedSurfaced: 1 });
     streamA.close();
     streamB.close();
     await bob.stop();
@@ -209,8 +210,8 @@ describe('sessions on one daemon', () => {
     assert.ok(reattached.length === 2 && reattached.every((event) => event.reattached === true), JSON.stringify(reattached));
     assert.equal((await ask(bob, 'GET', '/v1/sessions/me', undefined, tokenA)).status, 200, 'the token still works');
     const replay = await openStream(bob, tokenA);
-    await until('replay of unseen', () => (replay.messages.some((message) => message.body === 'sent while bob’s daemon was down') ? true : undefined));
-    assert.ok(!replay.messages.some((message) => Number(message.id) === seenId), 'a seen message is not replayed');
+    await until('replay of what was not surfaced', () => (replay.messages.some((message) => message.body === 'sent while bob’s daemon was down') ? true : undefined));
+    assert.ok(!replay.messages.some((message) => Number(message.id) === surfacedId), 'a surfaced message is not replayed');
     replay.close();
     const leftDuringRestart = alice.daemon.events.list().filter((event) => event.kind === 'peer_left');
     assert.deepEqual(leftDuringRestart, [], 'peers saw no leave/join while bob’s daemon restarted');

@@ -10,11 +10,11 @@ import { cmError } from '../../errors.ts';
 import { VERSION } from '../../version.ts';
 import type { CliContext } from '../verb.ts';
 
-export async function daemonSocket(context: CliContext): Promise<string> {
+async function daemonSocket(context: CliContext): Promise<string> {
   const started = Date.now();
   const ready = await ensureDaemonReady({ home: context.home, env: context.env });
   if (ready.outcome === 'up') {
-    // A long-running daemon keeps its old code after an upgrade (original-client §8 lesson 22).
+    // A long-running daemon keeps its old code after an upgrade of the CLI: say so.
     if (ready.running !== undefined && ready.running.version !== VERSION) {
       context.stderr(`[claudemesh] the daemon runs version ${ready.running.version}, this command is ${VERSION}: restart it (claudemesh daemon down, then any command)\n`);
     }
@@ -31,7 +31,7 @@ export async function daemonSocket(context: CliContext): Promise<string> {
 
 // Inside a registered Claude session the environment names a file holding the session token
 // (the path, not the value, so it never shows in `ps eww`); every call is then the session's.
-export const SESSION_TOKEN_FILE_ENV = 'CLAUDEMESH_SESSION_TOKEN_FILE';
+const SESSION_TOKEN_FILE_ENV = 'CLAUDEMESH_SESSION_TOKEN_FILE';
 const TOKEN_HEX = /^[0-9a-f]{64}$/;
 
 async function sessionHeaders(context: CliContext): Promise<Record<string, string>> {

@@ -5,9 +5,9 @@ import { readConfig } from '../../client-config.ts';
 import { createInvite, decodeInvite, encodeInvite, INVITE_PREFIX, isInviteRole, MAX_INVITE_LIFETIME_SECONDS, MAX_INVITE_USES, NONCE_PATTERN } from '../../invite.ts';
 import { parseCount, parseDuration, stringOption, usageError } from '../args.ts';
 import type { ParsedArgs } from '../args.ts';
-import { callBroker } from '../broker-client.ts';
+import { callBroker } from '../../broker-client.ts';
 import { printJson } from '../output.ts';
-import { selectMesh } from '../select.ts';
+import { selectMesh } from '../../select.ts';
 import { signingIdentity } from '../verb.ts';
 import type { CliContext, Verb } from '../verb.ts';
 

@@ -8,14 +8,14 @@
 
 import { generateKeyPair, isPublicKey } from '../../crypto.ts';
 import { cmError } from '../../errors.ts';
-import { readConfig, updateConfig } from '../../client-config.ts';
+import { configPath, updateConfig } from '../../client-config.ts';
 import type { MeshIdentity } from '../../client-config.ts';
 import { checkInvite, decodeInvite } from '../../invite.ts';
 import type { Invite } from '../../invite.ts';
 import { isMemberName } from '../../names.ts';
 import { stringOption, usageError } from '../args.ts';
-import { callBroker } from '../broker-client.ts';
-import { BrokerRefusal, printJson, shortKey } from '../output.ts';
+import { BrokerRefusal, callBroker } from '../../broker-client.ts';
+import { printJson, shortKey } from '../output.ts';
 import { defaultMemberName, signingIdentity } from '../verb.ts';
 import type { CliContext, Verb } from '../verb.ts';
 
@@ -49,7 +49,12 @@ async function identityFor(context: CliContext, invite: Invite, memberName: stri
     });
   });
   const identity = config.meshes.find((mesh) => mesh.meshId === invite.meshId);
-  if (identity === undefined) throw new Error(`join: mesh ${invite.meshId} missing from the config just written`);
+  if (identity === undefined) {
+    throw cmError('CM_ERR_CLIENT_CONFIG', `${configPath(context.home)} no longer holds mesh ${invite.meshId} right after join saved it there (did another claudemesh command rewrite the file at the same moment?)`, {
+      hint: 'run the same claudemesh join again: nothing was sent to the broker yet',
+      details: { meshId: invite.meshId },
+    });
+  }
   return identity;
 }
 

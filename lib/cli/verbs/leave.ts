@@ -3,9 +3,9 @@
 // a kick or ban). The owner cannot leave: the broker refuses, and the identity stays.
 
 import { readConfig, updateConfig } from '../../client-config.ts';
-import { callBroker } from '../broker-client.ts';
-import { BrokerRefusal, printJson } from '../output.ts';
-import { selectMesh } from '../select.ts';
+import { BrokerRefusal, callBroker } from '../../broker-client.ts';
+import { printJson } from '../output.ts';
+import { selectMesh } from '../../select.ts';
 import { signingIdentity } from '../verb.ts';
 import type { Verb } from '../verb.ts';
 

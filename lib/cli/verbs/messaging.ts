@@ -94,7 +94,7 @@ offline: a message to them waits at the broker until they connect.
 export const inboxVerb: Verb = {
   name: 'inbox',
   summary: 'messages received by this machine, newest first; --search for full text',
-  help: `usage: claudemesh inbox [--mesh M] [--search WORDS] [--unseen] [--limit N] [--peek] [--json]
+  help: `usage: claudemesh inbox [--mesh M] [--search WORDS] [--unsurfaced] [--limit N] [--peek] [--json]
 
 The messages the daemon received and decrypted, newest first. Listing marks the shown
 messages as read (the sender's claudemesh msg status shows them as read) unless --peek.
@@ -102,17 +102,19 @@ A message that could not be decrypted is listed as such, never as garbage.
 
 options:
   --search WORDS   full-text search over message bodies (every word must occur)
-  --unseen         only messages not shown yet
+  --unsurfaced     only messages not surfaced yet (not yet shown to a Claude session);
+                   --unseen is its old name and still works
   --limit N        at most N messages (default 100, at most ${MAX_LIST})
   --peek           do not mark anything as read
 `,
-  options: { mesh: { type: 'string' }, search: { type: 'string' }, unseen: { type: 'boolean' }, limit: { type: 'string' }, peek: { type: 'boolean' } },
+  options: { mesh: { type: 'string' }, search: { type: 'string' }, unsurfaced: { type: 'boolean' }, unseen: { type: 'boolean' }, limit: { type: 'string' }, peek: { type: 'boolean' } },
   positionals: { min: 0, max: 0 },
   async run(context, args) {
     const limitText = stringOption(args.values, 'limit');
     const limit = limitText === undefined ? undefined : parseCount(limitText, 1, MAX_LIST);
     if (limitText !== undefined && limit === undefined) throw usageError('inbox', `--limit must be 1 to ${MAX_LIST}, received ${JSON.stringify(limitText)}`);
-    const query = queryOf({ mesh: stringOption(args.values, 'mesh'), search: stringOption(args.values, 'search'), unseen: args.values.unseen === true, limit });
+    const unsurfaced = args.values.unsurfaced === true || args.values.unseen === true;
+    const query = queryOf({ mesh: stringOption(args.values, 'mesh'), search: stringOption(args.values, 'search'), unsurfaced, limit });
     const answer = await askDaemon(context, 'GET', `/v1/inbox${query}`);
     const items = (answer.body.items ?? []) as Array<Record<string, unknown>>;
     if (args.values.peek !== true) {

@@ -7,10 +7,10 @@ import { readConfig } from '../../client-config.ts';
 import type { MeshIdentity } from '../../client-config.ts';
 import { stringOption } from '../args.ts';
 import type { ParsedArgs } from '../args.ts';
-import { callBroker } from '../broker-client.ts';
+import { callBroker } from '../../broker-client.ts';
 import { formatTable, printJson, shortKey } from '../output.ts';
-import { resolvePeer, selectMesh } from '../select.ts';
-import type { Peer } from '../select.ts';
+import { resolvePeer, selectMesh } from '../../select.ts';
+import type { Peer } from '../../select.ts';
 import { signingIdentity } from '../verb.ts';
 import type { CliContext, Verb } from '../verb.ts';
 
@@ -20,7 +20,7 @@ function peersFrom(list: unknown): Peer[] {
   if (!Array.isArray(list)) return [];
   return list.flatMap((entry: unknown) => {
     const record = entry as { name?: unknown; key?: unknown } | null;
-    return typeof record?.name === 'string' && typeof record.key === 'string' ? [{ name: record.name, pubkey: record.key }] : [];
+    return typeof record?.name === 'string' && typeof record.key === 'string' ? [{ name: record.name, key: record.key }] : [];
   });
 }
 
@@ -65,15 +65,15 @@ options:
         path: `/mesh/${spec.name}`,
         identity: signingIdentity(mesh),
         meshId: mesh.meshId,
-        body: { key: peer.pubkey },
+        body: { key: peer.key },
       });
       const name = typeof answer.body.name === 'string' ? answer.body.name : peer.name;
       if (args.values.json === true) {
-        printJson(context, { meshId: mesh.meshId, action: spec.name, name, key: peer.pubkey, alreadyBanned: answer.body.alreadyBanned === true });
+        printJson(context, { meshId: mesh.meshId, action: spec.name, name, key: peer.key, alreadyBanned: answer.body.alreadyBanned === true });
         return;
       }
       const already = answer.body.alreadyBanned === true ? ' (it already was)' : '';
-      context.stdout(`${spec.done} ${JSON.stringify(name)} (${shortKey(peer.pubkey)}) in mesh ${JSON.stringify(mesh.name)}${already}\n`);
+      context.stdout(`${spec.done} ${JSON.stringify(name)} (${shortKey(peer.key)}) in mesh ${JSON.stringify(mesh.name)}${already}\n`);
     },
   };
 }
@@ -91,7 +91,7 @@ export const kickVerb = moderationVerb({
 export const banVerb = moderationVerb({
   name: 'ban',
   summary: 'remove a member and refuse it from now on',
-  description: 'Remove <peer> and revoke its key: its connections close (4002), its hellos fail and it\ncannot join again, not even with a valid invite, until unbanned.',
+  description: 'Remove <peer> and ban its key: its connections close (4002), its hellos fail and it\ncannot join again, not even with a valid invite, until unbanned.',
   listPath: '/mesh/members',
   listField: 'members',
   what: 'member',

@@ -6,7 +6,7 @@ import { cmError } from '../../errors.ts';
 import { updateConfig } from '../../client-config.ts';
 import { isMemberName, isMeshId, isMeshName } from '../../names.ts';
 import { stringOption, usageError } from '../args.ts';
-import { callBroker } from '../broker-client.ts';
+import { callBroker } from '../../broker-client.ts';
 import { printJson, shortKey } from '../output.ts';
 import { brokerUrlFrom, DEFAULT_BROKER_URL, defaultMemberName } from '../verb.ts';
 import type { Verb } from '../verb.ts';

@@ -6,12 +6,10 @@ import { after, before, describe, it } from 'node:test';
 import { parseCount, parseDuration } from '../../../lib/cli/args.ts';
 import { globalHelp, main } from '../../../lib/cli/main.ts';
 import { formatTable } from '../../../lib/cli/output.ts';
-import { resolvePeer, selectMesh } from '../../../lib/cli/select.ts';
 import type { MeshIdentity } from '../../../lib/client-config.ts';
 import { writeConfig } from '../../../lib/client-config.ts';
 import { generateKeyPair } from '../../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../../lib/crypto.ts';
-import { isCmError } from '../../../lib/errors.ts';
 import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 
 const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'daemon', 'events'];
@@ -180,54 +178,3 @@ function mesh(name: string, meshId: string): MeshIdentity {
 function keysOf(keys: SigningKeyPair): { publicKey: string; secretKey: string } {
   return { publicKey: keys.publicKey, secretKey: keys.secretKey.toString('hex') };
 }
-
-function codeOf(work: () => unknown): string | undefined {
-  try {
-    work();
-  } catch (error) {
-    return isCmError(error) ? error.code : String(error);
-  }
-  return undefined;
-}
-
-describe('selectMesh', () => {
-  const one = { version: 1 as const, meshes: [mesh('team', 'Team_id_0001')] };
-  const three = { version: 1 as const, meshes: [mesh('team', 'Team_id_0001'), mesh('dup', 'Dup_id_00001'), mesh('dup', 'Dup_id_00002')] };
-
-  it('takes the only mesh when --mesh is omitted', () => {
-    assert.equal(selectMesh(one, undefined).meshId, 'Team_id_0001');
-    assert.equal(codeOf(() => selectMesh(three, undefined)), 'CM_ERR_MESH_UNKNOWN');
-    assert.equal(codeOf(() => selectMesh({ version: 1, meshes: [] }, undefined)), 'CM_ERR_MESH_UNKNOWN');
-  });
-
-  it('matches an id or a unique name', () => {
-    assert.equal(selectMesh(three, 'team').meshId, 'Team_id_0001');
-    assert.equal(selectMesh(three, 'Dup_id_00002').meshId, 'Dup_id_00002');
-    assert.equal(codeOf(() => selectMesh(three, 'dup')), 'CM_ERR_AMBIGUOUS');
-    assert.equal(codeOf(() => selectMesh(three, 'nope')), 'CM_ERR_MESH_UNKNOWN');
-  });
-});
-
-describe('resolvePeer', () => {
-  const peers = [
-    { name: 'alice', pubkey: `abcd01${'0'.repeat(58)}` },
-    { name: 'bob', pubkey: `abcd02${'0'.repeat(58)}` },
-    { name: 'cafe', pubkey: `ffff00${'0'.repeat(58)}` },
-  ];
-
-  it('prefers an exact name, then a unique key prefix of at least 4 hex', () => {
-    assert.equal(resolvePeer('bob', peers, 'member').name, 'bob');
-    assert.equal(resolvePeer('cafe', peers, 'member').name, 'cafe');
-    assert.equal(resolvePeer('abcd01', peers, 'member').name, 'alice');
-    assert.equal(resolvePeer('ABCD02', peers, 'member').name, 'bob');
-    assert.equal(codeOf(() => resolvePeer('abcd', peers, 'member')), 'CM_ERR_AMBIGUOUS');
-    assert.equal(codeOf(() => resolvePeer('abc', peers, 'member')), 'CM_ERR_PEER_UNKNOWN');
-    assert.equal(codeOf(() => resolvePeer('carol', peers, 'member')), 'CM_ERR_PEER_UNKNOWN');
-  });
-
-  it('accepts any full key, listed or not', () => {
-    const stranger = '9'.repeat(64);
-    assert.deepEqual(resolvePeer(stranger, peers, 'member'), { name: '999999999999…', pubkey: stranger });
-    assert.equal(resolvePeer(peers[0]?.pubkey ?? '', peers, 'member').name, 'alice');
-  });
-});

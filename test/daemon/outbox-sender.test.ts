@@ -1,4 +1,4 @@
-// The outbox worker against a scripted broker: what each kind of answer does to a row.
+// The outbox sender against a scripted broker: what each kind of answer does to a row.
 
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,7 +10,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { WebSocketServer } from 'ws';
 import { BrokerLink } from '../../daemon/broker-link.ts';
 import type { Frame } from '../../daemon/broker-link.ts';
-import { Drain } from '../../daemon/drain.ts';
+import { OutboxSender } from '../../daemon/outbox-sender.ts';
 import { Outbox } from '../../daemon/outbox.ts';
 import { encryptFor } from '../../daemon/router.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
@@ -52,11 +52,11 @@ async function scriptedBroker(answer: Answer, members: () => Frame[]): Promise<{
 
 const until = (what: string, check: () => boolean) => waitUntil(what, check, { timeoutMs: WAIT_MS, pollMs: 5 });
 
-describe('Drain', () => {
+describe('OutboxSender', () => {
   let dir: string;
   const cleanups: Array<() => Promise<void>> = [];
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'cm-drain-'));
+    dir = await mkdtemp(join(tmpdir(), 'cm-outbox-sender-'));
   });
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0)) await cleanup();
@@ -66,33 +66,33 @@ describe('Drain', () => {
   async function setup(name: string, answer: Answer, members: () => Frame[]) {
     const broker = await scriptedBroker(answer, members);
     const outbox = new Outbox(join(dir, `${name}.db`), { backoffBaseMs: 10 });
-    const link = new BrokerLink({ brokerUrl: broker.url, identity: { meshId: 'mesh-drain-01', memberKey: me.publicKey, memberSecret: me.secretKey }, timings: { backoffStepsMs: [20] } });
-    const drain = new Drain({ outbox, links: () => [link], pollIntervalMs: 20 });
+    const link = new BrokerLink({ brokerUrl: broker.url, identity: { meshId: 'mesh-sender-01', memberKey: me.publicKey, memberSecret: me.secretKey }, timings: { backoffStepsMs: [20] } });
+    const sender = new OutboxSender({ outbox, links: () => [link], pollIntervalMs: 20 });
     link.start();
     await until('open', () => link.isOpen);
-    drain.start();
+    sender.start();
     cleanups.push(async () => {
-      await drain.stop();
+      await sender.stop();
       await link.close();
       outbox.close();
       await broker.close();
     });
-    return { broker, outbox, drain };
+    return { broker, outbox, sender };
   }
 
-  const request = (text: string, to: string) => ({ meshId: 'mesh-drain-01', senderKey: me.publicKey, to, priority: 'now' as const, text });
+  const request = (text: string, to: string) => ({ meshId: 'mesh-sender-01', senderKey: me.publicKey, to, priority: 'now' as const, text });
 
   it('marks a row done on a queued ack and forgets its text', async () => {
-    const { outbox, drain } = await setup('done', () => ({ type: 'ack', queued: true, messageId: 'm-1', recipients: 1 }), () => []);
+    const { outbox, sender } = await setup('done', () => ({ type: 'ack', queued: true, messageId: 'm-1', recipients: 1 }), () => []);
     outbox.enqueue('d1', request('hi', 'bob'), { target: bob.publicKey, envelopes: encryptFor('hi', [bob.publicKey], me.secretKey) });
-    drain.wake();
+    sender.wake();
     await until('done', () => outbox.get('d1')?.status === 'done');
     assert.equal(outbox.get('d1')?.brokerMessageId, 'm-1');
     assert.equal(outbox.get('d1')?.text, null);
   });
 
   it('a permanent refusal is dead, a transient one waits and retries the same request', async () => {
-    const { broker, outbox, drain } = await setup('fail', (frame, sends) => {
+    const { broker, outbox, sender } = await setup('fail', (frame, sends) => {
       if (frame.clientMessageId === 'dead-1') return { type: 'ack', queued: false, code: 'CM_ERR_UNKNOWN_RECIPIENT', message: 'no such key' };
       const tries = sends.filter((each) => each.clientMessageId === frame.clientMessageId).length;
       return tries < 3 ? { type: 'ack', queued: false, code: 'CM_ERR_RATE_LIMITED', message: 'slow down' } : { type: 'ack', queued: true, messageId: 'm-2', recipients: 1 };
@@ -100,7 +100,7 @@ describe('Drain', () => {
     const envelopes = encryptFor('x', [bob.publicKey], me.secretKey);
     outbox.enqueue('dead-1', request('x', 'bob'), { target: bob.publicKey, envelopes });
     outbox.enqueue('retry-1', request('y', 'bob'), { target: bob.publicKey, envelopes });
-    drain.wake();
+    sender.wake();
     await until('dead', () => outbox.get('dead-1')?.status === 'dead');
     assert.match(String(outbox.get('dead-1')?.lastError), /^CM_ERR_UNKNOWN_RECIPIENT/);
     await until('retried until done', () => outbox.get('retry-1')?.status === 'done');
@@ -112,7 +112,7 @@ describe('Drain', () => {
 
   it('encrypts a broadcast again when the roster changed while it waited', async () => {
     let members: Frame[] = [{ key: me.publicKey, name: 'me' }, { key: bob.publicKey, name: 'bob' }];
-    const { outbox, drain } = await setup('mismatch', (frame) => {
+    const { outbox, sender } = await setup('mismatch', (frame) => {
       const keys = (frame.envelopes as Array<{ to: string }>).map((envelope) => envelope.to).sort();
       const wanted = members.map((member) => String(member.key)).filter((key) => key !== me.publicKey).sort();
       return JSON.stringify(keys) === JSON.stringify(wanted)
@@ -121,7 +121,7 @@ describe('Drain', () => {
     }, () => members);
     outbox.enqueue('b1', request('to all', '*'), { target: '*', envelopes: encryptFor('to all', [bob.publicKey], me.secretKey) });
     members = [...members, { key: carol.publicKey, name: 'carol' }];
-    drain.wake();
+    sender.wake();
     await until('done after re-encryption', () => outbox.get('b1')?.status === 'done');
     assert.equal(outbox.get('b1')?.recipients, 2);
     assert.deepEqual(outbox.get('b1')?.envelopes.map((envelope) => envelope.to).sort(), [bob.publicKey, carol.publicKey].sort());

@@ -1,20 +1,20 @@
-// The CLI's signed HTTP calls to a broker. Every call is signed by the identity's key
-// (lib/signed-request.ts) for the path and mesh it names; the broker trusts nothing else.
-// A broker that does not answer is CM_ERR_BROKER_UNREACHABLE; one that refuses becomes a
-// BrokerRefusal carrying the broker's own code and hint. Both exit 4.
+// Signed HTTP calls to a broker, made by the CLI verbs and the benchmark. Every call is
+// signed by the identity's key (lib/signed-request.ts) for the path and mesh it names; the
+// broker trusts nothing else. A broker that does not answer is CM_ERR_BROKER_UNREACHABLE;
+// one that refuses becomes a BrokerRefusal carrying the broker's own code and hint (the CLI
+// exits 4 for both).
 
-import { cmError } from '../errors.ts';
-import { signRequest } from '../signed-request.ts';
-import { BrokerRefusal } from './output.ts';
+import { cmError } from './errors.ts';
+import { signRequest } from './signed-request.ts';
 
-export const REQUEST_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 10_000;
 
 export interface SigningIdentity {
   publicKey: string;
   secretKey: Buffer;
 }
 
-export interface BrokerCall {
+interface BrokerCall {
   brokerUrl: string;
   method: 'GET' | 'POST';
   path: string;
@@ -25,7 +25,27 @@ export interface BrokerCall {
   timeoutMs?: number;
 }
 
-export interface BrokerAnswer {
+/**
+ * An error answered by the broker (or passed through by the daemon): its code may be one
+ * this client version does not know, so it is kept as a string rather than an ErrorCode.
+ */
+export class BrokerRefusal extends Error {
+  readonly code: string;
+  readonly hint: string;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(body: { code: string; message: string; hint: string; details?: Record<string, unknown> }, status: number) {
+    super(body.message);
+    this.name = 'BrokerRefusal';
+    this.code = body.code;
+    this.hint = body.hint;
+    this.status = status;
+    this.details = body.details;
+  }
+}
+
+interface BrokerAnswer {
   status: number;
   body: Record<string, unknown>;
 }

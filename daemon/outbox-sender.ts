@@ -1,8 +1,9 @@
-// The outbox worker: every 500 ms, and at once when woken (a new enqueue, a link that just
+// The outbox sender: every 500 ms, and at once when woken (a new enqueue, a link that just
 // opened), it claims the due rows of each open link's key and sends them on that link only.
-// A row leaves through the connection of the key that encrypted it — never through another,
-// which would change the sender and make it undecryptable (original-client §8 lesson 8) —
-// so a row whose link is down simply stays pending.
+// A row leaves through the connection of the key that encrypted it — never through another:
+// the broker takes the sender from the connection, so another socket would name the wrong
+// sender and the recipient could not open the envelope. A row whose link is down simply
+// stays pending.
 //
 // Sends are pipelined: claiming does not wait for acks, so one slow mesh never holds another.
 // The answer decides the row's fate (outbox.ts): ack queued → done; a refusal the same
@@ -15,23 +16,23 @@ import { CLAIM_BATCH, MAX_ATTEMPTS } from './outbox.ts';
 import type { Outbox, OutboxRow } from './outbox.ts';
 import { encryptFor, resolveTarget } from './router.ts';
 
-export const POLL_INTERVAL_MS = 500;
-// Sends on the wire at once, over all links: a large outbox drains in steps, never all at once.
-export const MAX_IN_FLIGHT = 256;
+const POLL_INTERVAL_MS = 500;
+// Sends on the wire at once, over all links: a large outbox leaves in steps, never all at once.
+const MAX_IN_FLIGHT = 256;
 // Refusals that a resend of the very same request cannot change.
 const PERMANENT_CODES: ReadonlySet<string> = new Set([
   'CM_ERR_UNKNOWN_RECIPIENT', 'CM_ERR_ENVELOPES_MISMATCH', 'CM_ERR_IDEMPOTENCY_CONFLICT', 'CM_ERR_BAD_FRAME',
   'CM_ERR_PAYLOAD_TOO_LARGE', 'CM_ERR_FORBIDDEN', 'CM_ERR_UNKNOWN_TYPE',
 ]);
 
-export interface DrainOptions {
+interface OutboxSenderOptions {
   outbox: Outbox;
   links: () => Iterable<BrokerLink>;
   pollIntervalMs?: number;
   onEvent?(kind: string, fields: Record<string, unknown>): void;
 }
 
-export class Drain {
+export class OutboxSender {
   readonly #outbox: Outbox;
   readonly #links: () => Iterable<BrokerLink>;
   readonly #pollMs: number;
@@ -42,7 +43,7 @@ export class Drain {
   #stopped = true;
   #again = false;
 
-  constructor(options: DrainOptions) {
+  constructor(options: OutboxSenderOptions) {
     this.#outbox = options.outbox;
     this.#links = options.links;
     this.#pollMs = options.pollIntervalMs ?? POLL_INTERVAL_MS;
@@ -67,7 +68,7 @@ export class Drain {
       this.#pass();
     } catch (error) {
       // A database error must not kill the timer loop: report it and try again next poll.
-      this.#onEvent('drain_error', { message: error instanceof Error ? error.message : String(error) });
+      this.#onEvent('outbox_sender_error', { message: error instanceof Error ? error.message : String(error) });
     } finally {
       this.#running = false;
     }

@@ -1,18 +1,19 @@
 // Turning what people type into exact things: `--mesh` into one identity of the config,
-// a peer (name or key prefix) into one member key. Resolution happens here, on the client,
-// from lists the broker returns; the broker only ever receives full keys (DESIGN §4).
+// a peer (name or key prefix) into one key. Used by the CLI verbs and by the daemon's
+// router. Resolution happens here, on the client, from lists the broker returns; the broker
+// is only ever sent full keys, so a short prefix can never be taken for the wrong peer there.
 
-import { PUBLIC_KEY_HEX } from '../crypto.ts';
-import { cmError } from '../errors.ts';
-import type { ClientConfig, MeshIdentity } from '../client-config.ts';
+import { PUBLIC_KEY_HEX } from './crypto.ts';
+import { cmError } from './errors.ts';
+import type { ClientConfig, MeshIdentity } from './client-config.ts';
 
 /** Shortest key prefix accepted for a peer: shorter ones match by accident. */
-export const MIN_KEY_PREFIX = 4;
+const MIN_KEY_PREFIX = 4;
 const KEY_PREFIX = /^[0-9a-f]+$/;
 
 export interface Peer {
   name: string;
-  pubkey: string;
+  key: string;
 }
 
 /** The identity `--mesh` names (mesh id or name); the only one when `--mesh` is omitted. */
@@ -47,18 +48,18 @@ export function selectMesh(config: ClientConfig, wanted: string | undefined): Me
  */
 export function resolvePeer(wanted: string, candidates: readonly Peer[], what: string): Peer {
   if (PUBLIC_KEY_HEX.test(wanted)) {
-    return candidates.find((peer) => peer.pubkey === wanted) ?? { name: `${wanted.slice(0, 12)}…`, pubkey: wanted };
+    return candidates.find((peer) => peer.key === wanted) ?? { name: `${wanted.slice(0, 12)}…`, key: wanted };
   }
   const named = candidates.filter((peer) => peer.name === wanted);
   const byName = named[0];
   if (named.length === 1 && byName !== undefined) return byName;
   const prefix = wanted.toLowerCase();
-  const matches = named.length > 1 ? named : KEY_PREFIX.test(prefix) && prefix.length >= MIN_KEY_PREFIX ? candidates.filter((peer) => peer.pubkey.startsWith(prefix)) : [];
+  const matches = named.length > 1 ? named : KEY_PREFIX.test(prefix) && prefix.length >= MIN_KEY_PREFIX ? candidates.filter((peer) => peer.key.startsWith(prefix)) : [];
   const only = matches[0];
   if (matches.length === 1 && only !== undefined) return only;
   if (matches.length > 1) {
-    throw cmError('CM_ERR_AMBIGUOUS', `${JSON.stringify(wanted)} matches ${matches.length} ${what}s: ${matches.map((peer) => `${peer.name} (${peer.pubkey.slice(0, 12)})`).join(', ')}`, {
-      details: { matches: matches.map((peer) => ({ name: peer.name, pubkey: peer.pubkey })) },
+    throw cmError('CM_ERR_AMBIGUOUS', `${JSON.stringify(wanted)} matches ${matches.length} ${what}s: ${matches.map((peer) => `${peer.name} (${peer.key.slice(0, 12)})`).join(', ')}`, {
+      details: { matches: matches.map((peer) => ({ name: peer.name, pubkey: peer.key })) },
     });
   }
   throw cmError('CM_ERR_PEER_UNKNOWN', `no ${what} called ${JSON.stringify(wanted)}${KEY_PREFIX.test(prefix) ? ' or with a key starting with it' : ''}`, {
