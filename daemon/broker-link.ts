@@ -1,34 +1,38 @@
-// One connection to a broker, kept alive for as long as the daemon wants it (DESIGN §8):
+// One connection to a broker, kept alive for as long as the daemon wants it:
 //
 //   connect → hello (or session_hello, with an attestation minted afresh for every connect,
-//   original-client §8 lesson 2) → hello_ack within 5 s, else terminate → open: watchdog
-//   pings every 30 s and terminates a socket silent for 75 s (NAT-dropped flows, lesson 15)
-//   → on close: every pending request fails at once, then a reconnect after a delay drawn
-//   uniformly from [0, step] over the steps 1, 2, 4, 8, 16, 30 s (full jitter), back to the
-//   first step once a connection proved itself with a hello_ack.
+//   so a stolen one expires on its own) → hello_ack within 5 s, else terminate → open: a
+//   watchdog pings every 30 s and terminates a socket silent for 75 s (a NAT that dropped the
+//   flow never closes it) → on close: every pending request fails at once, then a reconnect
+//   after a delay drawn uniformly from [0, step] over the steps 1, 2, 4, 8, 16, 30 s (full
+//   jitter), back to the first step once a connection proved itself with a hello_ack.
 //
-// Terminal closes stop the loop and stay visible in `status()`: kicked (4001), banned
-// (4002), handshake refusals that a retry cannot fix (1008 bad_signature, unauthorized,
-// expired, revoked), and 1000 left / session_replaced. The object always owns its current
-// socket (lesson 16): there is no handle to hand out that could go stale.
+// Every frame from the broker is parsed against lib/protocol.ts before anything reads it.
+// Terminal closes (the CLOSES table there: kicked, banned, refusals a retry cannot fix, left,
+// replaced) stop the loop and stay visible in `status()`. The object always owns its current
+// socket: there is no handle to hand out that could go stale.
 
 import { WebSocket } from 'ws';
-import { cmError } from '../lib/errors.ts';
+import { cmError, ERROR_CODES } from '../lib/errors.ts';
+import type { CmError, ErrorCode } from '../lib/errors.ts';
 import { sign } from '../lib/crypto.ts';
-import { attestationSigningString, helloSigningString, sessionHelloSigningString } from '../lib/protocol.ts';
+import {
+  attestationSigningString, encodeFrame, helloSigningString, isTerminalClose, parseServerFrame, sessionHelloSigningString,
+} from '../lib/protocol.ts';
+import type { ClientFrame, HelloAckFrame, MemberView, PeerView, PushFrame, ServerFrame, ServerFrameOf, ServerFrameType } from '../lib/protocol.ts';
 
-export const HELLO_ACK_TIMEOUT_MS = 5_000;
-export const BACKOFF_STEPS_MS: readonly number[] = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
-export const PING_INTERVAL_MS = 30_000;
-export const IDLE_TIMEOUT_MS = 75_000;
-export const REQUEST_TIMEOUT_MS = 15_000;
-export const ATTESTATION_TTL_MS = 12 * 3600 * 1000;
-const TERMINAL_1008 = new Set(['bad_signature', 'unauthorized', 'expired', 'revoked']);
-const TERMINAL_1000 = new Set(['left', 'session_replaced']);
+const HELLO_ACK_TIMEOUT_MS = 5_000;
+const BACKOFF_STEPS_MS: readonly number[] = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
+const PING_INTERVAL_MS = 30_000;
+const IDLE_TIMEOUT_MS = 75_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+const ATTESTATION_TTL_MS = 12 * 3600 * 1000;
 const CLOSE_NORMAL = 1000;
 
-export type Frame = Record<string, unknown>;
-export type LinkState = 'connecting' | 'open' | 'reconnecting' | 'stopped';
+/** A request as the daemon writes it: the link adds the id that correlates the answer. */
+type Request = ClientFrame extends infer F ? (F extends ClientFrame ? Omit<F, 'id'> : never) : never;
+type Fields = Record<string, unknown>;
+type LinkState = 'connecting' | 'open' | 'reconnecting' | 'stopped';
 
 export interface LinkTimings {
   helloAckTimeoutMs: number;
@@ -38,7 +42,7 @@ export interface LinkTimings {
   requestTimeoutMs: number;
 }
 
-export const DEFAULT_LINK_TIMINGS: LinkTimings = {
+const DEFAULT_LINK_TIMINGS: LinkTimings = {
   helloAckTimeoutMs: HELLO_ACK_TIMEOUT_MS,
   backoffStepsMs: BACKOFF_STEPS_MS,
   pingIntervalMs: PING_INTERVAL_MS,
@@ -46,7 +50,7 @@ export const DEFAULT_LINK_TIMINGS: LinkTimings = {
   requestTimeoutMs: REQUEST_TIMEOUT_MS,
 };
 
-export interface LinkIdentity {
+interface LinkIdentity {
   meshId: string;
   memberKey: string;
   memberSecret: Buffer;
@@ -56,8 +60,8 @@ export interface LinkIdentity {
 }
 
 export interface Roster {
-  peers: Frame[];
-  members: Frame[];
+  peers: PeerView[];
+  members: MemberView[];
 }
 
 export interface LinkStatus {
@@ -71,15 +75,15 @@ export interface LinkStatus {
   nextRetryAt: number | null;
 }
 
-export interface LinkHandlers {
-  onOpen?(ack: Frame): void;
-  onPush?(frame: Frame): void;
-  onSystem?(frame: Frame): void;
-  /** every state change and its reason, for the event ring and logs */
-  onEvent?(kind: string, fields: Frame): void;
+interface LinkHandlers {
+  onOpen?(ack: HelloAckFrame): void;
+  onPush?(frame: PushFrame): void;
+  onSystem?(frame: ServerFrameOf<'system'>): void;
+  /** every state change and its reason, for the event ring and logs; also frames that did not parse */
+  onEvent?(kind: string, fields: Fields): void;
 }
 
-export interface BrokerLinkOptions {
+interface BrokerLinkOptions {
   brokerUrl: string;
   identity: LinkIdentity;
   handlers?: LinkHandlers;
@@ -89,13 +93,13 @@ export interface BrokerLinkOptions {
 }
 
 interface Pending {
-  resolve(frame: Frame): void;
+  resolve(frame: ServerFrame): void;
   reject(error: Error): void;
   timer: NodeJS.Timeout;
 }
 
 /** ws(s)://host/ws for an http(s) broker origin. */
-export function wsUrlOf(brokerUrl: string): string {
+function wsUrlOf(brokerUrl: string): string {
   return `${brokerUrl.replace(/^http/, 'ws')}/ws`;
 }
 
@@ -103,13 +107,6 @@ export function wsUrlOf(brokerUrl: string): string {
 export function backoffDelay(attempt: number, steps: readonly number[], random: () => number): number {
   const step = steps[Math.min(attempt, steps.length - 1)] ?? 0;
   return Math.floor(random() * step);
-}
-
-export function isTerminalClose(code: number, reason: string): boolean {
-  if (code === 4001 || code === 4002) return true;
-  if (code === 1008) return TERMINAL_1008.has(reason);
-  if (code === CLOSE_NORMAL) return TERMINAL_1000.has(reason);
-  return false;
 }
 
 export class BrokerLink {
@@ -168,25 +165,25 @@ export class BrokerLink {
     this.#connect();
   }
 
-  #setState(state: LinkState, fields: Frame = {}): void {
+  #setState(state: LinkState, fields: Fields = {}): void {
     this.#status = { ...this.#status, state, since: this.#now() };
     this.#handlers.onEvent?.(`link_${state}`, { meshId: this.identity.meshId, key: this.key, ...fields });
   }
 
-  #hello(): Frame {
+  #hello(): string {
     const { meshId, memberKey, memberSecret, name, session } = this.identity;
     const timestamp = this.#now();
     const named = name === undefined ? {} : { name };
     if (session === undefined) {
-      return { type: 'hello', id: 'hello', meshId, memberKey, timestamp, signature: sign(helloSigningString(meshId, memberKey, timestamp), memberSecret), ...named };
+      return encodeFrame('hello', { id: 'hello', meshId, memberKey, timestamp, signature: sign(helloSigningString(meshId, memberKey, timestamp), memberSecret), ...named });
     }
     const expiresAt = timestamp + ATTESTATION_TTL_MS;
-    return {
-      type: 'session_hello', id: 'hello', meshId, memberKey, sessionKey: session.sessionKey, timestamp, ...named,
+    return encodeFrame('session_hello', {
+      id: 'hello', meshId, memberKey, sessionKey: session.sessionKey, timestamp, ...named,
       attestation: { expiresAt, signature: sign(attestationSigningString(meshId, memberKey, session.sessionKey, expiresAt), memberSecret) },
       signature: sign(sessionHelloSigningString(meshId, memberKey, session.sessionKey, timestamp), session.sessionSecret),
       ...(session.groups === undefined ? {} : { groups: session.groups }),
-    };
+    });
   }
 
   #connect(): void {
@@ -197,7 +194,7 @@ export class BrokerLink {
     this.#socket = socket;
     socket.on('open', () => {
       this.#lastSeen = this.#now();
-      socket.send(JSON.stringify(this.#hello()));
+      socket.send(this.#hello());
       this.#helloTimer = setTimeout(() => {
         this.#status.lastError = `no hello_ack within ${this.#timings.helloAckTimeoutMs} ms`;
         socket.terminate();
@@ -213,19 +210,21 @@ export class BrokerLink {
   #onMessage(socket: WebSocket, text: string): void {
     if (socket !== this.#socket) return;
     this.#lastSeen = this.#now();
-    let frame: Frame;
+    let frame: ServerFrame;
     try {
-      frame = Object.assign(Object.create(null) as Frame, JSON.parse(text));
-    } catch {
-      return; // the broker only sends JSON; a stray frame is not worth a reconnect
+      frame = parseServerFrame(text);
+    } catch (error) {
+      // A frame outside the contract (a newer broker, a bug) is reported, not worth a reconnect.
+      this.#handlers.onEvent?.('frame_refused', { meshId: this.identity.meshId, error: error instanceof Error ? error.message : String(error) });
+      return;
     }
-    const id = typeof frame.id === 'string' ? frame.id : undefined;
+    const id = 'id' in frame ? frame.id : undefined;
     if (frame.type === 'hello_ack') {
       this.#onHelloAck(frame);
       return;
     }
     if (frame.type === 'error' && (id === 'hello' || this.#status.state !== 'open')) {
-      this.#status.lastError = `${String(frame.code)}: ${String(frame.message)}`;
+      this.#status.lastError = `${frame.code}: ${frame.message}`;
       return; // the broker closes the socket next; the close code decides what follows
     }
     if (id !== undefined) {
@@ -233,7 +232,7 @@ export class BrokerLink {
       if (pending !== undefined) {
         this.#pending.delete(id);
         clearTimeout(pending.timer);
-        if (frame.type === 'peers') this.#roster = { peers: asList(frame.peers), members: asList(frame.members) };
+        if (frame.type === 'peers') this.#roster = { peers: frame.peers, members: frame.members };
         pending.resolve(frame);
         return;
       }
@@ -242,12 +241,12 @@ export class BrokerLink {
     else if (frame.type === 'system') this.#handlers.onSystem?.(frame);
   }
 
-  #onHelloAck(frame: Frame): void {
+  #onHelloAck(frame: HelloAckFrame): void {
     clearTimeout(this.#helloTimer);
-    this.#roster = { peers: asList(frame.peers), members: asList(frame.members) };
+    this.#roster = { peers: frame.peers, members: frame.members };
     // A proven connection: the next failure starts the backoff from its first step again.
     this.#status = { ...this.#status, attempts: 0, lastError: null, terminal: null };
-    this.#setState('open', { reattached: frame.reattached === true });
+    this.#setState('open', { reattached: frame.reattached });
     this.#watchdog = setInterval(() => this.#watch(), this.#timings.pingIntervalMs);
     this.#handlers.onOpen?.(frame);
   }
@@ -295,7 +294,7 @@ export class BrokerLink {
   }
 
   /** Send a request and wait for the frame that answers it (ack, ok, peers, error …). */
-  request(frame: Frame, timeoutMs = this.#timings.requestTimeoutMs): Promise<Frame> {
+  request(frame: Request, timeoutMs = this.#timings.requestTimeoutMs): Promise<ServerFrame> {
     const socket = this.#socket;
     if (socket === undefined || !this.isOpen) {
       return Promise.reject(cmError('CM_ERR_BROKER_UNREACHABLE', `mesh ${this.identity.meshId}: not connected to the broker (${this.#status.state})`));
@@ -305,15 +304,22 @@ export class BrokerLink {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(cmError('CM_ERR_BROKER_UNREACHABLE', `the broker did not answer ${String(frame.type)} within ${timeoutMs} ms`));
+        reject(cmError('CM_ERR_BROKER_UNREACHABLE', `the broker did not answer ${frame.type} within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
       socket.send(JSON.stringify({ ...frame, id }));
     });
   }
 
+  /** A request whose answer must be of type `expected`; an `error` frame (or any other answer) throws it as a CmError. */
+  async call<T extends ServerFrameType>(frame: Request, expected: T, timeoutMs?: number): Promise<ServerFrameOf<T>> {
+    const answer = await this.request(frame, timeoutMs);
+    if (answer.type === expected) return answer as ServerFrameOf<T>;
+    throw refusalOf(answer, frame.type);
+  }
+
   /** A frame without an answer (client_ack, mark); false when not connected. */
-  notify(frame: Frame): boolean {
+  notify(frame: Request): boolean {
     const socket = this.#socket;
     if (socket === undefined || !this.isOpen) return false;
     socket.send(JSON.stringify(frame));
@@ -349,6 +355,11 @@ export class BrokerLink {
   }
 }
 
-function asList(value: unknown): Frame[] {
-  return Array.isArray(value) ? (value as Frame[]) : [];
+/** The broker's refusal as our error: its code when we know it, its message and hint as sent. */
+function refusalOf(answer: ServerFrame, request: string): CmError {
+  if (answer.type === 'error' || (answer.type === 'ack' && !answer.queued)) {
+    const code = (Object.hasOwn(ERROR_CODES, answer.code) ? answer.code : 'CM_ERR_INTERNAL') as ErrorCode;
+    return cmError(code, answer.message, { hint: answer.hint, ...(answer.details === undefined ? {} : { details: answer.details }) });
+  }
+  return cmError('CM_ERR_INTERNAL', `the broker answered ${request} with a ${answer.type} frame`);
 }

@@ -3,11 +3,12 @@
 // receive.ts). ipc.ts exposes these methods over the socket; main.ts owns the process (lock,
 // signals, config watching). Keys stay in here: nothing returned carries a secret.
 
-import { cmError } from '../lib/errors.ts';
+import { cmError, isCmError } from '../lib/errors.ts';
 import type { ClientConfig, MeshIdentity } from '../lib/client-config.ts';
 import { selectMesh } from '../lib/select.ts';
 import { BrokerLink } from './broker-link.ts';
-import type { Frame, LinkStatus, LinkTimings } from './broker-link.ts';
+import type { LinkStatus, LinkTimings } from './broker-link.ts';
+import type { Status } from '../lib/protocol.ts';
 import { OutboxSender } from './outbox-sender.ts';
 import { EventRing } from './events.ts';
 import { Inbox } from './inbox.ts';
@@ -237,12 +238,10 @@ export class Daemon {
   }
 
   /** set_status / set_summary on the caller's connection: its session's, else the member's. */
-  async setPresence(frame: { type: 'set_status'; status: string } | { type: 'set_summary'; summary: string }, wanted: string | undefined, session?: SessionRecord): Promise<Record<string, unknown>> {
+  async setPresence(frame: { type: 'set_status'; status: Status } | { type: 'set_summary'; summary: string }, wanted: string | undefined, session?: SessionRecord): Promise<Record<string, unknown>> {
     const mesh = this.mesh(wanted ?? session?.meshId);
     const link = (session?.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined) ?? this.#link(mesh);
-    const answer = await link.request(frame);
-    if (answer.type === 'error') throw cmError('CM_ERR_BAD_REQUEST', String(answer.message), { details: { code: answer.code } });
-    const { type: _type, id: _id, ...result } = answer;
+    const { type: _type, id: _id, of: _of, ...result } = await link.call(frame, 'ok');
     return { mesh: mesh.name, ...result };
   }
 
@@ -305,11 +304,9 @@ export class Daemon {
     const local = row === undefined ? null : publicRow(row);
     const brokerId = row === undefined ? id : row.brokerMessageId;
     if (brokerId === null) return { outbox: local, broker: null };
-    const answer = await this.#link(mesh).request({ type: 'message_status', messageId: brokerId });
-    if (answer.type === 'error') {
-      throw cmError(answer.code === 'CM_ERR_NOT_FOUND' ? 'CM_ERR_NOT_FOUND' : 'CM_ERR_BAD_REQUEST', String(answer.message), { hint: 'give a message id printed by claudemesh send (or its client message id)' });
-    }
-    const { type: _type, id: _id, ...broker } = answer;
+    const { type: _type, id: _id, ...broker } = await this.#link(mesh).call({ type: 'message_status', messageId: brokerId }, 'message_status').catch((error: unknown) => {
+      throw isCmError(error) && error.code === 'CM_ERR_NOT_FOUND' ? cmError('CM_ERR_NOT_FOUND', error.message, { hint: 'give a message id printed by claudemesh send (or its client message id)' }) : error;
+    });
     return { outbox: local, broker };
   }
 

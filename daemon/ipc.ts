@@ -20,7 +20,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { readConfig } from '../lib/client-config.ts';
 import { cmError, isCmError } from '../lib/errors.ts';
-import { MAX_GROUP, MAX_GROUPS } from '../lib/protocol.ts';
+import { MAX_GROUP, MAX_GROUPS, STATUSES } from '../lib/protocol.ts';
+import type { Status } from '../lib/protocol.ts';
 import { VERSION } from '../lib/version.ts';
 import type { Daemon } from './daemon.ts';
 import type { SessionRecord } from './sessions.ts';
@@ -127,8 +128,8 @@ const ROUTES = new Map<string, Handler>([
   ['POST /v1/inbox/delete', (daemon, _query, body, session) => ({ body: { removed: daemon.deleteInbox(idList(body), session) } })],
   ['POST /v1/status', async (daemon, _query, body, session) => {
     const status = requiredString(body, 'status');
-    if (!['idle', 'working', 'dnd'].includes(status)) throw cmError('CM_ERR_BAD_REQUEST', `"status" must be idle, working or dnd, received ${JSON.stringify(status)}`);
-    return { body: await daemon.setPresence({ type: 'set_status', status }, optionalString(body, 'mesh'), session) };
+    if (!(STATUSES as readonly string[]).includes(status)) throw cmError('CM_ERR_BAD_REQUEST', `"status" must be idle, working or dnd, received ${JSON.stringify(status)}`);
+    return { body: await daemon.setPresence({ type: 'set_status', status: status as Status }, optionalString(body, 'mesh'), session) };
   }],
   ['POST /v1/summary', async (daemon, _query, body, session) => ({
     body: await daemon.setPresence({ type: 'set_summary', summary: requiredString(body, 'summary') }, optionalString(body, 'mesh'), session),

@@ -11,7 +11,8 @@
 // socket) → pending with backoff.
 
 import { isCmError } from '../lib/errors.ts';
-import type { BrokerLink, Frame } from './broker-link.ts';
+import type { BrokerLink } from './broker-link.ts';
+import type { ServerFrame } from '../lib/protocol.ts';
 import { CLAIM_BATCH, MAX_ATTEMPTS } from './outbox.ts';
 import type { Outbox, OutboxRow } from './outbox.ts';
 import { encryptFor, resolveTarget } from './router.ts';
@@ -101,21 +102,19 @@ export class OutboxSender {
       this.#outbox.release(row.clientMessageId);
       return;
     }
-    let answer: Frame;
+    let answer: ServerFrame;
     try {
-      answer = await link.request({ type: 'send', clientMessageId: row.clientMessageId, target: row.target, priority: row.priority, envelopes: row.envelopes });
+      answer = await link.request({ type: 'send', clientMessageId: row.clientMessageId, target: row.target, priority: row.priority, envelopes: row.envelopes, hops: 0 });
     } catch (error) {
       this.#failed(row, isCmError(error) ? error.code : 'CM_ERR_INTERNAL', error instanceof Error ? error.message : String(error));
       return;
     }
-    if (answer.type === 'ack' && answer.queued === true && typeof answer.messageId === 'string') {
-      const recipients = Array.isArray(answer.recipients) ? answer.recipients.length : Number(answer.recipients ?? 0);
-      this.#outbox.markDone(row.clientMessageId, answer.messageId, recipients);
+    if (answer.type === 'ack' && answer.queued) {
+      this.#outbox.markDone(row.clientMessageId, answer.messageId, answer.recipients);
       this.#onEvent('sent', { clientMessageId: row.clientMessageId, messageId: answer.messageId, duplicate: answer.duplicate === true, meshId: row.meshId });
       return;
     }
-    const code = typeof answer.code === 'string' ? answer.code : 'CM_ERR_INTERNAL';
-    const message = typeof answer.message === 'string' ? answer.message : JSON.stringify(answer);
+    const { code, message } = answer.type === 'ack' || answer.type === 'error' ? answer : { code: 'CM_ERR_INTERNAL', message: `the broker answered send with a ${answer.type} frame` };
     if (code === 'CM_ERR_ENVELOPES_MISMATCH' && (await this.#reencrypt(link, row, message))) return;
     this.#failed(row, code, message);
   }

@@ -14,7 +14,7 @@ import { groupMatches } from '../lib/protocol.ts';
 import type { EnvelopeFrame } from '../lib/protocol.ts';
 import { resolvePeer } from '../lib/select.ts';
 import type { Peer } from '../lib/select.ts';
-import type { Frame, Roster } from './broker-link.ts';
+import type { Roster } from './broker-link.ts';
 
 interface Sender {
   /** the key the message leaves as */
@@ -33,10 +33,6 @@ function text(value: unknown): string {
   return typeof value === 'string' ? value : '';
 }
 
-function groupsOf(peer: Frame): string[] {
-  return Array.isArray(peer.groups) ? peer.groups.filter((group): group is string => typeof group === 'string') : [];
-}
-
 export function resolveTarget(to: string, roster: Roster, sender: Sender): Resolved {
   const own = new Set([sender.key, sender.memberKey]);
   if (to === '*') {
@@ -46,7 +42,7 @@ export function resolveTarget(to: string, roster: Roster, sender: Sender): Resol
     return { target: '*', recipients };
   }
   if (to.startsWith('@')) {
-    const recipients = roster.peers.filter((peer) => groupMatches(groupsOf(peer), to)).map((peer) => text(peer.key)).filter((key) => key !== '' && key !== sender.key);
+    const recipients = roster.peers.filter((peer) => groupMatches(peer.groups, to)).map((peer) => text(peer.key)).filter((key) => key !== '' && key !== sender.key);
     if (recipients.length === 0) throw cmError('CM_ERR_PEER_UNKNOWN', `nobody is in group ${to}`, { hint: 'claudemesh peer list shows the groups of each peer' });
     return { target: to, recipients: [...new Set(recipients)] };
   }

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isPublicKey, keyPairFromSecret, SECRET_KEY_BYTES } from './crypto.ts';
 import { cmError } from './errors.ts';
 import { normaliseBrokerUrl } from './invite.ts';
-import { isMemberName, isMeshId, isMeshName } from './names.ts';
+import { isMemberName, isMeshId, isMeshName } from './protocol.ts';
 
 export const CONFIG_FILE = 'config.json';
 const CONFIG_VERSION = 1;

@@ -13,7 +13,7 @@
 
 import { cmError } from './errors.ts';
 import { isPublicKey, keyPairFromSecret, randomId, SIGNATURE_HEX, sign, signingString, verify } from './crypto.ts';
-import { isMeshId, isMeshName } from './names.ts';
+import { isMeshId, isMeshName } from './protocol.ts';
 
 export const INVITE_PREFIX = 'cm1.';
 const INVITE_VERSION = 1;

@@ -271,6 +271,34 @@ export function isTerminalClose(code: number, reason: string): boolean {
   return Object.values(CLOSES).some((close) => close.terminal && close.code === code && close.reason === reason);
 }
 
+// ---- names: checked alike by the broker (before anything reaches Postgres) and the CLI -----
+
+// Member names are what people type after `kick` or `send`: no spaces, no leading `@` or `*`
+// (those are group and broadcast targets), so a name never reads as a target.
+const MEMBER_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+// Control characters (newlines included) could forge a line in a signed string or a log.
+const CONTROL_CHARACTER = /\p{Cc}/u;
+
+/** Mirrors the CHECK on meshes.id in sql/001_initial.sql. */
+export function isMeshId(value: unknown): value is string {
+  return typeof value === 'string' && MESH_ID.test(value);
+}
+
+/** A mesh name is free text for people: 1–64 characters, no control characters, trimmed. */
+export function isMeshName(value: unknown): value is string {
+  return typeof value === 'string' && value.length >= 1 && [...value].length <= MAX_NAME && value.trim() === value && !CONTROL_CHARACTER.test(value);
+}
+
+export function isMemberName(value: unknown): value is string {
+  return typeof value === 'string' && MEMBER_NAME.test(value);
+}
+
+/** Turn free text (a user or host name) into a valid member name, or undefined. */
+export function toMemberName(raw: string): string | undefined {
+  const cleaned = raw.replace(/[^A-Za-z0-9._@-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, MAX_NAME);
+  return isMemberName(cleaned) ? cleaned : undefined;
+}
+
 // ---- handshake signing strings (domain-separated; lib/crypto.ts signingString) -------------
 
 export const helloSigningString = (mesh: string, memberKey: string, at: number) => signingString('hello', [mesh, memberKey, at]);

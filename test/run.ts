@@ -13,6 +13,8 @@ import { freePort } from './helpers/ports.ts';
 
 const DEFAULT_PATTERNS = ['test/**/*.test.ts'];
 const TEST_CONCURRENCY = '2';
+// A test that waits for something that never comes fails after this instead of holding CI.
+const TEST_TIMEOUT_MS = '120000';
 const ROOT = new URL('../', import.meta.url).pathname;
 
 let cluster: EmbeddedPostgres | undefined;
@@ -38,7 +40,7 @@ if (adminUrl === undefined || adminUrl === '') {
 const patterns = process.argv.slice(2);
 const child = spawn(
   process.execPath,
-  ['--test', `--test-concurrency=${TEST_CONCURRENCY}`, ...(patterns.length > 0 ? patterns : DEFAULT_PATTERNS)],
+  ['--test', `--test-concurrency=${TEST_CONCURRENCY}`, `--test-timeout=${TEST_TIMEOUT_MS}`, ...(patterns.length > 0 ? patterns : DEFAULT_PATTERNS)],
   { cwd: ROOT, stdio: 'inherit', env: { ...process.env, CM_TEST_DATABASE_URL: adminUrl } },
 );
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

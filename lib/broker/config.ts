@@ -1,4 +1,4 @@
-// Broker configuration: every environment variable of DESIGN §3 parsed and validated here
+// Broker configuration: every environment variable (README table) parsed and validated here
 // and nowhere else. All problems are collected and reported at once, each with the value
 // received and an example fix, so an operator fixes the environment in one round.
 

@@ -6,7 +6,7 @@ import { userInfo } from 'node:os';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import type { MeshIdentity } from '../client-config.ts';
 import { normaliseBrokerUrl } from '../invite.ts';
-import { toMemberName } from '../names.ts';
+import { toMemberName } from '../protocol.ts';
 import type { ParsedArgs } from './args.ts';
 import { usageError } from './args.ts';
 import type { SigningIdentity } from '../broker-client.ts';

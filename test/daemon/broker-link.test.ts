@@ -8,8 +8,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, it } from 'node:test';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
-import { backoffDelay, BrokerLink, isTerminalClose } from '../../daemon/broker-link.ts';
-import type { Frame, LinkTimings } from '../../daemon/broker-link.ts';
+import { backoffDelay, BrokerLink } from '../../daemon/broker-link.ts';
+import { isTerminalClose } from '../../lib/protocol.ts';
+import { helloAck, member } from '../helpers/frames.ts';
+import type { LinkTimings } from '../../daemon/broker-link.ts';
+
+// Frames as a scripted broker writes them (the link parses them with lib/protocol.ts).
+type Frame = Record<string, any>;
 import { generateKeyPair, verify } from '../../lib/crypto.ts';
 import { attestationSigningString, helloSigningString, sessionHelloSigningString } from '../../lib/protocol.ts';
 import { waitUntil } from '../helpers/wait.ts';
@@ -62,7 +67,7 @@ async function fakeBroker(script: Script): Promise<FakeBroker> {
 }
 
 function ack(socket: WebSocket, hello: Frame): void {
-  socket.send(JSON.stringify({ type: 'hello_ack', id: hello.id, key: hello.sessionKey ?? hello.memberKey, peers: [], members: [{ key: hello.memberKey, name: 'me', role: 'owner' }], reattached: false }));
+  socket.send(helloAck(hello, [member(hello.memberKey, 'me', 'owner')]));
 }
 
 function link(url: string, extra: Partial<ConstructorParameters<typeof BrokerLink>[0]> = {}): { link: BrokerLink; events: Array<[string, Frame]> } {

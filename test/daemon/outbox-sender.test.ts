@@ -1,6 +1,7 @@
 // The outbox sender against a scripted broker: what each kind of answer does to a row.
 
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,11 +10,14 @@ import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { WebSocketServer } from 'ws';
 import { BrokerLink } from '../../daemon/broker-link.ts';
-import type { Frame } from '../../daemon/broker-link.ts';
+// Frames as a scripted broker writes them (the link parses them with lib/protocol.ts).
+type Frame = Record<string, any>;
 import { OutboxSender } from '../../daemon/outbox-sender.ts';
 import { Outbox } from '../../daemon/outbox.ts';
 import { encryptFor } from '../../daemon/router.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
+import type { MemberView } from '../../lib/protocol.ts';
+import { helloAck, member, peersFrame, refused, stored } from '../helpers/frames.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
 const me = generateKeyPair();
@@ -22,16 +26,17 @@ const carol = generateKeyPair();
 const WAIT_MS = 3_000;
 
 type Answer = (frame: Frame, sends: Frame[]) => Frame;
+const [M1, M2, M3] = [randomUUID(), randomUUID(), randomUUID()];
 
-async function scriptedBroker(answer: Answer, members: () => Frame[]): Promise<{ url: string; sends: Frame[]; close(): Promise<void> }> {
+async function scriptedBroker(answer: Answer, members: () => MemberView[]): Promise<{ url: string; sends: Frame[]; close(): Promise<void> }> {
   const server = createServer();
   const wss = new WebSocketServer({ server });
   const sends: Frame[] = [];
   wss.on('connection', (socket) => {
     socket.on('message', (data) => {
       const frame = JSON.parse(String(data)) as Frame;
-      if (frame.type === 'hello') socket.send(JSON.stringify({ type: 'hello_ack', id: frame.id, key: me.publicKey, peers: [], members: members() }));
-      else if (frame.type === 'list_peers') socket.send(JSON.stringify({ type: 'peers', id: frame.id, peers: [], members: members() }));
+      if (frame.type === 'hello') socket.send(helloAck(frame, members()));
+      else if (frame.type === 'list_peers') socket.send(peersFrame(frame.id, members()));
       else if (frame.type === 'send') {
         sends.push(frame);
         socket.send(JSON.stringify({ ...answer(frame, sends), id: frame.id }));
@@ -63,7 +68,7 @@ describe('OutboxSender', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  async function setup(name: string, answer: Answer, members: () => Frame[]) {
+  async function setup(name: string, answer: Answer, members: () => MemberView[]) {
     const broker = await scriptedBroker(answer, members);
     const outbox = new Outbox(join(dir, `${name}.db`), { backoffBaseMs: 10 });
     const link = new BrokerLink({ brokerUrl: broker.url, identity: { meshId: 'mesh-sender-01', memberKey: me.publicKey, memberSecret: me.secretKey }, timings: { backoffStepsMs: [20] } });
@@ -83,19 +88,19 @@ describe('OutboxSender', () => {
   const request = (text: string, to: string) => ({ meshId: 'mesh-sender-01', senderKey: me.publicKey, to, priority: 'now' as const, text });
 
   it('marks a row done on a queued ack and forgets its text', async () => {
-    const { outbox, sender } = await setup('done', () => ({ type: 'ack', queued: true, messageId: 'm-1', recipients: 1 }), () => []);
+    const { outbox, sender } = await setup('done', () => stored(1, M1), () => []);
     outbox.enqueue('d1', request('hi', 'bob'), { target: bob.publicKey, envelopes: encryptFor('hi', [bob.publicKey], me.secretKey) });
     sender.wake();
     await until('done', () => outbox.get('d1')?.status === 'done');
-    assert.equal(outbox.get('d1')?.brokerMessageId, 'm-1');
+    assert.equal(outbox.get('d1')?.brokerMessageId, M1);
     assert.equal(outbox.get('d1')?.text, null);
   });
 
   it('a permanent refusal is dead, a transient one waits and retries the same request', async () => {
     const { broker, outbox, sender } = await setup('fail', (frame, sends) => {
-      if (frame.clientMessageId === 'dead-1') return { type: 'ack', queued: false, code: 'CM_ERR_UNKNOWN_RECIPIENT', message: 'no such key' };
+      if (frame.clientMessageId === 'dead-1') return refused('CM_ERR_UNKNOWN_RECIPIENT', 'no such key');
       const tries = sends.filter((each) => each.clientMessageId === frame.clientMessageId).length;
-      return tries < 3 ? { type: 'ack', queued: false, code: 'CM_ERR_RATE_LIMITED', message: 'slow down' } : { type: 'ack', queued: true, messageId: 'm-2', recipients: 1 };
+      return tries < 3 ? refused('CM_ERR_RATE_LIMITED', 'slow down') : stored(1, M2);
     }, () => []);
     const envelopes = encryptFor('x', [bob.publicKey], me.secretKey);
     outbox.enqueue('dead-1', request('x', 'bob'), { target: bob.publicKey, envelopes });
@@ -111,16 +116,16 @@ describe('OutboxSender', () => {
   });
 
   it('encrypts a broadcast again when the roster changed while it waited', async () => {
-    let members: Frame[] = [{ key: me.publicKey, name: 'me' }, { key: bob.publicKey, name: 'bob' }];
+    let members = [member(me.publicKey, 'me'), member(bob.publicKey, 'bob')];
     const { outbox, sender } = await setup('mismatch', (frame) => {
       const keys = (frame.envelopes as Array<{ to: string }>).map((envelope) => envelope.to).sort();
       const wanted = members.map((member) => String(member.key)).filter((key) => key !== me.publicKey).sort();
       return JSON.stringify(keys) === JSON.stringify(wanted)
-        ? { type: 'ack', queued: true, messageId: 'm-3', recipients: keys.length }
-        : { type: 'ack', queued: false, code: 'CM_ERR_ENVELOPES_MISMATCH', message: 'roster changed' };
+        ? stored(keys.length, M3)
+        : refused('CM_ERR_ENVELOPES_MISMATCH', 'roster changed');
     }, () => members);
     outbox.enqueue('b1', request('to all', '*'), { target: '*', envelopes: encryptFor('to all', [bob.publicKey], me.secretKey) });
-    members = [...members, { key: carol.publicKey, name: 'carol' }];
+    members = [...members, member(carol.publicKey, 'carol')];
     sender.wake();
     await until('done after re-encryption', () => outbox.get('b1')?.status === 'done');
     assert.equal(outbox.get('b1')?.recipients, 2);

@@ -9,6 +9,8 @@ const bob = generateKeyPair();
 const carol = generateKeyPair();
 const bobSession = generateKeyPair();
 const mySession = generateKeyPair();
+// What a peer carries besides the fields these tests are about.
+const LIVE = { status: 'idle', summary: '', connectedAt: new Date(0).toISOString(), online: true } as const;
 const roster: Roster = {
   members: [
     { key: me.publicKey, name: 'me', role: 'owner' },
@@ -16,9 +18,9 @@ const roster: Roster = {
     { key: carol.publicKey, name: 'carol', role: 'member' },
   ],
   peers: [
-    { key: bobSession.publicKey, memberKey: bob.publicKey, name: 'bob-worker', kind: 'session', role: 'member', groups: ['ops/deploy'] },
-    { key: mySession.publicKey, memberKey: me.publicKey, name: 'mine', kind: 'session', role: 'member', groups: ['ops'] },
-    { key: carol.publicKey, memberKey: carol.publicKey, name: 'carol', kind: 'member', role: 'member', groups: [] },
+    { key: bobSession.publicKey, memberKey: bob.publicKey, name: 'bob-worker', kind: 'session', role: 'member', groups: ['ops/deploy'], ...LIVE },
+    { key: mySession.publicKey, memberKey: me.publicKey, name: 'mine', kind: 'session', role: 'member', groups: ['ops'], ...LIVE },
+    { key: carol.publicKey, memberKey: carol.publicKey, name: 'carol', kind: 'member', role: 'member', groups: [], ...LIVE },
   ],
 };
 const sender = { key: me.publicKey, memberKey: me.publicKey, secret: me.secretKey };

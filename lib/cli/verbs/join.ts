@@ -12,7 +12,7 @@ import { configPath, updateConfig } from '../../client-config.ts';
 import type { MeshIdentity } from '../../client-config.ts';
 import { checkInvite, decodeInvite } from '../../invite.ts';
 import type { Invite } from '../../invite.ts';
-import { isMemberName } from '../../names.ts';
+import { isMemberName } from '../../protocol.ts';
 import { stringOption, usageError } from '../args.ts';
 import { BrokerRefusal, callBroker } from '../../broker-client.ts';
 import { printJson, shortKey } from '../output.ts';

@@ -4,7 +4,7 @@
 import { generateKeyPair } from '../../crypto.ts';
 import { cmError } from '../../errors.ts';
 import { updateConfig } from '../../client-config.ts';
-import { isMemberName, isMeshId, isMeshName } from '../../names.ts';
+import { isMemberName, isMeshId, isMeshName } from '../../protocol.ts';
 import { stringOption, usageError } from '../args.ts';
 import { callBroker } from '../../broker-client.ts';
 import { printJson, shortKey } from '../output.ts';
