@@ -39,11 +39,16 @@ export class BenchPeer {
     const socket = new WebSocket(wsUrl, { perMessageDeflate: false });
     this.socket = socket;
     socket.on('error', () => {});
-    socket.on('message', (data) => this.#onFrame(JSON.parse(String(data)) as Record<string, any>));
+    // The broker's first frame is the challenge the hello signs; the rest go to #onFrame.
+    const challenged = new Promise<string>((resolve) => socket.once('message', (data) => {
+      resolve(String((JSON.parse(String(data)) as { nonce?: unknown }).nonce));
+      socket.on('message', (more) => this.#onFrame(JSON.parse(String(more)) as Record<string, any>));
+    }));
     await new Promise((resolve, reject) => {
       socket.once('open', resolve);
       socket.once('error', reject);
     });
+    const challenge = await challenged;
     const timestamp = Date.now();
     const answer = new Promise<Record<string, unknown>>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('no hello_ack')), HELLO_TIMEOUT_MS);
@@ -53,8 +58,8 @@ export class BenchPeer {
       };
     });
     socket.send(JSON.stringify({
-      type: 'hello', id: 'hello', meshId: this.meshId, memberKey: this.key, timestamp,
-      signature: sign(helloSigningString(this.meshId, this.key, timestamp), this.member.secretKey),
+      type: 'hello', id: 'hello', meshId: this.meshId, memberKey: this.key, timestamp, challenge,
+      signature: sign(helloSigningString(this.meshId, this.key, timestamp, challenge), this.member.secretKey),
     }));
     return answer;
   }

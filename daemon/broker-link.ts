@@ -170,18 +170,20 @@ export class BrokerLink {
     this.#handlers.onEvent?.(`link_${state}`, { meshId: this.identity.meshId, key: this.key, ...fields });
   }
 
-  #hello(): string {
+  /** The hello for this connection: it signs the challenge the broker just sent on it. */
+  #hello(challenge: string): string {
     const { meshId, memberKey, memberSecret, name, session } = this.identity;
     const timestamp = this.#now();
     const named = name === undefined ? {} : { name };
     if (session === undefined) {
-      return encodeFrame('hello', { id: 'hello', meshId, memberKey, timestamp, signature: sign(helloSigningString(meshId, memberKey, timestamp), memberSecret), ...named });
+      const signature = sign(helloSigningString(meshId, memberKey, timestamp, challenge), memberSecret);
+      return encodeFrame('hello', { id: 'hello', meshId, memberKey, timestamp, challenge, signature, ...named });
     }
     const expiresAt = timestamp + ATTESTATION_TTL_MS;
     return encodeFrame('session_hello', {
-      id: 'hello', meshId, memberKey, sessionKey: session.sessionKey, timestamp, ...named,
+      id: 'hello', meshId, memberKey, sessionKey: session.sessionKey, timestamp, challenge, ...named,
       attestation: { expiresAt, signature: sign(attestationSigningString(meshId, memberKey, session.sessionKey, expiresAt), memberSecret) },
-      signature: sign(sessionHelloSigningString(meshId, memberKey, session.sessionKey, timestamp), session.sessionSecret),
+      signature: sign(sessionHelloSigningString(meshId, memberKey, session.sessionKey, timestamp, challenge), session.sessionSecret),
       ...(session.groups === undefined ? {} : { groups: session.groups }),
     });
   }
@@ -194,7 +196,7 @@ export class BrokerLink {
     this.#socket = socket;
     socket.on('open', () => {
       this.#lastSeen = this.#now();
-      socket.send(this.#hello());
+      // The hello goes out when the broker's challenge arrives (#onMessage).
       this.#helloTimer = setTimeout(() => {
         this.#status.lastError = `no hello_ack within ${this.#timings.helloAckTimeoutMs} ms`;
         socket.terminate();
@@ -219,6 +221,10 @@ export class BrokerLink {
       return;
     }
     const id = 'id' in frame ? frame.id : undefined;
+    if (frame.type === 'challenge') {
+      if (this.#status.state !== 'open') socket.send(this.#hello(frame.nonce));
+      return;
+    }
     if (frame.type === 'hello_ack') {
       this.#onHelloAck(frame);
       return;

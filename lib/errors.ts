@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   CM_ERR_DB_UNAVAILABLE: { status: 503, hint: 'the database is unreachable; the broker retries by itself' },
   CM_ERR_BAD_FRAME: { status: 400, hint: 'send one JSON object per frame with the fields listed in docs/protocol.md' },
   CM_ERR_UNKNOWN_TYPE: { status: 400, hint: 'use a frame type listed in docs/protocol.md' },
+  CM_ERR_PROTOCOL_VERSION: { status: 426, hint: 'upgrade claudemesh on this machine: this broker speaks a newer protocol (npm install -g claudemesh, or git pull in your clone)' },
   CM_ERR_NO_HELLO: { status: 401, hint: 'send hello or session_hello first' },
   CM_ERR_DUPLICATE_HELLO: { status: 400, hint: 'a connection says hello once; open a new connection for another identity' },
   CM_ERR_HELLO_TIMEOUT: { status: 408, hint: 'send hello within 10 s of connecting' },

@@ -9,7 +9,10 @@ import { cmError } from './errors.ts';
 import type { CmError } from './errors.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX, signingString } from './crypto.ts';
 
-export const PROTOCOL_VERSION = 1;
+// 2: the hello signs a challenge the broker sent on this connection, so that no captured
+// hello can be replayed — on any instance, before or after a restart — without shared state.
+export const PROTOCOL_VERSION = 2;
+const CHALLENGE_LENGTH = 43; // 32 random bytes, base64url
 export const MAX_ENVELOPES = 1_000;
 const MAX_CLIENT_MESSAGE_ID = 128;
 export const MAX_REQUEST_ID = 64;
@@ -28,6 +31,10 @@ const GROUP_NAME = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 const MESH_ID = /^[A-Za-z0-9_-]{8,64}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PRINTABLE = /^[\x21-\x7e]+$/;
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+// Free text that peers show to each other (summaries, error messages) may carry any printable
+// character, never NUL (Postgres text refuses it) nor other C0/C1 controls but tab and newline.
+const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
 export const PRIORITIES = ['now', 'next', 'low'] as const;
 export const STATUSES = ['idle', 'working', 'dnd'] as const;
@@ -54,7 +61,7 @@ function bad(field: string, expected: string, value: unknown): never {
 }
 
 const text = (max: number, expected: string, pattern?: RegExp): Check<string> => (value, field) => {
-  if (typeof value !== 'string' || value.length > max || (pattern !== undefined && !pattern.test(value))) bad(field, expected, value);
+  if (typeof value !== 'string' || value.length > max || (pattern !== undefined && !pattern.test(value)) || CONTROLS.test(value)) bad(field, expected, value);
   return value;
 };
 const int = (min: number, max: number): Check<number> => (value, field) => {
@@ -95,7 +102,8 @@ const iso = text(40, 'an ISO 8601 time');
 const uuid = text(36, 'a message id (uuid)', UUID);
 const group = text(MAX_GROUP, 'a group name like "team" or "team/backend"', GROUP_NAME);
 const ids = list(uuid, 1, MAX_IDS, `a list of 1 to ${MAX_IDS} message ids`);
-const name = text(MAX_NAME, `a name of at most ${MAX_NAME} characters`);
+const name = text(MAX_NAME, 'a name: letters, digits, ".", "_", "@", "-", up to 64, starting with a letter or digit', /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/);
+const challenge = text(CHALLENGE_LENGTH, 'the challenge this connection was sent (base64url)', BASE64URL);
 const anyText = text(MAX_TEXT, `text of at most ${MAX_TEXT} characters`);
 const summary = text(MAX_SUMMARY, `text of at most ${MAX_SUMMARY} characters`);
 const groups = list(group, 0, MAX_GROUPS, `a list of at most ${MAX_GROUPS} group names`);
@@ -116,9 +124,9 @@ const errorBody = { code: text(64, 'an error code'), message: anyText, hint: any
 // ---- client → broker ----------------------------------------------------------------------
 
 const CLIENT_FRAMES = {
-  hello: object({ ...requestId, meshId, memberKey: key, timestamp: time, signature, name: optional(name) }),
+  hello: object({ ...requestId, meshId, memberKey: key, timestamp: time, challenge: optional(challenge), signature, name: optional(name) }),
   session_hello: object({
-    ...requestId, meshId, memberKey: key, sessionKey: key, attestation: object({ expiresAt: time, signature }),
+    ...requestId, meshId, memberKey: key, sessionKey: key, attestation: object({ expiresAt: time, signature }), challenge: optional(challenge),
     timestamp: time, signature, name: optional(name), groups: optional(groups),
   }),
   send: object({
@@ -146,8 +154,10 @@ const stored = object({ ...requestId, queued: ((value, field) => (value === true
 const refused = object({ ...requestId, queued: ((value, field) => (value === false ? false : bad(field, 'false', value))) as Check<false>, ...errorBody });
 
 const SERVER_FRAMES = {
+  /** sent first, on every connection: the hello must sign `nonce` */
+  challenge: object({ protocolVersion: int(1, 1_000), nonce: challenge }),
   hello_ack: object({
-    ...requestId, protocolVersion: int(1, 1_000), meshId, meshName: name, key, memberKey: key, kind: oneOf(KINDS), role: oneOf(ROLES),
+    ...requestId, protocolVersion: int(1, 1_000), meshId, meshName: text(MAX_NAME, 'a mesh name'), key, memberKey: key, kind: oneOf(KINDS), role: oneOf(ROLES),
     name, reattached: bool, ...roster,
   }),
   /** the answer to `send`: stored durably (after COMMIT), or refused with an error body */
@@ -256,6 +266,8 @@ export const CLOSES = {
   helloTimeout: { code: 1008, reason: 'hello_timeout', terminal: false },
   timestampSkew: { code: 1008, reason: 'timestamp_skew', terminal: false },
   badSignature: { code: 1008, reason: 'bad_signature', terminal: true },
+  oldProtocol: { code: 1008, reason: 'protocol_version', terminal: true },
+  nameTaken: { code: 1008, reason: 'name_taken', terminal: true },
   unauthorized: { code: 1008, reason: 'unauthorized', terminal: true },
   expired: { code: 1008, reason: 'expired', terminal: true },
   capacity: { code: 1008, reason: 'capacity', terminal: false },
@@ -301,11 +313,11 @@ export function toMemberName(raw: string): string | undefined {
 
 // ---- handshake signing strings (domain-separated; lib/crypto.ts signingString) -------------
 
-export const helloSigningString = (mesh: string, memberKey: string, at: number) => signingString('hello', [mesh, memberKey, at]);
+export const helloSigningString = (mesh: string, memberKey: string, at: number, nonce: string) => signingString('hello-v2', [mesh, memberKey, at, nonce]);
 export const attestationSigningString = (mesh: string, memberKey: string, sessionKey: string, expiresAt: number) =>
   signingString('session-attestation', [mesh, memberKey, sessionKey, expiresAt]);
-export const sessionHelloSigningString = (mesh: string, memberKey: string, sessionKey: string, at: number) =>
-  signingString('session-hello', [mesh, memberKey, sessionKey, at]);
+export const sessionHelloSigningString = (mesh: string, memberKey: string, sessionKey: string, at: number, nonce: string) =>
+  signingString('session-hello-v2', [mesh, memberKey, sessionKey, at, nonce]);
 
 /** Does a peer in `groups` receive a message to `@target`? Hierarchical: "a/b" matches "@a". */
 export function groupMatches(groups: readonly string[], targetGroup: string): boolean {

@@ -54,6 +54,7 @@ async function connectAs(home: string): Promise<Connection> {
   const meshId = identity.meshId ?? '';
   const memberKey = identity.publicKey ?? '';
   const socket = new WebSocket(broker.wsUrl);
+  const challenged = new Promise<string>((resolve) => socket.once('message', (data) => resolve(String(JSON.parse(String(data)).nonce))));
   const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
   await new Promise((resolve, reject) => {
     socket.once('open', resolve);
@@ -71,8 +72,9 @@ async function connectAs(home: string): Promise<Connection> {
     void closed.then(() => resolve(false));
   });
   const timestamp = Date.now();
-  const signature = sign(helloSigningString(meshId, memberKey, timestamp), Buffer.from(identity.secretKey ?? '', 'hex'));
-  socket.send(JSON.stringify({ type: 'hello', id: 'hello', meshId, memberKey, timestamp, signature }));
+  const challenge = await challenged;
+  const signature = sign(helloSigningString(meshId, memberKey, timestamp, challenge), Buffer.from(identity.secretKey ?? '', 'hex'));
+  socket.send(JSON.stringify({ type: 'hello', id: 'hello', meshId, memberKey, timestamp, challenge, signature }));
   return { socket, acked: await answered, frames, closed };
 }
 

@@ -8,6 +8,7 @@
 // key signs (mesh, member key, session key, time). So every key the broker routes to has
 // proven its secret, and every session is vouched for by a current member.
 
+import { randomBytes } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -31,6 +32,7 @@ import { rosterView } from './presence.ts';
 export const WS_PATH = '/ws';
 export const HELLO_TIMEOUT_MS = 10_000;
 const MAX_ATTESTATION_MS = 24 * 3600 * 1000;
+const CHALLENGE_BYTES = 32;
 // Backpressure: at most this many frames of one socket are handled at once. Further frames
 // wait as raw bytes and the socket is paused, so TCP pushes back on a client that sends
 // faster than the broker commits: memory stays bounded under any burst.
@@ -70,19 +72,29 @@ export function createUpgrade(ctx: Context, isDraining: () => boolean, onSocket:
 }
 
 /** Check a hello in a fixed order, cheapest first; the database is asked last. */
-async function verifyHello(ctx: Context, frame: Hello): Promise<PeerIdentity | Refusal> {
+async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<PeerIdentity | Refusal> {
   const now = ctx.now();
   const refusal = (reason: RejectReason, close: Close, error: CmError): Refusal => ({ error, close, reason });
+  if (frame.challenge === undefined) {
+    return refusal('protocol_version', CLOSES.oldProtocol, cmError('CM_ERR_PROTOCOL_VERSION', `this broker speaks protocol ${PROTOCOL_VERSION}: a hello must sign the challenge sent on connect, and this one carries none`));
+  }
   if (Math.abs(now - frame.timestamp) > CLOCK_SKEW_MS) {
     return refusal('timestamp_skew', CLOSES.timestampSkew, cmError('CM_ERR_TIMESTAMP_SKEW', `hello timestamp ${frame.timestamp} is more than ${CLOCK_SKEW_MS / 1000} s from the broker's clock (${now})`));
   }
   const badSignature = (what: string) => refusal('bad_signature', CLOSES.badSignature, cmError('CM_ERR_BAD_SIGNATURE', what));
+  // A hello signed for another connection's challenge is a replay: its signature cannot match.
+  if (frame.challenge !== nonce) {
+    return refusal('bad_signature', CLOSES.badSignature, cmError('CM_ERR_REPLAYED', 'the hello signs another challenge than the one this connection was sent: a replayed or stale hello', {
+      hint: 'sign a fresh hello with the challenge of the connection it is sent on',
+    }));
+  }
   if (frame.type === 'hello') {
-    if (!verify(frame.signature, helloSigningString(frame.meshId, frame.memberKey, frame.timestamp), frame.memberKey)) {
+    if (!verify(frame.signature, helloSigningString(frame.meshId, frame.memberKey, frame.timestamp, nonce), frame.memberKey)) {
       return badSignature(`hello signature does not match member key ${frame.memberKey.slice(0, 12)}…`);
     }
   } else {
     const { expiresAt, signature } = frame.attestation;
+    if (frame.sessionKey === frame.memberKey) return badSignature('a session needs a key of its own, not its member key');
     if (expiresAt <= now) return refusal('expired', CLOSES.expired, cmError('CM_ERR_EXPIRED', `session attestation expired at ${new Date(expiresAt).toISOString()}`));
     if (expiresAt > now + MAX_ATTESTATION_MS) {
       return refusal('expired', CLOSES.expired, cmError('CM_ERR_EXPIRED', `session attestation expires ${Math.round((expiresAt - now) / 3_600_000)} h ahead; at most 24 h is accepted`));
@@ -90,14 +102,9 @@ async function verifyHello(ctx: Context, frame: Hello): Promise<PeerIdentity | R
     if (!verify(signature, attestationSigningString(frame.meshId, frame.memberKey, frame.sessionKey, expiresAt), frame.memberKey)) {
       return badSignature(`session attestation is not signed by member key ${frame.memberKey.slice(0, 12)}…`);
     }
-    if (!verify(frame.signature, sessionHelloSigningString(frame.meshId, frame.memberKey, frame.sessionKey, frame.timestamp), frame.sessionKey)) {
+    if (!verify(frame.signature, sessionHelloSigningString(frame.meshId, frame.memberKey, frame.sessionKey, frame.timestamp, nonce), frame.sessionKey)) {
       return badSignature(`session_hello signature does not match session key ${frame.sessionKey.slice(0, 12)}…`);
     }
-  }
-  // A valid hello replayed within the clock window would open a second connection as its
-  // author (and could ack away that peer's messages).
-  if (!ctx.replay.firstUse(frame.signature, frame.timestamp + CLOCK_SKEW_MS)) {
-    return refusal('bad_signature', CLOSES.badSignature, cmError('CM_ERR_REPLAYED', 'this hello was already used; sign a fresh one for every connect'));
   }
   const member = (await query(ctx.pool, 'member_for_hello', [frame.meshId, frame.memberKey])).rows[0];
   // A ban outranks everything else about the row: it always closes 4002.
@@ -109,10 +116,15 @@ async function verifyHello(ctx: Context, frame: Hello): Promise<PeerIdentity | R
     }));
   }
   const session = frame.type === 'session_hello';
-  return {
-    meshId: frame.meshId, meshName: member.mesh_name, memberId: member.id, memberKey: frame.memberKey, role: member.role,
-    key: session ? frame.sessionKey : frame.memberKey, kind: session ? 'session' : 'member', name: frame.name ?? member.name,
-  };
+  const key = session ? frame.sessionKey : frame.memberKey;
+  const name = frame.name ?? member.name;
+  // A name is how people address a peer: nobody may take another member's, on the wire either.
+  if (name !== member.name && (await query(ctx.pool, 'name_in_use', [frame.meshId, name, frame.memberKey])).rowCount !== 0) {
+    return refusal('name_taken', CLOSES.nameTaken, cmError('CM_ERR_NAME_TAKEN', `another member of mesh ${frame.meshId} or one of its sessions is called ${JSON.stringify(name)}`, {
+      hint: 'pick another session name (claudemesh launch --name …)',
+    }));
+  }
+  return { meshId: frame.meshId, meshName: member.mesh_name, memberId: member.id, memberKey: frame.memberKey, role: member.role, key, kind: session ? 'session' : 'member', name };
 }
 
 /** The request id of a frame that failed validation, so that even its error can be correlated. */
@@ -196,13 +208,15 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     reply(errorFrame(refusal.error, id));
     socket.close(refusal.close.code, refusal.close.reason);
   };
+  const nonce = randomBytes(CHALLENGE_BYTES).toString('base64url');
+  reply(encodeFrame('challenge', { protocolVersion: PROTOCOL_VERSION, nonce }));
   const timer = setTimeout(() => {
     if (peer !== undefined || hello !== undefined) return;
     refuse({ reason: 'hello_timeout', close: CLOSES.helloTimeout, error: cmError('CM_ERR_HELLO_TIMEOUT', `no hello within ${ctx.timings.helloTimeoutMs / 1000} s of connecting`) });
   }, ctx.timings.helloTimeoutMs);
 
   async function sayHello(frame: Hello): Promise<void> {
-    const identity = await verifyHello(ctx, frame);
+    const identity = await verifyHello(ctx, frame, nonce);
     if ('error' in identity) return refuse(identity, frame.id);
     // The socket may have closed while we were checking: never attach a dead socket.
     if (socket.readyState !== socket.OPEN) return;

@@ -32,6 +32,7 @@ const HIJACKED_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit'
 const rows = <T>(): T => undefined as T;
 const QUERY_ROWS = {
   member_for_hello: rows<{ id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string }>(),
+  name_in_use: rows<{ taken: number }>(),
   presence_connect: rows<{ id: string }>(),
   presence_disconnect: rows<never>(),
   presence_gone: rows<never>(),

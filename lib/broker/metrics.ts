@@ -13,7 +13,7 @@ export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8
 // Every value is counted somewhere (lib/broker/connection.ts, lib/broker/send.ts).
 export const CONNECTION_REJECT_REASONS = [
   'not_found', 'draining', 'capacity', 'hello_timeout', 'timestamp_skew', 'bad_signature',
-  'unauthorized', 'expired', 'banned', 'duplicate_hello', 'internal',
+  'unauthorized', 'expired', 'banned', 'duplicate_hello', 'internal', 'protocol_version', 'name_taken',
 ] as const;
 export const MESSAGE_REJECT_REASONS = [
   'unknown_recipient', 'rate_limited', 'idempotency_conflict', 'bad_envelope', 'loop_guard', 'db_unavailable',

@@ -8,6 +8,14 @@ SELECT m.id, m.name, m.role, m.left_at IS NOT NULL AS left, m.banned_at IS NOT N
 FROM members m JOIN meshes s ON s.id = m.mesh_id
 WHERE m.mesh_id = $1 AND m.key = $2;
 
+-- name: name_in_use
+-- a name another current member holds, as its own or for one of its sessions
+SELECT 1 AS taken FROM members WHERE mesh_id = $1 AND name = $2 AND key <> $3 AND left_at IS NULL AND banned_at IS NULL
+UNION ALL
+SELECT 1 FROM presences p JOIN members m ON m.id = p.member_id
+WHERE p.mesh_id = $1 AND p.name = $2 AND m.key <> $3 AND m.left_at IS NULL AND m.banned_at IS NULL
+LIMIT 1;
+
 -- name: presence_connect
 -- $8: a fresh connect (not a reattach) starts idle; a reattach keeps its status
 INSERT INTO presences (mesh_id, member_id, key, kind, name, instance_id, groups)

@@ -10,7 +10,7 @@ import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import { backoffDelay, BrokerLink } from '../../daemon/broker-link.ts';
 import { isTerminalClose } from '../../lib/protocol.ts';
-import { helloAck, member } from '../helpers/frames.ts';
+import { challengeFrame, helloAck, member } from '../helpers/frames.ts';
 import type { LinkTimings } from '../../daemon/broker-link.ts';
 
 // Frames as a scripted broker writes them (the link parses them with lib/protocol.ts).
@@ -45,6 +45,7 @@ async function fakeBroker(script: Script): Promise<FakeBroker> {
   const wss = new WebSocketServer({ server, autoPong: script.autoPong ?? true });
   const hellos: Frame[] = [];
   wss.on('connection', (socket) => {
+    socket.send(challengeFrame());
     socket.on('message', (data) => {
       const frame = JSON.parse(String(data)) as Frame;
       if (frame.type === 'hello' || frame.type === 'session_hello') {
@@ -113,7 +114,7 @@ describe('BrokerLink', () => {
     await until('open', () => member.isOpen);
     const hello = broker.hellos[0] as Frame;
     assert.equal(hello.type, 'hello');
-    assert.ok(verify(hello.signature, helloSigningString('mesh-test-01', String(hello.memberKey), Number(hello.timestamp)), hello.memberKey));
+    assert.ok(verify(hello.signature, helloSigningString('mesh-test-01', String(hello.memberKey), Number(hello.timestamp), String(hello.challenge)), hello.memberKey));
     assert.equal(member.roster?.members.length, 1);
   });
 
@@ -194,7 +195,7 @@ describe('BrokerLink', () => {
     for (const hello of [first, second]) {
       const attestation = hello.attestation as { expiresAt: number; signature: string };
       assert.ok(verify(attestation.signature, attestationSigningString('mesh-test-01', member.publicKey, session.publicKey, attestation.expiresAt), member.publicKey));
-      assert.ok(verify(hello.signature, sessionHelloSigningString('mesh-test-01', member.publicKey, session.publicKey, Number(hello.timestamp)), session.publicKey));
+      assert.ok(verify(hello.signature, sessionHelloSigningString('mesh-test-01', member.publicKey, session.publicKey, Number(hello.timestamp), String(hello.challenge)), session.publicKey));
       assert.deepEqual(hello.groups, ['ops']);
     }
   });

@@ -17,7 +17,7 @@ import { Outbox } from '../../daemon/outbox.ts';
 import { encryptFor } from '../../daemon/router.ts';
 import { generateKeyPair } from '../../lib/crypto.ts';
 import type { MemberView } from '../../lib/protocol.ts';
-import { helloAck, member, peersFrame, refused, stored } from '../helpers/frames.ts';
+import { challengeFrame, helloAck, member, peersFrame, refused, stored } from '../helpers/frames.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
 const me = generateKeyPair();
@@ -33,6 +33,7 @@ async function scriptedBroker(answer: Answer, members: () => MemberView[]): Prom
   const wss = new WebSocketServer({ server });
   const sends: Frame[] = [];
   wss.on('connection', (socket) => {
+    socket.send(challengeFrame());
     socket.on('message', (data) => {
       const frame = JSON.parse(String(data)) as Frame;
       if (frame.type === 'hello') socket.send(helloAck(frame, members()));

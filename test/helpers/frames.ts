@@ -7,6 +7,11 @@ import type { MemberView, Role } from '../../lib/protocol.ts';
 
 const SCRIPTED_MESH = 'mesh-scripted-01';
 
+/** The first frame of every connection; a scripted broker may send the same nonce each time. */
+export function challengeFrame(nonce = 'scripted-challenge-000000000000000000000000'): string {
+  return encodeFrame('challenge', { protocolVersion: PROTOCOL_VERSION, nonce });
+}
+
 /** A member as `hello_ack` and `peers` list it (role defaults to member). */
 export function member(key: string, name: string, role: Role = 'member'): MemberView {
   return { key, name, role };

@@ -45,6 +45,8 @@ interface ConnectOptions {
   helloSigner?: SigningKeyPair;
   /** don't wait for hello_ack */
   noWait?: boolean;
+  /** sign this challenge instead of the one the broker sent (a replay) */
+  challenge?: string;
 }
 
 export class TestPeer {
@@ -55,6 +57,8 @@ export class TestPeer {
   readonly meshId: string;
   readonly closed: Promise<{ code: number; reason: string }>;
   ack: Frame | undefined;
+  /** the challenge its hello signed */
+  challenge = '';
   #waiters: Array<{ match: (frame: Frame) => boolean; resolve: (frame: Frame) => void }> = [];
 
   private constructor(socket: WebSocket, options: ConnectOptions) {
@@ -78,24 +82,28 @@ export class TestPeer {
   /** Open a socket and say hello (or session_hello); resolves after hello_ack unless noWait. */
   static async connect(url: string, options: ConnectOptions): Promise<TestPeer> {
     const socket = new WebSocket(url);
+    // The broker's first frame is the challenge the hello must sign; listen before it can arrive.
+    const challenged = new Promise<string>((resolve) => socket.once('message', (data) => resolve(String((JSON.parse(String(data)) as Frame).nonce))));
     await new Promise((resolve, reject) => {
       socket.once('open', resolve);
       socket.once('error', reject);
     });
     socket.on('error', () => {});
     const peer = new TestPeer(socket, options);
+    const challenge = options.challenge ?? (await challenged);
+    peer.challenge = challenge;
     const timestamp = options.timestamp ?? Date.now();
     const memberKey = options.member.publicKey;
     let hello: Frame;
     if (options.session === undefined) {
-      hello = { type: 'hello', id: 'hello', meshId: options.meshId, memberKey, timestamp, signature: sign(helloSigningString(options.meshId, memberKey, timestamp), options.member.secretKey) };
+      hello = { type: 'hello', id: 'hello', meshId: options.meshId, memberKey, timestamp, challenge, signature: sign(helloSigningString(options.meshId, memberKey, timestamp, challenge), options.member.secretKey) };
     } else {
       const sessionKey = options.session.publicKey;
       const expiresAt = options.attestationExpiresAt ?? Date.now() + 3_600_000;
       hello = {
-        type: 'session_hello', id: 'hello', meshId: options.meshId, memberKey, sessionKey, timestamp,
+        type: 'session_hello', id: 'hello', meshId: options.meshId, memberKey, sessionKey, timestamp, challenge,
         attestation: { expiresAt, signature: sign(attestationSigningString(options.meshId, memberKey, sessionKey, expiresAt), (options.attestationSigner ?? options.member).secretKey) },
-        signature: sign(sessionHelloSigningString(options.meshId, memberKey, sessionKey, timestamp), (options.helloSigner ?? options.session).secretKey),
+        signature: sign(sessionHelloSigningString(options.meshId, memberKey, sessionKey, timestamp, challenge), (options.helloSigner ?? options.session).secretKey),
         ...(options.groups === undefined ? {} : { groups: options.groups }),
       };
     }

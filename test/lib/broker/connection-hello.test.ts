@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
-import { generateKeyPair, sign } from '../../../lib/crypto.ts';
-import { helloSigningString } from '../../../lib/protocol.ts';
+import { generateKeyPair, sign, signingString } from '../../../lib/crypto.ts';
 import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
 import { seedMesh, TestPeer } from '../../helpers/peer.ts';
@@ -31,7 +30,7 @@ describe('handshakes', () => {
   it('hello proves the member key and answers hello_ack with identity, mesh, version and roster', async () => {
     const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, name: 'alice-laptop' });
     const ack = peer.ack!;
-    assert.equal(ack.protocolVersion, 1);
+    assert.equal(ack.protocolVersion, 2);
     assert.equal(ack.meshId, mesh.meshId);
     assert.equal(ack.key, mesh.members[1]!.publicKey);
     assert.equal(ack.memberKey, mesh.members[1]!.publicKey);
@@ -78,21 +77,47 @@ describe('handshakes', () => {
     assert.equal(reason, 'timestamp_skew');
   });
 
-  it('refuses the very same hello replayed inside the window', async () => {
-    const timestamp = Date.now();
+  it('refuses a hello signed for the challenge of another connection: a replay fails on any connection, instance or restart', async () => {
+    const first = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[3]! });
+    const replay = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[3]!, challenge: first.challenge, noWait: true });
+    const refusal = await refused(replay);
+    assert.equal(refusal.error.code, 'CM_ERR_REPLAYED');
+    assert.deepEqual([refusal.code, refusal.reason], [1008, 'bad_signature']);
+    await first.close();
+  });
+
+  it('tells an old client (a hello without the challenge) to upgrade, and closes for good', async () => {
+    const socket = new WebSocket(t.wsUrl);
+    const frames: Array<Record<string, any>> = [];
+    socket.on('message', (data) => frames.push(JSON.parse(String(data)) as Record<string, any>));
+    const closed = new Promise<[number, string]>((resolve) => socket.once('close', (code, reason) => resolve([code, reason.toString()])));
+    await new Promise((resolve) => socket.once('open', resolve));
     const member = mesh.members[3]!;
-    const frame = JSON.stringify({ type: 'hello', id: 'h', meshId: mesh.meshId, memberKey: member.publicKey, timestamp, signature: sign(helloSigningString(mesh.meshId, member.publicKey, timestamp), member.secretKey) });
-    const first = new WebSocket(t.wsUrl);
-    await new Promise((resolve) => first.once('open', resolve));
-    const firstReply = new Promise<Record<string, unknown>>((resolve) => first.once('message', (data) => resolve(JSON.parse(String(data)))));
-    first.send(frame);
-    assert.equal((await firstReply).type, 'hello_ack');
-    const replay = new WebSocket(t.wsUrl);
-    await new Promise((resolve) => replay.once('open', resolve));
-    const replayReply = new Promise<Record<string, unknown>>((resolve) => replay.once('message', (data) => resolve(JSON.parse(String(data)))));
-    replay.send(frame);
-    assert.equal((await replayReply).code, 'CM_ERR_REPLAYED');
-    first.close();
+    const timestamp = Date.now();
+    socket.send(JSON.stringify({ type: 'hello', id: 'h', meshId: mesh.meshId, memberKey: member.publicKey, timestamp, signature: sign(signingString('hello', [mesh.meshId, member.publicKey, timestamp]), member.secretKey) }));
+    assert.deepEqual(await closed, [1008, 'protocol_version']);
+    assert.equal(frames[0]?.type, 'challenge');
+    assert.equal(frames[1]?.code, 'CM_ERR_PROTOCOL_VERSION');
+  });
+
+  it('refuses a session whose key is its member key', async () => {
+    const member = mesh.members[3]!;
+    const same = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member, session: member, noWait: true });
+    assert.equal((await refused(same)).error.code, 'CM_ERR_BAD_SIGNATURE');
+  });
+
+  it('refuses names with control characters at the boundary, naming the field, and names another member holds', async () => {
+    for (const name of ['a\u0000b', 'alice\u001b[2K\r\nFAKE-LINE', 'two words']) {
+      const peer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[3]!, session: generateKeyPair(), name, noWait: true });
+      const answer = await peer.waitFor((frame) => frame.id === 'hello');
+      assert.equal(answer.code, 'CM_ERR_BAD_FRAME');
+      assert.match(String(answer.message), /"name"/);
+      await peer.close();
+    }
+    const taken = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[3]!, session: generateKeyPair(), name: 'alice', noWait: true });
+    const refusal = await refused(taken);
+    assert.equal(refusal.error.code, 'CM_ERR_NAME_TAKEN');
+    assert.deepEqual([refusal.code, refusal.reason], [1008, 'name_taken']);
   });
 
   it('refuses expired attestations and attestations longer than 24 h', async () => {
@@ -129,7 +154,8 @@ describe('handshakes', () => {
     const [code, reason] = await new Promise<[number, string]>((resolve) => socket.once('close', (c, r) => resolve([c, r.toString()])));
     assert.equal(code, 1008);
     assert.equal(reason, 'hello_timeout');
-    assert.equal(frames[0]?.code, 'CM_ERR_HELLO_TIMEOUT');
+    assert.equal(frames[0]?.type, 'challenge');
+    assert.equal(frames[1]?.code, 'CM_ERR_HELLO_TIMEOUT');
   });
 
   it('answers a second hello, unknown types and malformed frames with errors and stays open', async () => {

@@ -63,12 +63,14 @@ describe('presence', () => {
     const mesh = await seedMesh(t.db.pool, 1);
     const { WebSocket } = await import('ws');
     const silent = new WebSocket(t.wsUrl, { autoPong: false });
+    const challenged = new Promise<string>((resolve) => silent.once('message', (data) => resolve(String(JSON.parse(String(data)).nonce))));
     await new Promise((resolve) => silent.once('open', resolve));
+    const challenge = await challenged;
     const { helloSigningString } = await import('../../../lib/protocol.ts');
     const { sign } = await import('../../../lib/crypto.ts');
     const member = mesh.members[0]!;
     const timestamp = Date.now();
-    silent.send(JSON.stringify({ type: 'hello', meshId: mesh.meshId, memberKey: member.publicKey, timestamp, signature: sign(helloSigningString(mesh.meshId, member.publicKey, timestamp), member.secretKey) }));
+    silent.send(JSON.stringify({ type: 'hello', meshId: mesh.meshId, memberKey: member.publicKey, timestamp, challenge, signature: sign(helloSigningString(mesh.meshId, member.publicKey, timestamp, challenge), member.secretKey) }));
     const code = await new Promise<number>((resolve) => silent.once('close', (closeCode) => resolve(closeCode)));
     assert.equal(code, 1006, 'terminated without a close handshake');
   });
