@@ -5,6 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
+import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import type { WebSocket } from 'ws';
@@ -12,7 +13,6 @@ import { isCmError } from './lib/errors.ts';
 import { createLogger } from './lib/log.ts';
 import type { Logger } from './lib/log.ts';
 import { CLOSES } from './lib/protocol.ts';
-import { ReplayGuard } from './lib/signed-request.ts';
 import { resolveGitSha, VERSION } from './lib/version.ts';
 import { loadConfig, redactUrl } from './lib/broker/config.ts';
 import type { BrokerConfig } from './lib/broker/config.ts';
@@ -26,7 +26,7 @@ import { Hub, LEASE_MS, PING_INTERVAL_MS, PONG_TIMEOUT_MS } from './lib/broker/h
 import { membershipRoutes } from './lib/broker/membership.ts';
 import { createBrokerMetrics } from './lib/broker/metrics.ts';
 import type { BrokerMetrics } from './lib/broker/metrics.ts';
-import { hookRoute, Presence, TTL_SWEEP_INTERVAL_MS } from './lib/broker/presence.ts';
+import { hookRoute, INSTANCE_BEAT_MS, Presence, TTL_SWEEP_INTERVAL_MS } from './lib/broker/presence.ts';
 import { Sender } from './lib/broker/send.ts';
 
 const SHUTDOWN_TIMEOUT_MS = 4_000;
@@ -52,6 +52,7 @@ const DEFAULT_TIMINGS = {
   sweepIntervalMs: SWEEP_INTERVAL_MS,
   ttlSweepIntervalMs: TTL_SWEEP_INTERVAL_MS,
   queueDepthIntervalMs: QUEUE_DEPTH_INTERVAL_MS,
+  instanceBeatMs: INSTANCE_BEAT_MS,
 };
 export type Timings = typeof DEFAULT_TIMINGS;
 
@@ -61,7 +62,6 @@ export interface Context {
   readonly log: Logger;
   readonly pool: pg.Pool;
   readonly metrics: BrokerMetrics;
-  readonly replay: ReplayGuard;
   readonly instanceId: string;
   readonly now: () => number;
   readonly timings: Timings;
@@ -121,7 +121,7 @@ function createContext(options: BrokerOptions, liveConnections: () => number): C
   const now = options.now ?? Date.now;
   // The object is complete before any socket or timer uses it.
   const ctx = {
-    config: options.config, log: options.log, pool: db.pool, now, instanceId: options.instanceId ?? randomUUID(), replay: new ReplayGuard({ now }),
+    config: options.config, log: options.log, pool: db.pool, now, instanceId: options.instanceId ?? randomUUID(),
     timings: { ...DEFAULT_TIMINGS, ...options.timings },
     metrics: createBrokerMetrics({ liveConnections, dbHealthy: () => db.healthy }),
   } as { -readonly [K in keyof Context]: Context[K] };
@@ -188,13 +188,16 @@ export function createBroker(options: BrokerOptions): Broker {
 
   return {
     context: ctx,
-    listen: () => new Promise((resolve, reject) => {
-      httpServer.once('error', reject);
-      httpServer.listen(config.port, config.host, () => {
-        httpServer.off('error', reject);
-        resolve(httpServer.address() as AddressInfo);
+    async listen() {
+      await ctx.presence.startInstance();
+      return new Promise((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(config.port, config.host, () => {
+          httpServer.off('error', reject);
+          resolve(httpServer.address() as AddressInfo);
+        });
       });
-    }),
+    },
     close(closeOptions = {}) {
       closing ??= shutdown(closeOptions.timeoutMs ?? SHUTDOWN_TIMEOUT_MS);
       return closing;
@@ -227,12 +230,15 @@ async function start(config: BrokerConfig, log: Logger, state: { embedded?: Embe
       hint: 'data lives in this directory; set DATABASE_URL=postgres://user:pass@host:5432/db to use your own Postgres instead',
     });
   }
-  const db = createDatabase({ url, log });
+  const db = createDatabase({ url, log, statementTimeoutMs: config.dbStatementTimeoutMs });
   state.db = db;
   if (!(await waitForDatabase(db, log, () => state.stopping))) return;
   await migrate(db.pool, log);
   const gitSha = resolveGitSha(config.gitSha);
-  state.broker = createBroker({ config, db, log, version: VERSION, gitSha });
+  // Stable per host and port: a broker killed and restarted in the same place is the same
+  // instance and takes back at once what its former life held (port 0 means a fresh one).
+  const instanceId = config.instanceId ?? (config.port === 0 ? undefined : `${hostname()}:${config.port}`);
+  state.broker = createBroker({ config, db, log, version: VERSION, gitSha, ...(instanceId === undefined ? {} : { instanceId }) });
   const address = await state.broker.listen();
   log.info('broker listening', {
     url: `http://${address.address}:${address.port}`, ws: `ws://${address.address}:${address.port}/ws`, version: VERSION, gitSha,

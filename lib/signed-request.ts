@@ -45,6 +45,8 @@ export interface VerifiedRequest {
   publicKey: string;
   meshId: string;
   timestamp: number;
+  /** the signature, to be recorded once by the verifier (a replay record) */
+  signature: string;
 }
 
 export interface VerifyRequestInput {
@@ -53,7 +55,6 @@ export interface VerifyRequestInput {
   headers: Readonly<Record<string, string | string[] | undefined>>;
   body: Buffer;
   now: number;
-  replay?: ReplayGuard;
 }
 
 function header(headers: VerifyRequestInput['headers'], name: string): string | undefined {
@@ -61,7 +62,11 @@ function header(headers: VerifyRequestInput['headers'], name: string): string | 
   return Array.isArray(value) ? undefined : value;
 }
 
-/** Throws CM_ERR_UNAUTHORIZED / CM_ERR_TIMESTAMP_SKEW / CM_ERR_BAD_SIGNATURE / CM_ERR_REPLAYED. */
+/**
+ * Throws CM_ERR_UNAUTHORIZED / CM_ERR_TIMESTAMP_SKEW / CM_ERR_BAD_SIGNATURE. A valid request
+ * may still be a replay inside the clock window: the verifier records `signature` once (the
+ * broker does it in Postgres, so the record holds across restarts and instances).
+ */
 export function verifySignedRequest(input: VerifyRequestInput): VerifiedRequest {
   const publicKey = header(input.headers, HEADER_KEY);
   const rawTimestamp = header(input.headers, HEADER_TIMESTAMP);
@@ -83,46 +88,5 @@ export function verifySignedRequest(input: VerifyRequestInput): VerifiedRequest 
   if (!verify(signature, message, publicKey)) {
     throw cmError('CM_ERR_BAD_SIGNATURE', `the signature does not match key ${publicKey.slice(0, 12)}… for ${input.method} ${input.path}`);
   }
-  if (input.replay !== undefined && !input.replay.firstUse(signature, timestamp + CLOCK_SKEW_MS)) {
-    throw cmError('CM_ERR_REPLAYED', 'this signed request was already used');
-  }
-  return { publicKey, meshId, timestamp };
-}
-
-// A replayed request or hello must fail inside the clock window too: signatures are
-// remembered until their timestamp falls out of it. Bounded: past MAX_REPLAY_ENTRIES the
-// oldest go first (they are the closest to expiring anyway).
-const MAX_REPLAY_ENTRIES = 200_000;
-
-export class ReplayGuard {
-  readonly #seen = new Map<string, number>();
-  readonly #now: () => number;
-  readonly #maxEntries: number;
-
-  constructor(options: { now?: () => number; maxEntries?: number } = {}) {
-    this.#now = options.now ?? Date.now;
-    this.#maxEntries = options.maxEntries ?? MAX_REPLAY_ENTRIES;
-  }
-
-  /** true the first time `signature` is seen (it is then remembered until `expiresAt`) */
-  firstUse(signature: string, expiresAt: number): boolean {
-    const now = this.#now();
-    const known = this.#seen.get(signature);
-    if (known !== undefined && known > now) return false;
-    if (this.#seen.size >= this.#maxEntries) this.#prune(now);
-    this.#seen.set(signature, expiresAt);
-    return true;
-  }
-
-  get size(): number {
-    return this.#seen.size;
-  }
-
-  #prune(now: number): void {
-    for (const [signature, expiresAt] of this.#seen) if (expiresAt <= now) this.#seen.delete(signature);
-    for (const signature of this.#seen.keys()) {
-      if (this.#seen.size < this.#maxEntries) break;
-      this.#seen.delete(signature);
-    }
-  }
+  return { publicKey, meshId, timestamp, signature };
 }

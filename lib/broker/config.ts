@@ -12,6 +12,10 @@ export const DEFAULTS = {
   STATUS_TTL_SECONDS: 60,
   HOOK_FRESH_WINDOW_SECONDS: 30,
   MAX_CONNECTIONS_PER_MESH: 100,
+  // One member cannot fill a mesh: its member connection plus this many sessions, at most.
+  MAX_CONNECTIONS_PER_MEMBER: 32,
+  // Postgres statements over this are cancelled and answered as retryable (a frozen database).
+  DB_STATEMENT_TIMEOUT_MS: 5_000,
   MAX_MESSAGE_BYTES: 65_536,
   HOOK_RATE_LIMIT_PER_MIN: 30,
   MESSAGE_TTL_SECONDS: 7 * 24 * 3600,
@@ -42,6 +46,12 @@ export interface BrokerConfig {
   statusTtlSeconds: number;
   hookFreshWindowSeconds: number;
   maxConnectionsPerMesh: number;
+  maxConnectionsPerMember: number;
+  dbStatementTimeoutMs: number;
+  /** behind a proxy we run: trust its X-Forwarded-Host and X-Forwarded-For */
+  trustProxy: boolean;
+  /** this instance's id among brokers on one database (default: host:port) */
+  instanceId: string | undefined;
   maxMessageBytes: number;
   hookRateLimitPerMin: number;
   messageTtlSeconds: number;
@@ -87,6 +97,25 @@ function integer(env: Env, name: keyof typeof DEFAULTS, min: number, max: number
     return fallback;
   }
   return value;
+}
+
+const INSTANCE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+const TRUE_WORDS = ['1', 'true', 'yes', 'on'];
+
+function instanceIdOf(env: Env, problems: ConfigProblem[]): string | undefined {
+  const raw = env.BROKER_INSTANCE_ID;
+  if (raw === undefined || raw === '') return undefined;
+  if (!INSTANCE_ID.test(raw)) problems.push({ variable: 'BROKER_INSTANCE_ID', received: raw.slice(0, 80), problem: 'must be 1–128 of A-Z a-z 0-9 _ . : -', fix: 'BROKER_INSTANCE_ID=broker-1' });
+  return raw;
+}
+const FALSE_WORDS = ['', '0', 'false', 'no', 'off'];
+
+/** A boolean switch: 1/true/yes/on or 0/false/no/off (unset is off). */
+function flag(env: Env, name: string, problems: ConfigProblem[]): boolean {
+  const raw = (env[name] ?? '').trim().toLowerCase();
+  if (TRUE_WORDS.includes(raw)) return true;
+  if (!FALSE_WORDS.includes(raw)) problems.push({ variable: name, received: env[name] ?? '', problem: 'must be 1, true, yes or on (or 0, false, no, off)', fix: `${name}=1` });
+  return false;
 }
 
 function oneOf<T extends string>(env: Env, name: keyof typeof DEFAULTS, allowed: readonly T[], problems: ConfigProblem[]): T {
@@ -151,6 +180,10 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult 
     statusTtlSeconds: integer(env, 'STATUS_TTL_SECONDS', 1, 86_400, problems),
     hookFreshWindowSeconds: integer(env, 'HOOK_FRESH_WINDOW_SECONDS', 1, 86_400, problems),
     maxConnectionsPerMesh: integer(env, 'MAX_CONNECTIONS_PER_MESH', 1, 1_000_000, problems),
+    maxConnectionsPerMember: integer(env, 'MAX_CONNECTIONS_PER_MEMBER', 1, 1_000_000, problems),
+    dbStatementTimeoutMs: integer(env, 'DB_STATEMENT_TIMEOUT_MS', 100, 600_000, problems),
+    trustProxy: flag(env, 'TRUST_PROXY', problems),
+    instanceId: instanceIdOf(env, problems),
     maxMessageBytes: integer(env, 'MAX_MESSAGE_BYTES', 1_024, 16 * 1024 * 1024, problems),
     hookRateLimitPerMin: integer(env, 'HOOK_RATE_LIMIT_PER_MIN', 1, 100_000, problems),
     messageTtlSeconds: integer(env, 'MESSAGE_TTL_SECONDS', 60, 365 * 24 * 3600, problems),

@@ -172,6 +172,12 @@ async function dispatch(ctx: Context, peer: Peer, frame: ClientFrame, reply: (te
   }
 }
 
+const ACK_MARK = Buffer.from('"client_ack"');
+/** A cheap look at the raw bytes; the frame is parsed properly when it is handled. */
+function isAck(data: RawData, isBinary: boolean): boolean {
+  return !isBinary && Buffer.isBuffer(data) && data.includes(ACK_MARK);
+}
+
 /**
  * Run `handle` for each frame, at most MAX_FRAMES_IN_FLIGHT at once. Frames beyond that wait
  * as raw bytes and the socket is paused until the backlog drains.
@@ -189,7 +195,9 @@ function handleWithBackpressure(socket: WebSocket, handle: (data: RawData, isBin
     });
   };
   socket.on('message', (data, isBinary) => {
-    if (inFlight < MAX_FRAMES_IN_FLIGHT) return run(data, isBinary);
+    // Acks overtake: they free the recipient's deliveries, and must not wait behind sends
+    // (a broker killed with acks still queued would push those messages again).
+    if (inFlight < MAX_FRAMES_IN_FLIGHT || isAck(data, isBinary)) return run(data, isBinary);
     backlog.push([data, isBinary]);
     if (!socket.isPaused) socket.pause();
   });
@@ -225,7 +233,10 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
       return refuse({ reason: 'unauthorized', close: CLOSES.unauthorized, error: cmError('CM_ERR_UNAUTHORIZED', `member ${identity.name} was just removed from mesh ${identity.meshId}`) }, frame.id);
     }
     if (!attached.ok) {
-      return refuse({ reason: 'capacity', close: CLOSES.capacity, error: cmError('CM_ERR_CAPACITY', `mesh ${identity.meshId} is at its limit of live connections`) }, frame.id);
+      const what = attached.reason === 'capacity'
+        ? `mesh ${identity.meshId} is at its limit of ${ctx.config.maxConnectionsPerMesh} live connections`
+        : `member ${identity.name} already has ${ctx.config.maxConnectionsPerMember} live connections in mesh ${identity.meshId}`;
+      return refuse({ reason: 'capacity', close: CLOSES.capacity, error: cmError('CM_ERR_CAPACITY', what) }, frame.id);
     }
     clearTimeout(timer);
     peer = attached.peer;

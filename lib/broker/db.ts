@@ -16,6 +16,7 @@ import type { Kind, Priority, Role, Status } from '../protocol.ts';
 const POOL_MAX = 8;
 const CONNECT_TIMEOUT_MS = 2_000;
 const PING_TIMEOUT_MS = 2_000;
+const STATEMENT_TIMEOUT_MS = 5_000;
 const MONITOR_INTERVAL_MS = 2_000;
 const MIGRATIONS_DIR = new URL('../../sql/', import.meta.url).pathname;
 const QUERIES_FILE = new URL('../../sql/queries/broker.sql', import.meta.url);
@@ -85,6 +86,11 @@ const QUERY_ROWS = {
   member_ban: rows<never>(),
   member_unban: rows<never>(),
   bans: rows<{ name: string; key: string; role: Role; banned_at: Date; banned_by_name: string | null }>(),
+  replay_first_use: rows<{ first: number }>(),
+  instance_beat: rows<never>(),
+  instance_gone: rows<never>(),
+  release_instance_claims: rows<never>(),
+  reap_instances: rows<{ instances: number; claims: number; meshes: string[] | null }>(),
 };
 type QueryName = keyof typeof QUERY_ROWS;
 export type Row<N extends QueryName> = (typeof QUERY_ROWS)[N];
@@ -170,7 +176,9 @@ export function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => P
 export function failureOf(error: unknown, what: string): CmError {
   if (isCmError(error)) return error;
   const code = (error as { code?: unknown } | null)?.code;
-  const fromDatabase = error instanceof pg.DatabaseError || (typeof code === 'string' && /^(E[A-Z]+|57P0\d|08\d{3}|53\d{3})$/.test(code))
+  // connection errors (E…), operator intervention and cancelled statements (57…: restart,
+  // statement_timeout), connection exceptions (08…), resources (53…), lock timeouts (55P03)
+  const fromDatabase = error instanceof pg.DatabaseError || (typeof code === 'string' && /^(E[A-Z]+|57\w{3}|08\w{3}|53\w{3}|55P03)$/.test(code))
     || /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/.test(String((error as Error | null)?.message));
   return fromDatabase
     ? cmError('CM_ERR_DB_UNAVAILABLE', `${what} could not be completed: the database did not answer; retry it`, { cause: error })
@@ -194,10 +202,15 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export function createDatabase(options: { url: string; log: Logger; onHealthChange?: (healthy: boolean) => void; monitorIntervalMs?: number }): Database {
+export function createDatabase(options: { url: string; log: Logger; statementTimeoutMs?: number; onHealthChange?: (healthy: boolean) => void; monitorIntervalMs?: number }): Database {
   const { log } = options;
-  // Acknowledged means durable: no session of ours may run with synchronous_commit off.
-  const pool = new pg.Pool({ connectionString: options.url, max: POOL_MAX, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, options: '-c synchronous_commit=on' });
+  // Acknowledged means durable: no session of ours may run with synchronous_commit off. A
+  // statement stuck behind a frozen database is cancelled and answered as retryable.
+  const timeout = options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS;
+  const pool = new pg.Pool({
+    connectionString: options.url, max: POOL_MAX, connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    options: `-c synchronous_commit=on -c statement_timeout=${timeout} -c lock_timeout=${timeout}`,
+  });
   pool.on('error', (error) => log.warn('db idle client error', { error }));
   let healthy = false;
   let known = false;
@@ -286,6 +299,10 @@ export async function readMigrations(dir: string = MIGRATIONS_DIR): Promise<Migr
 export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIONS_DIR): Promise<{ applied: string[]; alreadyApplied: number }> {
   const migrations = await readMigrations(dir);
   return withClient(pool, async (client, discard) => {
+    // A migration may take long, and so may waiting for another broker's: no timeouts on
+    // this session, which is therefore never pooled again.
+    discard();
+    await client.query('SET statement_timeout = 0; SET lock_timeout = 0');
     await client.query('SELECT pg_advisory_lock($1)', [ADVISORY_LOCK_KEY]);
     try {
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
@@ -316,8 +333,7 @@ export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIO
       }
       return { applied: done, alreadyApplied: applied.length };
     } finally {
-      // If the unlock fails the session may still hold the lock: destroy it rather than pool it.
-      await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCK_KEY]).catch(discard);
+      await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCK_KEY]).catch(() => undefined);
     }
   });
 }

@@ -7,6 +7,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { CLOCK_SKEW_MS, verifySignedRequest } from '../signed-request.ts';
+import type { VerifiedRequest } from '../signed-request.ts';
+import { query } from './db.ts';
+import type pg from 'pg';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.ts';
 import type { BrokerMetrics, HTTP_ROUTES } from './metrics.ts';
 
@@ -70,6 +74,25 @@ export function parseJsonObject(body: Buffer): Record<string, unknown> {
     throw cmError('CM_ERR_BAD_JSON', `request body must be a JSON object, received ${Array.isArray(value) ? 'an array' : typeof value}`);
   }
   return Object.assign(Object.create(null) as Record<string, unknown>, value);
+}
+
+/**
+ * A signed request, verified and recorded: its signature is stored in Postgres until it
+ * leaves the clock window, so the same request is refused after a restart and by any other
+ * instance on the database (CM_ERR_REPLAYED).
+ */
+export async function verifySignedCall(pool: pg.Pool, request: IncomingMessage, path: string, body: Buffer, now: number): Promise<VerifiedRequest> {
+  const verified = verifySignedRequest({ method: request.method === 'HEAD' ? 'GET' : (request.method ?? ''), path, headers: request.headers, body, now });
+  const recorded = await query(pool, 'replay_first_use', [verified.signature, verified.timestamp + CLOCK_SKEW_MS]);
+  if (recorded.rowCount !== 1) throw cmError('CM_ERR_REPLAYED', `this signed request (${request.method} ${path}) was already used`);
+  return verified;
+}
+
+/** Where a request came from: the peer address, or the proxy's X-Forwarded-For when we trust it. */
+export function sourceOf(request: IncomingMessage, trustProxy: boolean): string {
+  const forwarded = request.headers['x-forwarded-for'];
+  if (trustProxy && typeof forwarded === 'string') return forwarded.split(',')[0]?.trim() || 'unknown';
+  return request.socket.remoteAddress ?? 'unknown';
 }
 
 export function createHttpHandler(options: { log: Logger; metrics: BrokerMetrics; health: () => Promise<HealthReport>; routes: readonly RouteEntry[] }): Handler {

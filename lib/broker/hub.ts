@@ -11,6 +11,9 @@ import type { Kind, Role } from '../protocol.ts';
 export const LEASE_MS = 90_000;
 export const PING_INTERVAL_MS = 30_000;
 export const PONG_TIMEOUT_MS = 75_000;
+// Liveness is checked this many times per ping interval, so a silent socket is terminated
+// within a few seconds after PONG_TIMEOUT_MS, not up to a whole interval later.
+const LIVENESS_CHECKS_PER_PING = 6;
 // Above this many unsent bytes a connection takes no more pushes until the redelivery tick.
 const MAX_BUFFERED_BYTES = 1024 * 1024;
 // A hello checks membership in the database, then attaches. A kick or ban that commits in
@@ -34,10 +37,11 @@ export interface PeerIdentity {
 export interface Peer extends PeerIdentity {
   socket: WebSocket | null;
   lastActivity: number;
+  lastPing: number;
   leaseTimer: NodeJS.Timeout | undefined;
 }
 
-type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'removed' };
+type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'member_capacity' | 'removed' };
 
 const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
 
@@ -50,7 +54,7 @@ export class Hub {
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
-    this.#pinger = setInterval(() => this.#heartbeat(), ctx.timings.pingIntervalMs);
+    this.#pinger = setInterval(() => this.#heartbeat(), Math.max(1, Math.floor(ctx.timings.pingIntervalMs / LIVENESS_CHECKS_PER_PING)));
     this.#pinger.unref();
   }
 
@@ -67,13 +71,23 @@ export class Hub {
     if (existing !== undefined) {
       clearTimeout(existing.leaseTimer);
       const old = existing.socket;
-      Object.assign(existing, identity, { socket, lastActivity: now, leaseTimer: undefined });
+      Object.assign(existing, identity, { socket, lastActivity: now, lastPing: now, leaseTimer: undefined });
       if (old !== null && old !== socket) old.close(CLOSES.replaced.code, CLOSES.replaced.reason);
       return { ok: true, peer: existing, reattached: true };
     }
+    // Capacity counts open sockets only: a lease reserves a reattach, not a slot, so closed
+    // connections never lock a mesh. One member may not take more than its share.
     const mesh = this.#byMesh.get(identity.meshId);
-    if ((mesh?.size ?? 0) >= this.#ctx.config.maxConnectionsPerMesh) return { ok: false, reason: 'capacity' };
-    const peer: Peer = { ...identity, socket, lastActivity: now, leaseTimer: undefined };
+    let live = 0;
+    let mine = 0;
+    for (const peer of mesh ?? []) {
+      if (peer.socket === null) continue;
+      live += 1;
+      if (peer.memberKey === identity.memberKey) mine += 1;
+    }
+    if (live >= this.#ctx.config.maxConnectionsPerMesh) return { ok: false, reason: 'capacity' };
+    if (mine >= this.#ctx.config.maxConnectionsPerMember) return { ok: false, reason: 'member_capacity' };
+    const peer: Peer = { ...identity, socket, lastActivity: now, lastPing: now, leaseTimer: undefined };
     this.#peers.set(entryKey(identity.meshId, identity.key), peer);
     if (mesh === undefined) this.#byMesh.set(identity.meshId, new Set([peer]));
     else mesh.add(peer);
@@ -148,17 +162,22 @@ export class Hub {
     this.#ctx.presence.gone(peer, reason);
   }
 
-  // Half-open sockets (NAT, sleeping laptops) never close by themselves: ping every
-  // interval, and terminate a socket that has shown no activity for the pong timeout.
+  // Half-open sockets (NAT, sleeping laptops) never close by themselves: a socket quiet for
+  // a ping interval is pinged, and one silent for the pong timeout is terminated.
   #heartbeat(): void {
     const now = this.#ctx.now();
+    const { pingIntervalMs, pongTimeoutMs } = this.#ctx.timings;
     for (const peer of this.online()) {
       const socket = peer.socket;
       if (socket === null) continue;
-      if (now - peer.lastActivity > this.#ctx.timings.pongTimeoutMs) {
-        this.#ctx.log.info('peer unresponsive, terminating', { meshId: peer.meshId, key: peer.key.slice(0, 12) });
+      const quiet = now - peer.lastActivity;
+      if (quiet > pongTimeoutMs) {
+        this.#ctx.log.info('peer unresponsive, terminating', { meshId: peer.meshId, key: peer.key.slice(0, 12), silentMs: quiet });
         socket.terminate();
-      } else if (socket.readyState === socket.OPEN) socket.ping();
+      } else if (quiet >= pingIntervalMs && now - peer.lastPing >= pingIntervalMs && socket.readyState === socket.OPEN) {
+        peer.lastPing = now;
+        socket.ping();
+      }
     }
   }
 }

@@ -19,10 +19,9 @@ import { decodeInvite, inviteSignatureValid, MAX_INVITE_LIFETIME_SECONDS, NONCE_
 import type { Invite } from '../invite.ts';
 import { CLOSES, isMemberName, isMeshId, isMeshName } from '../protocol.ts';
 import type { Role } from '../protocol.ts';
-import { verifySignedRequest } from '../signed-request.ts';
 import { isUniqueViolation, query, transaction } from './db.ts';
 import type { Row } from './db.ts';
-import { parseJsonObject, readBody, sendJson } from './http.ts';
+import { parseJsonObject, readBody, sendJson, verifySignedCall } from './http.ts';
 import type { RouteEntry } from './http.ts';
 
 const MESH_ID_BYTES = 16; // 22 base64url characters, within meshes.id's CHECK
@@ -61,14 +60,16 @@ function header(request: IncomingMessage, name: string): string | undefined {
 
 /**
  * Does the broker URL inside an invite name the host this request reached? Compared as
- * host:port under the invite's scheme (so default ports match); `X-Forwarded-Host` counts
- * too, for proxies that rewrite `Host`. The signature is the security; this catches an
- * invite made for another broker address before it is registered or used. (Answered 400,
- * not 421: fetch silently retries a 421, and the retry would then read as a replay.)
+ * host:port under the invite's scheme (so default ports match). `X-Forwarded-Host` counts
+ * only with TRUST_PROXY (our own proxy rewrote `Host`); from anyone else it could say
+ * anything. The signature is the security; this catches an invite made for another broker
+ * address before it is registered or used. (Answered 400, not 421: fetch silently retries
+ * a 421, and the retry would then read as a replay.)
  */
-function brokerHostMatches(brokerUrl: string, request: IncomingMessage): boolean {
+function brokerHostMatches(brokerUrl: string, request: IncomingMessage, trustProxy: boolean): boolean {
   const expected = new URL(brokerUrl);
-  for (const candidate of [header(request, 'host'), header(request, 'x-forwarded-host')?.split(',')[0]?.trim()]) {
+  const forwarded = trustProxy ? header(request, 'x-forwarded-host')?.split(',')[0]?.trim() : undefined;
+  for (const candidate of [header(request, 'host'), forwarded]) {
     if (candidate === undefined || candidate === '') continue;
     try {
       if (new URL(`${expected.protocol}//${candidate}`).host === expected.host) return true;
@@ -155,7 +156,7 @@ async function registerInvite(ctx: Context, call: Call): Promise<Answer> {
   if (invite.meshName !== caller.mesh_name) {
     throw cmError('CM_ERR_BAD_REQUEST', `the invite names the mesh ${JSON.stringify(invite.meshName)}, but it is called ${JSON.stringify(caller.mesh_name)}`);
   }
-  if (!brokerHostMatches(invite.brokerUrl, call.request)) {
+  if (!brokerHostMatches(invite.brokerUrl, call.request, ctx.config.trustProxy)) {
     throw cmError('CM_ERR_INVITE_WRONG_BROKER', `the invite names broker ${invite.brokerUrl}, which is not the address this request reached`);
   }
   const nowSeconds = Math.floor(call.now.getTime() / 1000);
@@ -195,7 +196,7 @@ async function join(ctx: Context, call: Call): Promise<Answer> {
   const invite = decodeInvite(field(call.body, 'token', isString, 'an invite token (cm1.…)'));
   const name = field(call.body, 'name', isMemberName, MEMBER_NAME);
   if (call.meshId !== '' && call.meshId !== invite.meshId) throw cmError('CM_ERR_BAD_REQUEST', `the request is signed for mesh ${call.meshId} but the invite is for mesh ${invite.meshId}`);
-  if (!brokerHostMatches(invite.brokerUrl, call.request)) throw cmError('CM_ERR_INVITE_WRONG_BROKER', `the invite is for broker ${invite.brokerUrl}, which is not the address this request reached`);
+  if (!brokerHostMatches(invite.brokerUrl, call.request, ctx.config.trustProxy)) throw cmError('CM_ERR_INVITE_WRONG_BROKER', `the invite is for broker ${invite.brokerUrl}, which is not the address this request reached`);
   if (!inviteSignatureValid(invite)) throw cmError('CM_ERR_INVITE_BAD_SIGNATURE', 'the invite does not match its signature: a field was changed after signing');
   const joined = await transaction(ctx.pool, (client) => admit(client, invite, call.key, name, call.now));
   if (!joined.alreadyMember) ctx.log.info('member joined', { meshId: invite.meshId, member: call.key.slice(0, 12), role: joined.role });
@@ -310,7 +311,7 @@ export function membershipRoutes(ctx: Context): RouteEntry[] {
       if (path === '/mesh/create') requireToken(request);
       const raw = await readBody(request, config.maxMessageBytes);
       const now = ctx.now();
-      const signed = verifySignedRequest({ method, path, headers: request.headers, body: raw, now, replay: ctx.replay });
+      const signed = await verifySignedCall(ctx.pool, request, path, raw, now);
       const body = raw.length === 0 ? (Object.create(null) as Record<string, unknown>) : parseJsonObject(raw);
       const [status, answer] = await operation(ctx, { request, key: signed.publicKey, meshId: signed.meshId, body, now: new Date(now) });
       sendJson(response, status, answer, { 'cache-control': 'no-store' });

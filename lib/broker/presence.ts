@@ -4,23 +4,30 @@
 // end, status (also from Claude Code hooks, POST /hook/set-status), summary and groups.
 
 import type { Context } from '../../broker.ts';
-import { cmError } from '../errors.ts';
+import type { IncomingMessage } from 'node:http';
+import { cmError, isCmError } from '../errors.ts';
 import { encodeFrame, MAX_GROUPS } from '../protocol.ts';
 import type { MemberView, PeerView, Status } from '../protocol.ts';
-import { verifySignedRequest } from '../signed-request.ts';
 import { KeyedTokenBuckets } from '../token-bucket.ts';
 import { query } from './db.ts';
-import { parseJsonObject, readBody, sendJson } from './http.ts';
+import { parseJsonObject, readBody, sendJson, sourceOf, verifySignedCall } from './http.ts';
 import type { RouteEntry } from './http.ts';
 import type { Peer } from './hub.ts';
 
 export const TTL_SWEEP_INTERVAL_MS = 15_000;
+export const INSTANCE_BEAT_MS = 5_000;
+// An instance silent for this many beats is dead (killed, machine gone).
+const DEAD_AFTER_BEATS = 3;
 const ROSTER_CACHE_MS = 1_000;
 // Offline keys stay routable (store-and-forward to a session key) this long.
 export const OFFLINE_PRESENCE_SECONDS = 7 * 24 * 3600;
 export const HOOK_PATH = '/hook/set-status';
 const MAX_CWD_LENGTH = 4_096;
 const HOOK_STATUSES = ['working', 'idle'] as const;
+// Failed authentications per source address: enough for a misconfigured daemon to be heard,
+// too few for a stranger to make the broker verify signatures all day.
+const UNAUTHENTICATED_BURST = 60;
+const UNAUTHENTICATED_PER_SECOND = 1;
 
 export interface Roster {
   members: Map<string, MemberView>;
@@ -39,11 +46,43 @@ export class Presence {
   readonly #loading = new Map<string, Promise<Roster>>();
   readonly #versions = new Map<string, number>();
   readonly #sweep: NodeJS.Timeout;
+  #beat: NodeJS.Timeout | undefined;
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
     this.#sweep = setInterval(() => void this.ttlSweep(), ctx.timings.ttlSweepIntervalMs);
     this.#sweep.unref();
+  }
+
+  // ---- instances ----
+
+  /**
+   * Announce this instance and take back what a former life of the same instance id left
+   * (a broker killed and restarted on the same host and port): its claims go back at once,
+   * its presences end. Then beat, and end what dead instances left.
+   */
+  async startInstance(): Promise<void> {
+    const { pool, instanceId, timings } = this.#ctx;
+    await query(pool, 'instance_beat', [instanceId]);
+    await query(pool, 'release_instance_claims', [instanceId]);
+    await query(pool, 'presence_leave_instance', [instanceId]);
+    this.#beat = setInterval(() => void this.instanceTick(), timings.instanceBeatMs);
+    this.#beat.unref();
+  }
+
+  /** Periodic: this instance is alive; instances silent for DEAD_AFTER_BEATS beats are not. */
+  async instanceTick(): Promise<void> {
+    const { pool, instanceId, timings, log } = this.#ctx;
+    try {
+      await query(pool, 'instance_beat', [instanceId]);
+      const reaped = (await query(pool, 'reap_instances', [(timings.instanceBeatMs * DEAD_AFTER_BEATS) / 1000, instanceId])).rows[0];
+      if (reaped !== undefined && reaped.instances > 0) {
+        log.warn('dead broker instances reaped', { instances: reaped.instances, claimsReleased: reaped.claims });
+        for (const meshId of reaped.meshes ?? []) this.invalidate(meshId);
+      }
+    } catch (error) {
+      log.warn('instance heartbeat failed', { error });
+    }
   }
 
   // ---- the roster ----
@@ -132,7 +171,10 @@ export class Presence {
 
   /** Shutdown: this instance's presences go offline now (nobody is left here to end a lease). */
   async leaveInstance(): Promise<number> {
-    return (await query(this.#ctx.pool, 'presence_leave_instance', [this.#ctx.instanceId])).rowCount ?? 0;
+    clearInterval(this.#beat);
+    const released = (await query(this.#ctx.pool, 'presence_leave_instance', [this.#ctx.instanceId])).rowCount ?? 0;
+    await query(this.#ctx.pool, 'instance_gone', [this.#ctx.instanceId]);
+    return released;
   }
 
   // ---- status, summary, groups ----
@@ -189,6 +231,7 @@ export class Presence {
 
   close(): void {
     clearInterval(this.#sweep);
+    clearInterval(this.#beat);
   }
 
   #at(): string {
@@ -199,41 +242,56 @@ export class Presence {
 /**
  * POST /hook/set-status: Claude Code's UserPromptSubmit/Stop hooks report working/idle
  * through the daemon, signed by the session key, for that session's presence in that mesh
- * only — never a row found by cwd or pid. The rate limit keys on the (pid, cwd) the hook
- * reports, so one runaway hook loop cannot starve the others.
+ * only — never a row found by cwd or pid. Authentication comes first: the rate limit counts
+ * per session, so nobody else's requests can spend a session's budget. Requests that fail
+ * authentication are counted per source address and slowed with 429, never the valid ones.
  */
 export function hookRoute(ctx: Context): RouteEntry {
   const limit = ctx.config.hookRateLimitPerMin;
-  const buckets = new KeyedTokenBuckets({ capacity: limit, refillPerSecond: limit / 60, now: ctx.now });
-  return {
-    path: HOOK_PATH, method: 'POST', route: 'hook',
-    async handler(request, response) {
-      ctx.metrics.hookRequests.inc();
-      const raw = await readBody(request, ctx.config.maxMessageBytes);
-      const { pid, cwd, status } = parseJsonObject(raw);
-      if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
-        throw cmError('CM_ERR_BAD_REQUEST', `field "pid" must be a positive integer, received ${JSON.stringify(pid) ?? 'nothing'}`);
-      }
-      if (typeof cwd !== 'string' || cwd.length === 0 || cwd.length > MAX_CWD_LENGTH) {
-        throw cmError('CM_ERR_BAD_REQUEST', `field "cwd" must be a non-empty path of at most ${MAX_CWD_LENGTH} characters`);
-      }
-      if (!(HOOK_STATUSES as readonly unknown[]).includes(status)) {
-        throw cmError('CM_ERR_BAD_REQUEST', `field "status" must be working or idle (dnd is set by hand only), received ${JSON.stringify(status) ?? 'nothing'}`);
-      }
-      const signed = verifySignedRequest({ method: 'POST', path: HOOK_PATH, headers: request.headers, body: raw, now: ctx.now(), replay: ctx.replay });
-      const bucket = `${pid}\u0000${cwd}`;
-      if (!buckets.take(bucket)) {
-        ctx.metrics.hookRateLimited.inc();
-        const retryAfterSeconds = Math.max(1, Math.ceil(buckets.retryAfterMs(bucket) / 1000));
-        throw cmError('CM_ERR_RATE_LIMITED', `more than ${limit} hook requests per minute from pid ${pid} in ${cwd}`, { details: { retryAfterSeconds } });
-      }
+  const sessions = new KeyedTokenBuckets({ capacity: limit, refillPerSecond: limit / 60, now: ctx.now });
+  const strangers = new KeyedTokenBuckets({ capacity: UNAUTHENTICATED_BURST, refillPerSecond: UNAUTHENTICATED_PER_SECOND, now: ctx.now });
+  const tooMany = (buckets: KeyedTokenBuckets, key: string, what: string) => cmError('CM_ERR_RATE_LIMITED', what, {
+    details: { retryAfterSeconds: Math.max(1, Math.ceil(buckets.retryAfterMs(key) / 1000)) },
+  });
+  async function authenticate(request: IncomingMessage, raw: Buffer): Promise<{ meshId: string; key: string }> {
+    const source = sourceOf(request, ctx.config.trustProxy);
+    try {
+      const signed = await verifySignedCall(ctx.pool, request, HOOK_PATH, raw, ctx.now());
       const peer = signed.meshId === '' ? undefined : (await ctx.presence.roster(signed.meshId)).peers.get(signed.publicKey);
       if (peer?.kind !== 'session') {
         throw cmError('CM_ERR_UNAUTHORIZED', `key ${signed.publicKey.slice(0, 12)}… is not a session of mesh ${signed.meshId || '(none given)'}`, {
           hint: 'hooks are sent by the daemon for a registered Claude session; check that the session is connected',
         });
       }
-      sendJson(response, 200, { ok: true, ...(await ctx.presence.setStatus(signed.meshId, signed.publicKey, status as Status, 'hook')) });
+      return { meshId: signed.meshId, key: signed.publicKey };
+    } catch (error) {
+      if (!isCmError(error) || error.status >= 500) throw error;
+      if (!strangers.take(source)) throw tooMany(strangers, source, `too many unauthenticated hook requests from ${source}`);
+      throw error;
+    }
+  }
+  return {
+    path: HOOK_PATH, method: 'POST', route: 'hook',
+    async handler(request, response) {
+      ctx.metrics.hookRequests.inc();
+      const raw = await readBody(request, ctx.config.maxMessageBytes);
+      const { meshId, key } = await authenticate(request, raw);
+      const { pid, cwd, status } = parseJsonObject(raw);
+      if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
+        throw cmError('CM_ERR_BAD_REQUEST', `field "pid" must be a positive integer, received ${JSON.stringify(pid)?.slice(0, 40) ?? 'nothing'}`);
+      }
+      if (typeof cwd !== 'string' || cwd.length === 0 || cwd.length > MAX_CWD_LENGTH) {
+        throw cmError('CM_ERR_BAD_REQUEST', `field "cwd" must be a non-empty path of at most ${MAX_CWD_LENGTH} characters`);
+      }
+      if (!(HOOK_STATUSES as readonly unknown[]).includes(status)) {
+        throw cmError('CM_ERR_BAD_REQUEST', `field "status" must be working or idle (dnd is set by hand only), received ${JSON.stringify(status)?.slice(0, 40) ?? 'nothing'}`);
+      }
+      const bucket = `${meshId}\n${key}`;
+      if (!sessions.take(bucket)) {
+        ctx.metrics.hookRateLimited.inc();
+        throw tooMany(sessions, bucket, `more than ${limit} hook requests per minute from session ${key.slice(0, 12)}… (pid ${pid}, ${cwd.slice(0, 200)})`);
+      }
+      sendJson(response, 200, { ok: true, ...(await ctx.presence.setStatus(meshId, key, status as Status, 'hook')) });
     },
   };
 }

@@ -270,3 +270,41 @@ SELECT m.name, m.key, m.role, m.banned_at, b.name AS banned_by_name
 FROM members m LEFT JOIN members b ON b.id = m.banned_by
 WHERE m.mesh_id = $1 AND m.banned_at IS NOT NULL
 ORDER BY m.banned_at, m.id;
+
+-- ---- shared between instances (lib/broker/http.ts, broker.ts) -----------------------------
+
+-- name: replay_first_use
+-- a row only the first time a signature is seen; expired records are trimmed as we go
+WITH trimmed AS (
+  DELETE FROM replays WHERE signature IN (SELECT signature FROM replays WHERE expires_at < now() LIMIT 100)
+)
+INSERT INTO replays (signature, expires_at) VALUES ($1, to_timestamp($2 / 1000.0))
+ON CONFLICT (signature) DO NOTHING
+RETURNING 1 AS first;
+
+-- name: instance_beat
+INSERT INTO instances (id) VALUES ($1)
+ON CONFLICT (id) DO UPDATE SET seen_at = now();
+
+-- name: release_instance_claims
+-- at start: claims this instance id held in a former life (it was killed) go back at once
+UPDATE deliveries SET claimed_until = NULL WHERE state = 'queued' AND claimed_by = $1 AND claimed_until IS NOT NULL;
+
+-- name: instance_gone
+DELETE FROM instances WHERE id = $1;
+
+-- name: reap_instances
+-- instances silent for $1 seconds are dead: release their claims, end their presences
+WITH dead AS (
+  DELETE FROM instances WHERE seen_at < now() - make_interval(secs => $1) AND id <> $2 RETURNING id
+), released AS (
+  UPDATE deliveries SET claimed_until = NULL
+  WHERE state = 'queued' AND claimed_until IS NOT NULL AND claimed_by IN (SELECT id FROM dead)
+  RETURNING 1
+), ended AS (
+  UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_until = now()
+  WHERE instance_id IN (SELECT id FROM dead) AND (disconnected_at IS NULL OR lease_until > now())
+  RETURNING mesh_id
+)
+SELECT (SELECT count(*)::int FROM dead) AS instances, (SELECT count(*)::int FROM released) AS claims,
+       (SELECT array_agg(DISTINCT mesh_id) FROM ended) AS meshes;

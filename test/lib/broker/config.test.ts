@@ -30,6 +30,10 @@ describe('loadConfig', () => {
       STATUS_TTL_SECONDS: '120',
       HOOK_FRESH_WINDOW_SECONDS: '45',
       MAX_CONNECTIONS_PER_MESH: '5',
+      MAX_CONNECTIONS_PER_MEMBER: '4',
+      DB_STATEMENT_TIMEOUT_MS: '2500',
+      TRUST_PROXY: 'yes',
+      BROKER_INSTANCE_ID: 'broker-a',
       MAX_MESSAGE_BYTES: '2048',
       HOOK_RATE_LIMIT_PER_MIN: '10',
       MESSAGE_TTL_SECONDS: '3600',
@@ -53,6 +57,10 @@ describe('loadConfig', () => {
       statusTtlSeconds: 120,
       hookFreshWindowSeconds: 45,
       maxConnectionsPerMesh: 5,
+      maxConnectionsPerMember: 4,
+      dbStatementTimeoutMs: 2500,
+      trustProxy: true,
+      instanceId: 'broker-a',
       maxMessageBytes: 2048,
       hookRateLimitPerMin: 10,
       messageTtlSeconds: 3600,
@@ -75,11 +83,12 @@ describe('loadConfig', () => {
       MAX_MESSAGE_BYTES: '12.5',
       NODE_ENV: 'staging',
       GIT_SHA: 'not-a-sha',
+      TRUST_PROXY: 'maybe',
     });
     assert.equal(result.ok, false);
     if (result.ok) return;
     const byVariable = new Map(result.problems.map((problem) => [problem.variable, problem]));
-    assert.deepEqual([...byVariable.keys()].sort(), ['BROKER_PORT', 'DATABASE_URL', 'GIT_SHA', 'MAX_MESSAGE_BYTES', 'NODE_ENV', 'STATUS_TTL_SECONDS']);
+    assert.deepEqual([...byVariable.keys()].sort(), ['BROKER_PORT', 'DATABASE_URL', 'GIT_SHA', 'MAX_MESSAGE_BYTES', 'NODE_ENV', 'STATUS_TTL_SECONDS', 'TRUST_PROXY']);
     assert.equal(byVariable.get('BROKER_PORT')?.received, 'seventy');
     assert.equal(byVariable.get('BROKER_PORT')?.fix, 'BROKER_PORT=7900');
     assert.equal(byVariable.get('NODE_ENV')?.received, 'staging');

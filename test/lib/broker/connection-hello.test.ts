@@ -198,6 +198,38 @@ describe('handshakes', () => {
     for (const peer of [replacement, back, peers[2]!]) await peer.close();
   });
 
+  it('counts live sockets only: closed ones in their lease never lock a mesh, the owner included', async () => {
+    const crowd = await seedMesh(t.db.pool, 2);
+    const [owner, member] = [crowd.members[0]!, crowd.members[1]!];
+    // One member opens sessions up to the mesh's capacity, then closes them all.
+    const sessions = [];
+    for (let i = 0; i < CAPACITY; i += 1) sessions.push(await TestPeer.connect(t.wsUrl, { meshId: crowd.meshId, member, session: generateKeyPair() }));
+    for (const session of sessions) await session.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const ownerPeer = await TestPeer.connect(t.wsUrl, { meshId: crowd.meshId, member: owner, noWait: true });
+    const answer = await ownerPeer.waitFor((frame) => frame.id === 'hello');
+    assert.equal(answer.type, 'hello_ack', 'the leases of closed sockets reserve a reattach, not a slot');
+    await ownerPeer.close();
+  });
+
+  it('refuses a member past its share of the mesh (MAX_CONNECTIONS_PER_MEMBER)', async () => {
+    const local = await startTestBroker('member_share', { env: { MAX_CONNECTIONS_PER_MEMBER: '2' } });
+    try {
+      const crowd = await seedMesh(local.db.pool, 2);
+      const member = crowd.members[1]!;
+      const open = [await TestPeer.connect(local.wsUrl, { meshId: crowd.meshId, member }), await TestPeer.connect(local.wsUrl, { meshId: crowd.meshId, member, session: generateKeyPair() })];
+      const third = await TestPeer.connect(local.wsUrl, { meshId: crowd.meshId, member, session: generateKeyPair(), noWait: true });
+      const refusal = await refused(third);
+      assert.equal(refusal.error.code, 'CM_ERR_CAPACITY');
+      assert.match(String(refusal.error.message), /already has 2 live connections/);
+      const owner = await TestPeer.connect(local.wsUrl, { meshId: crowd.meshId, member: crowd.members[0]! });
+      assert.equal(owner.ack!.type, 'hello_ack', 'the others are not affected');
+      for (const peer of [...open, owner]) await peer.close();
+    } finally {
+      await local.close();
+    }
+  });
+
   it('refuses a hello that checked membership just before the member was removed', async () => {
     const racing = await seedMesh(t.db.pool, 2);
     // The database still lists the member (the removal's commit raced the hello's read),

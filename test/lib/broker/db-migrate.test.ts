@@ -34,7 +34,7 @@ describe('migrate', () => {
 
   it('applies the shipped schema, then nothing on the second run', async () => {
     const first = await migrate(pool, quiet);
-    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql']);
+    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql', '003_shared_state.sql']);
     const second = await migrate(pool, quiet);
     assert.deepEqual(second.applied, []);
     assert.equal(second.alreadyApplied, first.applied.length);
@@ -48,10 +48,10 @@ describe('migrate', () => {
     const tables = await pool.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`);
     assert.deepEqual(
       tables.rows.map((row) => row.tablename),
-      ['deliveries', 'invites', 'members', 'meshes', 'messages', 'presences', 'schema_migrations'],
+      ['deliveries', 'instances', 'invites', 'members', 'meshes', 'messages', 'presences', 'replays', 'schema_migrations'],
     );
     const indexes = new Set((await pool.query(`SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)).rows.map((row) => row.indexname));
-    for (const name of ['deliveries_queued', 'deliveries_queued_expiry', 'deliveries_queued_claim', 'presences_mesh_live', 'presences_instance_live', 'members_current', 'messages_mesh_id_sender_pubkey_client_message_id_key']) {
+    for (const name of ['deliveries_queued', 'deliveries_queued_expiry', 'deliveries_queued_claim', 'presences_mesh_live', 'presences_instance_live', 'members_current', 'messages_mesh_id_sender_pubkey_client_message_id_key', 'replays_expiry']) {
       assert.ok(indexes.has(name), `index ${name} exists`);
     }
   });

@@ -16,7 +16,6 @@ import { createLogger } from '../../../lib/log.ts';
 import { migrate } from '../../../lib/broker/db.ts';
 import { membershipRoutes } from '../../../lib/broker/membership.ts';
 import type { Context } from '../../../broker.ts';
-import { ReplayGuard } from '../../../lib/signed-request.ts';
 import { signRequest } from '../../../lib/signed-request.ts';
 import { createTestDatabase } from '../../helpers/db.ts';
 import type { TestDatabase } from '../../helpers/db.ts';
@@ -77,7 +76,7 @@ export async function startMembershipHarness(label: string, env: Record<string, 
   // The routes with the parts of the broker they use; the hub and the roster cache are
   // recorders here (their own tests run them for real).
   const context = {
-    pool, log: quiet, config: result.config, now: () => clock.now, replay: new ReplayGuard({ now: () => clock.now }),
+    pool, log: quiet, config: result.config, now: () => clock.now,
     hub: { removeMember: (meshId: string, key: string, close: { code: number; reason: string }) => removals.push({ meshId, key, closeCode: close.code, reason: close.reason }) },
     presence: { invalidate: () => undefined },
   } as unknown as Context;

@@ -151,10 +151,19 @@ describe('POST /mesh/invite', () => {
     assert.equal(answer.body.code, 'CM_ERR_INVITE_WRONG_BROKER');
   });
 
-  it('accepts the invite address when a proxy forwards it in X-Forwarded-Host', async () => {
+  it('ignores X-Forwarded-Host unless TRUST_PROXY says a proxy of ours sets it', async () => {
     const token = encodeInvite(h.makeInvite(owner, meshId, { brokerUrl: 'https://mesh.example.com' }));
     const answer = await h.call('POST', '/mesh/invite', owner, { meshId, body: { token }, headers: { 'x-forwarded-host': 'mesh.example.com' } });
-    assert.equal(answer.status, 201);
+    assert.equal(answer.body.code, 'CM_ERR_INVITE_WRONG_BROKER');
+    const proxied = await startMembershipHarness('membership_proxy', { TRUST_PROXY: '1' });
+    try {
+      const mine = await proxied.createMesh();
+      const forwarded = encodeInvite(proxied.makeInvite(mine.owner, mine.meshId, { brokerUrl: 'https://mesh.example.com' }));
+      const accepted = await proxied.call('POST', '/mesh/invite', mine.owner, { meshId: mine.meshId, body: { token: forwarded }, headers: { 'x-forwarded-host': 'mesh.example.com' } });
+      assert.equal(accepted.status, 201);
+    } finally {
+      await proxied.close();
+    }
   });
 
   it('refuses an invite that expired or lives more than a year', async () => {

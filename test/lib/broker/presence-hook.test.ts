@@ -69,7 +69,11 @@ describe('POST /hook/set-status', () => {
       assert.equal(response.status, 400, JSON.stringify(body));
       assert.equal(((await response.json()) as { code: string }).code, 'CM_ERR_BAD_REQUEST');
     }
-    const notJson = await fetch(`${t.baseUrl}${HOOK_PATH}`, { method: 'POST', body: 'nope' });
+    const unsignedJunk = await fetch(`${t.baseUrl}${HOOK_PATH}`, { method: 'POST', body: 'nope' });
+    assert.equal(((await unsignedJunk.json()) as { code: string }).code, 'CM_ERR_UNAUTHORIZED', 'authentication comes before reading the body');
+    clock += 1;
+    const signedJunk = signRequest({ method: 'POST', path: HOOK_PATH, body: 'nope', publicKey: peer.key, secretKey: peer.session!.secretKey, meshId: mesh.meshId, now: clock });
+    const notJson = await fetch(`${t.baseUrl}${HOOK_PATH}`, { method: 'POST', body: 'nope', headers: signedJunk });
     assert.equal(((await notJson.json()) as { code: string }).code, 'CM_ERR_BAD_JSON');
     const big = Buffer.alloc(3000, 'a');
     const declared = await rawPost(`${t.baseUrl}${HOOK_PATH}`, [big], { 'content-length': String(big.length) });
@@ -79,18 +83,45 @@ describe('POST /hook/set-status', () => {
     assert.equal(streamed.status, 413);
   });
 
-  it('rate-limits per (pid, cwd) with 429 and Retry-After, counted in the metrics', async () => {
+  it('rate-limits per session with 429 and Retry-After, counted in the metrics', async () => {
+    const own = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, session: generateKeyPair(), timestamp: clock });
     const limitedBefore = await metricValue(t.baseUrl, 'broker_hook_requests_rate_limited_total');
     const requestsBefore = await metricValue(t.baseUrl, 'broker_hook_requests_total');
-    for (let i = 0; i < HOOK_LIMIT; i += 1) assert.equal((await hook({ pid: 42, cwd: '/work/r', status: 'idle' })).status, 200);
-    const limited = await hook({ pid: 42, cwd: '/work/r', status: 'idle' });
-    assert.equal(limited.status, 429);
+    for (let i = 0; i < HOOK_LIMIT; i += 1) assert.equal((await hook({ pid: 42, cwd: `/work/${i}`, status: 'idle' }, own.session!)).status, 200);
+    const limited = await hook({ pid: 43, cwd: '/work/other', status: 'idle' }, own.session!);
+    assert.equal(limited.status, 429, 'the budget is the session\'s, whatever pid or cwd it reports');
     assert.ok(Number(limited.headers.get('retry-after')) >= 1);
     assert.equal(((await limited.json()) as { code: string }).code, 'CM_ERR_RATE_LIMITED');
-    assert.equal((await hook({ pid: 42, cwd: '/work/other', status: 'idle' })).status, 200, 'another cwd has its own bucket');
     clock += 60_000 / HOOK_LIMIT;
-    assert.equal((await hook({ pid: 42, cwd: '/work/r', status: 'idle' })).status, 200, 'one token back after 1/limit of a minute');
+    assert.equal((await hook({ pid: 42, cwd: '/work/r', status: 'idle' }, own.session!)).status, 200, 'one token back after 1/limit of a minute');
     assert.equal(await metricValue(t.baseUrl, 'broker_hook_requests_rate_limited_total'), limitedBefore + 1);
-    assert.equal(await metricValue(t.baseUrl, 'broker_hook_requests_total'), requestsBefore + HOOK_LIMIT + 3);
+    assert.equal(await metricValue(t.baseUrl, 'broker_hook_requests_total'), requestsBefore + HOOK_LIMIT + 2);
+    await own.close();
+  });
+
+  it('never lets strangers spend a session\'s budget: failed authentications are counted per address, apart', async () => {
+    const own = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]!, session: generateKeyPair(), timestamp: clock });
+    // The same pid and cwd as the real session, signed by a key in no mesh: 401 each.
+    for (let i = 0; i < 40; i += 1) assert.equal((await hook({ pid: 7, cwd: '/work/victim', status: 'working' }, generateKeyPair())).status, 401);
+    assert.equal((await hook({ pid: 7, cwd: '/work/victim', status: 'working' }, own.session!)).status, 200, 'the session still has its whole budget');
+    // Past the per-address allowance a stranger is slowed down with 429; a valid session is not.
+    let slowed = 0;
+    for (let i = 0; i < 40; i += 1) if ((await hook({ pid: 7, cwd: '/x', status: 'idle' }, generateKeyPair())).status === 429) slowed += 1;
+    assert.ok(slowed > 0, 'strangers are slowed down past the allowance');
+    assert.equal((await hook({ pid: 7, cwd: '/work/victim', status: 'idle' }, own.session!)).status, 200, 'while a valid session from the same address is not');
+    await own.close();
+  });
+
+  it('refuses a replayed signed request, also after it was first answered', async () => {
+    const text = JSON.stringify({ pid: 9, cwd: '/r', status: 'idle' });
+    clock += 61_000; // the strangers above emptied this address's allowance for failures
+    await peer.request({ type: 'list_peers' }); // a connection quiet for a minute is still ours
+    const headers = signRequest({ method: 'POST', path: HOOK_PATH, body: text, publicKey: peer.key, secretKey: peer.session!.secretKey, meshId: mesh.meshId, now: clock });
+    const first = await fetch(`${t.baseUrl}${HOOK_PATH}`, { method: 'POST', body: text, headers });
+    assert.equal(first.status, 200);
+    const again = await fetch(`${t.baseUrl}${HOOK_PATH}`, { method: 'POST', body: text, headers });
+    assert.equal(((await again.json()) as { code: string }).code, 'CM_ERR_REPLAYED');
+    const { rows } = await t.db.pool.query('SELECT count(*)::int AS n FROM replays WHERE signature = $1', [headers['x-claudemesh-signature']]);
+    assert.equal(rows[0]?.n, 1, 'the record lives in Postgres: every instance and every restart sees it');
   });
 });

@@ -4,6 +4,7 @@ import { generateKeyPair } from '../../../lib/crypto.ts';
 import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
 import { seedMesh, TestPeer } from '../../helpers/peer.ts';
+import { waitUntil } from '../../helpers/wait.ts';
 
 const LEASE_MS = 300;
 const settle = (ms = 100) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -73,6 +74,27 @@ describe('presence', () => {
     silent.send(JSON.stringify({ type: 'hello', meshId: mesh.meshId, memberKey: member.publicKey, timestamp, challenge, signature: sign(helloSigningString(mesh.meshId, member.publicKey, timestamp, challenge), member.secretKey) }));
     const code = await new Promise<number>((resolve) => silent.once('close', (closeCode) => resolve(closeCode)));
     assert.equal(code, 1006, 'terminated without a close handshake');
+  });
+
+  it('terminates a silent socket soon after the pong timeout, not up to a ping interval later', async () => {
+    // Ping every 600 ms, silence allowed 700 ms: checked only at pings, the socket would live
+    // until the 1200 ms ping; checked several times per interval it goes at about 700 ms.
+    const local = await startTestBroker('half_open', { timings: { pingIntervalMs: 600, pongTimeoutMs: 700 } });
+    try {
+      const mesh = await seedMesh(local.db.pool, 1);
+      const peer = await TestPeer.connect(local.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
+      const started = Date.now();
+      // Reads nothing, answers no ping: half-open as the broker sees it.
+      const raw = (peer.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+      raw.pause();
+      const hub = local.broker.context.hub;
+      await waitUntil('the broker terminated the silent socket', () => hub.get(mesh.meshId, peer.key)?.socket === null, { timeoutMs: 5_000, pollMs: 10 });
+      const elapsed = Date.now() - started;
+      raw.resume();
+      assert.ok(elapsed >= 650 && elapsed < 1_100, `terminated after ${elapsed} ms`);
+    } finally {
+      await local.close();
+    }
   });
 
   it('ranks hook over manual while fresh; dnd is manual only; the TTL sweep flips stale working', async () => {

@@ -223,6 +223,19 @@ describe('send and delivery', () => {
     for (const peer of [sender, receiver, other]) await peer.close();
   });
 
+  it('refuses priority null and a summary with NUL at the boundary, naming the field, not as a database outage', async () => {
+    const mesh = await seedMesh(t.db.pool, 2);
+    const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
+    const nulled = await sender.send(mesh.members[1]!.publicKey, [mesh.members[1]!.publicKey], 'x', { priority: null });
+    assert.equal(nulled.code, 'CM_ERR_BAD_FRAME');
+    assert.match(String(nulled.message), /"priority"/);
+    const summary = await sender.request({ type: 'set_summary', summary: 'a\u0000b' });
+    assert.equal(summary.code, 'CM_ERR_BAD_FRAME');
+    assert.match(String(summary.message), /"summary"/);
+    assert.equal(sender.socket.readyState, sender.socket.OPEN, 'the connection stays open');
+    await sender.close();
+  });
+
   it('never hands the same delivery to two parallel claims', async () => {
     const mesh = await seedMesh(t.db.pool, 2);
     const [a, b] = mesh.members;
