@@ -36,3 +36,8 @@ dupes:
 # load benchmark (docs/benchmarks.md): prints figures and writes bench/results/latest.json
 bench *args:
     node bench/run.ts {{args}}
+
+# the long reliability runs (docs/reliability.md): 20,000 fuzzed frames and 5,000 HTTP bodies,
+# then the fault scenarios (Postgres stopped and killed, brokers killed, a locked database)
+chaos:
+    FUZZ_FRAMES=20000 node test/run.ts test/fuzz.test.ts test/broker-faults.test.ts test/lib/broker/db-restart.test.ts test/lib/broker/db.test.ts
