@@ -1,32 +1,43 @@
 // ensureDaemonReady: what a CLI verb that needs the daemon calls first (docs/daemon.md,
 // *Auto-start*). In order:
 //   1. probe: GET /v1/version within 2.5 s → up (a socket file alone proves nothing);
-//   2. a systemd/launchd unit exists → the service manager owns the daemon: wait up to 8 s
-//      for it → up, or service-not-ready (never spawn a second one);
+//   2. a systemd/launchd unit for this claudemesh home is installed (and, on Linux,
+//      enabled) → the service manager owns the daemon: wait up to 8 s for it → up, or
+//      service-not-ready (never spawn a second one);
 //   3. the recursion guard (CLAUDEMESH_INTERNAL_NO_AUTOSPAWN, set for the spawned daemon)
 //      or CLAUDEMESH_NO_AUTOSTART → down;
-//   4. an automatic start failed less than 30 s ago → spawn-suppressed (no thundering herd);
-//   5. under a spawn lock, spawn `node cli.ts daemon up --foreground` detached (output to
-//      daemon.log) and wait for it to answer → started, or spawn-failed (+ the marker).
+//   4. the config is read here first: a broken one, or one without an active mesh, is
+//      thrown as its own error (the real reason, in the verb's output), never spawned;
+//   5. an automatic start failed less than 30 s ago and the config has not changed since
+//      → spawn-suppressed (no thundering herd; a fixed config is retried at once);
+//   6. under a spawn lock, spawn `node cli daemon up --foreground` detached (output to
+//      daemon.log) and wait for it to answer → started, or spawn-failed with the error the
+//      daemon printed (read back from daemon.log) and the failure marker.
 // Another CLI process holding the spawn lock is waited for instead of spawning twice.
 
-import { spawn } from 'node:child_process';
-import { access, open, stat, unlink, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { access, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { configPath, readConfig } from '../lib/client-config.ts';
+import { CLI_ENTRY } from '../lib/entry.ts';
+import { envFlag } from '../lib/env-flag.ts';
+import { cmError } from '../lib/errors.ts';
 import { probeDaemon, PROBE_TIMEOUT_MS } from '../lib/daemon-client.ts';
 import type { DaemonVersion } from '../lib/daemon-client.ts';
 import { mayBeDaemon, processAlive, readPidFile } from './lock.ts';
 import { DAEMON_FILE_MODE, daemonPaths, ensureDaemonDir } from './paths.ts';
 import type { DaemonPaths } from './paths.ts';
-import { serviceUnitPath } from './service.ts';
+import { serviceFor } from './service.ts';
 
 const SERVICE_WAIT_MS = 8_000;
 const SPAWN_WAIT_MS = 10_000;
 const FAILURE_MARKER_MS = 30_000;
 const POLL_MS = 50;
+const SYSTEMCTL_TIMEOUT_MS = 2_000;
+// The daemon's own error line, as the CLI prints it (lib/cli/output.ts) into daemon.log.
+const ERROR_LINE = /^error (CM_ERR_[A-Z_]+): (.*)$/gm;
 export const GUARD_ENV = 'CLAUDEMESH_INTERNAL_NO_AUTOSPAWN';
 export const OPT_OUT_ENV = 'CLAUDEMESH_NO_AUTOSTART';
-const CLI_PATH = new URL('../cli.ts', import.meta.url).pathname;
 
 type ReadyOutcome = 'up' | 'started' | 'down' | 'spawn-failed' | 'spawn-suppressed' | 'service-not-ready';
 
@@ -36,7 +47,7 @@ interface EnsureOptions {
   probeTimeoutMs?: number;
   serviceWaitMs?: number;
   spawnWaitMs?: number;
-  /** the unit file that marks a service-managed daemon; default: this platform's */
+  /** a unit file that marks a service-managed daemon (tests); default: this home's, if enabled */
   serviceUnit?: string | undefined;
   now?: () => number;
 }
@@ -87,6 +98,45 @@ async function takeSpawnLock(paths: DaemonPaths): Promise<(() => Promise<void>) 
   return takeSpawnLock(paths);
 }
 
+/** This home's unit, when it is installed (and enabled, where systemctl can say). */
+async function installedUnit(options: EnsureOptions): Promise<string | undefined> {
+  if ('serviceUnit' in options) return (await exists(options.serviceUnit)) ? options.serviceUnit : undefined;
+  const service = serviceFor(options.home, options.env);
+  if (service === undefined || !(await exists(service.path))) return undefined;
+  if (process.platform !== 'linux') return service.path;
+  const enabled = await new Promise<boolean>((resolve) => {
+    execFile('systemctl', ['--user', 'is-enabled', '--quiet', service.name], { timeout: SYSTEMCTL_TIMEOUT_MS }, (error) => resolve(error === null));
+  });
+  return enabled ? service.path : undefined;
+}
+
+/** The real reason a start cannot work: a broken config, or no active mesh (thrown). */
+async function preflight(home: string): Promise<void> {
+  const config = await readConfig(home);
+  if (config.meshes.some((mesh) => mesh.status === 'active')) return;
+  const pending = config.meshes.filter((mesh) => mesh.status === 'pending').map((mesh) => mesh.name);
+  throw cmError('CM_ERR_MESH_UNKNOWN', pending.length > 0
+    ? `no mesh to connect to: the join of ${pending.join(', ')} is not confirmed yet`
+    : `no mesh to connect to: ${configPath(home)} holds no mesh`, {
+    hint: pending.length > 0 ? 'run the same claudemesh join again' : 'run claudemesh new NAME, or claudemesh join <token>',
+  });
+}
+
+/** Suppressed: a start failed less than 30 s ago, and the config did not change since. */
+async function recentlyFailed(paths: DaemonPaths, home: string, now: number): Promise<boolean> {
+  const marker = await stat(paths.spawnFailure).catch(() => undefined);
+  if (marker === undefined || now - marker.mtimeMs >= FAILURE_MARKER_MS) return false;
+  const config = await stat(configPath(home)).catch(() => undefined);
+  return config === undefined || config.mtimeMs <= marker.mtimeMs;
+}
+
+/** The last error the daemon printed into its log after `offset`, as one line. */
+async function loggedError(paths: DaemonPaths, offset: number): Promise<string | undefined> {
+  const text = await readFile(paths.log, 'utf8').then((all) => all.slice(offset), () => '');
+  const last = [...text.matchAll(ERROR_LINE)].pop();
+  return last === undefined ? undefined : `${last[1]}: ${last[2]}`;
+}
+
 export async function ensureDaemonReady(options: EnsureOptions): Promise<ReadyResult> {
   const paths = daemonPaths(options.home);
   const probeMs = options.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
@@ -96,15 +146,15 @@ export async function ensureDaemonReady(options: EnsureOptions): Promise<ReadyRe
   if (running !== undefined) return { ...result('up'), running };
   await ensureDaemonDir(paths);
   await removeStale(paths);
-  const unit = 'serviceUnit' in options ? options.serviceUnit : serviceUnitPath();
-  if (await exists(unit)) {
+  const unit = await installedUnit(options);
+  if (unit !== undefined) {
     const up = await waitUntilUp(paths, options.serviceWaitMs ?? SERVICE_WAIT_MS, probeMs);
     return up ? result('up') : result('service-not-ready', `${unit} manages the daemon and it did not answer`);
   }
-  if (options.env[GUARD_ENV] === '1' || options.env[OPT_OUT_ENV] === '1') return result('down', 'automatic start is off here');
-  const marker = await stat(paths.spawnFailure).catch(() => undefined);
-  if (marker !== undefined && now() - marker.mtimeMs < FAILURE_MARKER_MS) {
-    return result('spawn-suppressed', `an automatic start failed less than ${FAILURE_MARKER_MS / 1000} s ago; see ${paths.log}`);
+  if (envFlag(options.env, GUARD_ENV) || envFlag(options.env, OPT_OUT_ENV)) return result('down', 'automatic start is off here');
+  await preflight(options.home);
+  if (await recentlyFailed(paths, options.home, now())) {
+    return result('spawn-suppressed', `an automatic start failed less than ${FAILURE_MARKER_MS / 1000} s ago (${(await loggedError(paths, 0)) ?? `see ${paths.log}`}); it is tried again at once when the config changes`);
   }
   const waitMs = options.spawnWaitMs ?? SPAWN_WAIT_MS;
   const release = await takeSpawnLock(paths);
@@ -113,22 +163,29 @@ export async function ensureDaemonReady(options: EnsureOptions): Promise<ReadyRe
     return (await waitUntilUp(paths, waitMs, probeMs)) ? result('started') : result('spawn-failed', `the daemon started by another process did not answer; see ${paths.log}`);
   }
   try {
-    const logFile = await open(paths.log, 'a', DAEMON_FILE_MODE);
-    let exitedWith: number | null | undefined;
-    const child = spawn(process.execPath, [CLI_PATH, 'daemon', 'up', '--foreground'], {
-      detached: true,
-      stdio: ['ignore', logFile.fd, logFile.fd],
-      env: { ...options.env, CLAUDEMESH_HOME: options.home, [GUARD_ENV]: '1' },
-    });
-    child.on('exit', (code) => void (exitedWith = code));
-    child.on('error', () => void (exitedWith = -1));
-    child.unref();
-    await logFile.close();
-    const up = await waitUntilUp(paths, waitMs, probeMs, () => exitedWith !== undefined);
-    if (up) return result('started');
-    await writeFile(paths.spawnFailure, `${new Date(now()).toISOString()}\n`, { mode: DAEMON_FILE_MODE });
-    return result('spawn-failed', exitedWith === undefined ? `no answer within ${waitMs} ms; see ${paths.log}` : `the daemon exited with ${exitedWith}; see ${paths.log}`);
+    return await spawnDaemon(options, paths, waitMs, probeMs, now, result);
   } finally {
     await release();
   }
+}
+
+async function spawnDaemon(options: EnsureOptions, paths: DaemonPaths, waitMs: number, probeMs: number, now: () => number, result: (outcome: ReadyOutcome, reason?: string) => ReadyResult): Promise<ReadyResult> {
+  const logFile = await open(paths.log, 'a', DAEMON_FILE_MODE);
+  const offset = (await logFile.stat()).size;
+  let exitedWith: number | null | undefined;
+  const child = spawn(process.execPath, [CLI_ENTRY, 'daemon', 'up', '--foreground'], {
+    detached: true,
+    stdio: ['ignore', logFile.fd, logFile.fd],
+    env: { ...options.env, CLAUDEMESH_HOME: options.home, [GUARD_ENV]: '1' },
+  });
+  child.on('exit', (code) => void (exitedWith = code));
+  child.on('error', () => void (exitedWith = -1));
+  child.unref();
+  await logFile.close();
+  const up = await waitUntilUp(paths, waitMs, probeMs, () => exitedWith !== undefined);
+  if (up) return result('started');
+  await writeFile(paths.spawnFailure, `${new Date(now()).toISOString()}\n`, { mode: DAEMON_FILE_MODE });
+  const said = await loggedError(paths, offset);
+  const how = exitedWith === undefined ? `did not answer within ${waitMs} ms` : `exited with ${exitedWith}`;
+  return result('spawn-failed', `the daemon ${how}${said === undefined ? `; see ${paths.log}` : `: ${said}`}`);
 }

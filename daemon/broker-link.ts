@@ -77,6 +77,8 @@ export interface LinkStatus {
 
 interface LinkHandlers {
   onOpen?(ack: HelloAckFrame): void;
+  /** every roster the broker gives (hello_ack, peers), so the daemon can keep the last one */
+  onRoster?(roster: Roster): void;
   onPush?(frame: PushFrame): void;
   onSystem?(frame: ServerFrameOf<'system'>): void;
   /** every state change and its reason, for the event ring and logs; also frames that did not parse */
@@ -126,6 +128,8 @@ export class BrokerLink {
   #lastSeen = 0;
   #requestCounter = 0;
   #stopping = false;
+  #attempted = false;
+  #onAttempted: Array<() => void> = [];
 
   constructor(options: BrokerLinkOptions) {
     this.identity = options.identity;
@@ -238,7 +242,7 @@ export class BrokerLink {
       if (pending !== undefined) {
         this.#pending.delete(id);
         clearTimeout(pending.timer);
-        if (frame.type === 'peers') this.#roster = { peers: frame.peers, members: frame.members };
+        if (frame.type === 'peers') this.#setRoster({ peers: frame.peers, members: frame.members });
         pending.resolve(frame);
         return;
       }
@@ -249,12 +253,39 @@ export class BrokerLink {
 
   #onHelloAck(frame: HelloAckFrame): void {
     clearTimeout(this.#helloTimer);
-    this.#roster = { peers: frame.peers, members: frame.members };
+    this.#setRoster({ peers: frame.peers, members: frame.members });
     // A proven connection: the next failure starts the backoff from its first step again.
     this.#status = { ...this.#status, attempts: 0, lastError: null, terminal: null };
     this.#setState('open', { reattached: frame.reattached });
     this.#watchdog = setInterval(() => this.#watch(), this.#timings.pingIntervalMs);
     this.#handlers.onOpen?.(frame);
+    this.#attemptSettled();
+  }
+
+  #setRoster(roster: Roster): void {
+    this.#roster = roster;
+    this.#handlers.onRoster?.(roster);
+  }
+
+  #attemptSettled(): void {
+    this.#attempted = true;
+    for (const resolve of this.#onAttempted.splice(0)) resolve();
+  }
+
+  /**
+   * Resolves once the first connect attempt has ended (a hello_ack, or a close of any kind),
+   * or after `timeoutMs`: a request right after the daemon started waits for the broker's
+   * answer instead of being told the mesh is offline while the connect is still under way.
+   */
+  firstAttempt(timeoutMs: number): Promise<void> {
+    if (this.#attempted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#onAttempted.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   #watch(): void {
@@ -274,6 +305,7 @@ export class BrokerLink {
     clearTimeout(this.#helloTimer);
     clearInterval(this.#watchdog);
     this.#failPending(`connection to the broker closed (${code}${reason === '' ? '' : ` ${reason}`})`);
+    this.#attemptSettled();
     if (this.#stopping) {
       this.#setState('stopped', { code, reason });
       return;

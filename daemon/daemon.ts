@@ -19,13 +19,23 @@ import { checkSendInput } from './send-input.ts';
 import type { SendInput } from './send-input.ts';
 import type { OutboxRow, OutboxStatus, SendRequest } from './outbox.ts';
 import type { DaemonPaths } from './paths.ts';
-import { encryptFor, resolveTarget } from './router.ts';
+import { peersAnswer, publicRow, sendOutcome, withNames } from './answers.ts';
+import type { SendOutcome } from './answers.ts';
+import { deleteInbox, listInbox, markInbox } from './inbox-access.ts';
+import { refuseIfRemoved } from './membership.ts';
+import { MeshState } from './mesh-state.ts';
+import type { MembershipRecord } from './roster-store.ts';
+import { meshForTarget, planSend } from './send-plan.ts';
+import type { RosterView } from './send-plan.ts';
 import { publicSession, sessionAlive, SessionRegistry } from './sessions.ts';
 import type { SessionRecord } from './sessions.ts';
 
 const PRUNE_INTERVAL_MS = 3600 * 1000;
 const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
 const REAP_INTERVAL_MS = 5_000;
+// A request right after the daemon started waits this long at most for the first connect
+// attempt to end, so it is answered from the broker's roster rather than "offline".
+const FIRST_CONNECT_WAIT_MS = 3_000;
 
 export interface DaemonTimings {
   link?: Partial<LinkTimings>;
@@ -36,31 +46,11 @@ export interface DaemonTimings {
   backoffBaseMs?: number;
 }
 
-interface SessionInput {
-  sessionId: string;
-  mesh?: string;
-  name?: string;
-  pid?: number;
-  cwd?: string;
-  groups?: string[];
-}
-
 interface DaemonOptions {
   paths: DaemonPaths;
   config: ClientConfig;
   timings?: DaemonTimings;
   now?: () => number;
-}
-
-interface SendOutcome {
-  /** 202 queued now, 200 the same request was already queued */
-  status: 202 | 200;
-  body: { clientMessageId: string; status: OutboxStatus; meshId: string; target: string; recipients: number; brokerMessageId: string | null; duplicate: boolean };
-}
-
-function publicRow(row: OutboxRow): Record<string, unknown> {
-  const { envelopes, text: _text, ...rest } = row;
-  return { ...rest, recipients: row.recipients ?? envelopes.length };
 }
 
 export class Daemon {
@@ -75,6 +65,8 @@ export class Daemon {
   /** session links by session token */
   readonly sessionLinks = new Map<string, BrokerLink>();
   readonly sessions: SessionRegistry;
+  /** the last roster of each mesh and the broker's word on each membership, kept across runs */
+  readonly meshState: MeshState;
   readonly #sender: OutboxSender;
   readonly #now: () => number;
   readonly #timings: DaemonTimings;
@@ -91,6 +83,7 @@ export class Daemon {
     this.outbox = new Outbox(this.paths.outbox, { now: this.#now, ...(this.#timings.backoffBaseMs === undefined ? {} : { backoffBaseMs: this.#timings.backoffBaseMs }) });
     this.inbox = new Inbox(this.paths.inbox, { now: this.#now });
     this.sessions = new SessionRegistry(this.paths.dir, { now: this.#now });
+    this.meshState = new MeshState(this.paths.roster, this.#now);
     this.#sender = new OutboxSender({
       outbox: this.outbox,
       links: () => [...this.links.values(), ...this.sessionLinks.values()],
@@ -111,20 +104,45 @@ export class Daemon {
       ...(this.#timings.link === undefined ? {} : { timings: this.#timings.link }),
       now: this.#now,
       handlers: {
-        onOpen: () => this.#sender.wake(),
+        onOpen: () => {
+          if (session === undefined) this.meshState.opened(mesh);
+          this.#sender.wake();
+        },
+        onRoster: (roster) => void (session === undefined && this.meshState.rosterSeen(mesh.meshId, roster)),
         onPush: (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now }),
         // System events are the mesh's, not a connection's: take them from the member link only.
         onSystem: (frame) => {
           if (session === undefined) this.events.push(`peer_${frame.event === 'peer_joined' ? 'joined' : 'left'}`, { meshId: mesh.meshId, peer: frame.peer, reason: frame.reason });
         },
-        onEvent: (kind, fields) => this.events.push(kind, { ...fields, mesh: mesh.name, ...(session === undefined ? {} : { session: session.name }) }),
+        onEvent: (kind, fields) => {
+          this.events.push(kind, { ...fields, mesh: mesh.name, ...(session === undefined ? {} : { session: session.name }) });
+          if (session === undefined && kind === 'link_stopped' && fields.terminal === true) this.#ended(mesh, link);
+        },
       },
     });
     link.start();
     return link;
   }
 
+  /**
+   * The broker ended this membership (kicked, banned, left): say so from now on, and make
+   * what waits in the outbox for it dead with that reason rather than pending forever.
+   */
+  #ended(mesh: MeshIdentity, link: BrokerLink): void {
+    const record = this.meshState.ended(mesh, link.status().terminal);
+    if (record === undefined) return;
+    const keys = [link.key, ...this.sessions.list().filter((each) => each.meshId === mesh.meshId).map((each) => each.sessionKey)];
+    const abandoned = keys.reduce((sum, key) => sum + this.outbox.abandon(key, `mesh ${mesh.name}: ${record.state} (${record.reason ?? ''}) before the message left`), 0);
+    if (abandoned > 0) this.events.push('send_dead', { meshId: mesh.meshId, abandoned, membership: record.state });
+  }
+
+  /** What the broker last said about this member key in this mesh (undefined: never asked). */
+  membership(mesh: MeshIdentity): MembershipRecord | undefined {
+    return this.meshState.membership(mesh);
+  }
+
   start(): void {
+    this.meshState.load(this.#config.meshes.map((mesh) => mesh.meshId));
     for (const mesh of this.#config.meshes) {
       if (mesh.status === 'active') this.links.set(mesh.meshId, this.#createLink(mesh));
     }
@@ -155,7 +173,7 @@ export class Daemon {
     }
   }
 
-  registerSession(input: SessionInput): { status: 201 | 200; body: Record<string, unknown> } {
+  registerSession(input: { sessionId: string; mesh?: string; name?: string; pid?: number; cwd?: string; groups?: string[] }): { status: 201 | 200; body: Record<string, unknown> } {
     const mesh = this.mesh(input.mesh);
     if (mesh.status !== 'active') {
       throw cmError('CM_ERR_MESH_UNKNOWN', `mesh ${mesh.name} is ${mesh.status}, not active: its join has not completed`, { hint: 'run the same claudemesh join again, then register the session' });
@@ -219,7 +237,15 @@ export class Daemon {
     const active = new Map(config.meshes.filter((mesh) => mesh.status === 'active').map((mesh) => [mesh.meshId, mesh]));
     const removed: string[] = [];
     for (const [meshId, link] of this.links) {
-      if (active.has(meshId)) continue;
+      const next = active.get(meshId);
+      // A link the broker stopped for good (kicked, banned) or whose key changed starts
+      // afresh: a rejoin after an unban rewrites the config, and that is the signal.
+      if (next !== undefined && (link.status().terminal !== null || next.publicKey !== link.identity.memberKey)) {
+        this.links.delete(meshId);
+        await link.close();
+        continue;
+      }
+      if (next !== undefined) continue;
       this.links.delete(meshId);
       this.outbox.abandon(link.key, `mesh ${meshId} is no longer in the config`);
       await link.close();
@@ -239,10 +265,19 @@ export class Daemon {
 
   /** set_status / set_summary on the caller's connection: its session's, else the member's. */
   async setPresence(frame: { type: 'set_status'; status: Status } | { type: 'set_summary'; summary: string }, wanted: string | undefined, session?: SessionRecord): Promise<Record<string, unknown>> {
-    const mesh = this.mesh(wanted ?? session?.meshId);
-    const link = (session?.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined) ?? this.#link(mesh);
+    const { mesh, link } = await this.#callerLink(wanted, session);
     const { type: _type, id: _id, of: _of, ...result } = await link.call(frame, 'ok');
     return { mesh: mesh.name, ...result };
+  }
+
+  /** The caller's connection (its session's, else the member's), once its first connect attempt ended; refused when removed. */
+  async #callerLink(wanted: string | undefined, session: SessionRecord | undefined): Promise<{ mesh: MeshIdentity; link: BrokerLink }> {
+    const mesh = this.mesh(wanted ?? session?.meshId);
+    refuseIfRemoved(mesh.name, this.membership(mesh));
+    const link = (session?.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined) ?? this.#link(mesh);
+    await link.firstAttempt(FIRST_CONNECT_WAIT_MS);
+    refuseIfRemoved(mesh.name, this.membership(mesh));
+    return { mesh, link };
   }
 
   mesh(wanted: string | undefined): MeshIdentity {
@@ -258,44 +293,59 @@ export class Daemon {
   /**
    * Resolve, encrypt and enqueue; answers after the SQLite commit. From a session, the
    * message leaves as that session (its key, its socket), in its mesh unless told otherwise.
+   * With the broker unreachable it still queues: encrypted from the last roster kept, or
+   * deferred until a roster names the target (send-plan.ts); the answer says which.
    */
   async send(input: SendInput, session?: SessionRecord): Promise<SendOutcome> {
-    const mesh = this.mesh(input.mesh ?? session?.meshId);
+    const mesh = this.#meshFor(input, session);
+    refuseIfRemoved(mesh.name, this.membership(mesh));
     const sessionLink = session !== undefined && session.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined;
     const link = sessionLink ?? this.#link(mesh);
     const { priority, clientMessageId } = checkSendInput(input);
     const request: SendRequest = { meshId: mesh.meshId, senderKey: link.key, to: input.to, priority, text: input.text };
     const existing = this.outbox.check(clientMessageId, request);
-    if (existing !== undefined) return this.#outcome(existing.status, existing.row);
-    // A session link that has not connected yet resolves with its member link's roster.
-    const roster = (await link.refreshRoster(ROSTER_REFRESH_TIMEOUT_MS)) ?? (await this.#link(mesh).refreshRoster(ROSTER_REFRESH_TIMEOUT_MS));
-    if (roster === undefined) {
-      throw cmError('CM_ERR_MESH_OFFLINE', `mesh ${mesh.name}: the broker has not been reached since the daemon started, so ${JSON.stringify(input.to)} cannot be resolved`, {
-        details: { mesh: mesh.name, link: link.status() },
-      });
-    }
-    const resolved = resolveTarget(input.to, roster, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
-    const envelopes = encryptFor(input.text, resolved.recipients, link.secret);
-    const result = this.outbox.enqueue(clientMessageId, request, { target: resolved.target, envelopes });
+    if (existing !== undefined) return sendOutcome(existing.status, existing.row, mesh.name, link.isOpen, this.meshState.known(mesh.meshId)?.roster);
+    await link.firstAttempt(FIRST_CONNECT_WAIT_MS);
+    // The first attempt may have ended the membership (a kicked member's daemon restarted).
+    refuseIfRemoved(mesh.name, this.membership(mesh));
+    const view = await this.rosterView(mesh, link);
+    const encrypted = planSend(input.to, input.text, view, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
+    const result = this.outbox.enqueue(clientMessageId, request, encrypted);
     if (result.status === 202) this.#sender.wake();
-    return this.#outcome(result.status, result.row);
+    return sendOutcome(result.status, result.row, mesh.name, link.isOpen, this.meshState.known(mesh.meshId)?.roster);
   }
 
-  #outcome(status: 202 | 200, row: OutboxRow): SendOutcome {
-    return {
-      status,
-      body: {
-        clientMessageId: row.clientMessageId, status: row.status, meshId: row.meshId, target: row.target,
-        recipients: row.envelopes.length, brokerMessageId: row.brokerMessageId, duplicate: status === 200,
-      },
-    };
+  /** The mesh a send goes to: asked for, the session's, the only one, or the one that knows the target. */
+  #meshFor(input: SendInput, session: SessionRecord | undefined): MeshIdentity {
+    const wanted = input.mesh ?? session?.meshId;
+    const active = this.#config.meshes.filter((mesh) => mesh.status === 'active');
+    if (wanted !== undefined || this.#config.meshes.length < 2 || active.length === 0) return this.mesh(wanted);
+    return meshForTarget(input.to, active.map((mesh) => ({ mesh, roster: this.meshState.known(mesh.meshId)?.roster })));
   }
 
+  /** The roster to resolve against: fresh from the broker when connected, else the last one kept. */
+  async rosterView(mesh: MeshIdentity, link: BrokerLink): Promise<RosterView | undefined> {
+    const member = this.links.get(mesh.meshId);
+    for (const each of [link, member]) {
+      if (each === undefined || !each.isOpen) continue;
+      const roster = await each.refreshRoster(ROSTER_REFRESH_TIMEOUT_MS);
+      if (roster !== undefined && each.isOpen) return { roster, fresh: true, at: this.#now() };
+    }
+    const kept = this.meshState.known(mesh.meshId);
+    return kept === undefined ? undefined : { ...kept, fresh: false };
+  }
+
+  /** The roster: fresh, or the last one kept (connected: false, with its time); none at all is CM_ERR_MESH_OFFLINE. */
   async peers(wanted: string | undefined): Promise<Record<string, unknown>> {
-    const mesh = this.mesh(wanted);
-    const link = this.#link(mesh);
-    const roster = await link.refreshRoster(ROSTER_REFRESH_TIMEOUT_MS);
-    return { meshId: mesh.meshId, mesh: mesh.name, connected: link.isOpen, peers: roster?.peers ?? [], members: roster?.members ?? [] };
+    const { mesh, link } = await this.#callerLink(wanted, undefined);
+    return peersAnswer(mesh, await this.rosterView(mesh, link), link.status());
+  }
+
+  /** join_group / leave_group on the caller's connection (its session's, else the member's). */
+  async group(action: 'join' | 'leave', group: string, wanted: string | undefined, session?: SessionRecord): Promise<Record<string, unknown>> {
+    const { mesh, link } = await this.#callerLink(wanted, session);
+    const answer = await link.call({ type: action === 'join' ? 'join_group' : 'leave_group', group }, 'ok');
+    return { mesh: mesh.name, group, groups: answer.groups ?? [] };
   }
 
   async messageStatus(id: string, wanted: string | undefined): Promise<Record<string, unknown>> {
@@ -307,15 +357,15 @@ export class Daemon {
     const { type: _type, id: _id, ...broker } = await this.#link(mesh).call({ type: 'message_status', messageId: brokerId }, 'message_status').catch((error: unknown) => {
       throw isCmError(error) && error.code === 'CM_ERR_NOT_FOUND' ? cmError('CM_ERR_NOT_FOUND', error.message, { hint: 'give a message id printed by claudemesh send (or its client message id)' }) : error;
     });
-    return { outbox: local, broker };
+    return { outbox: local, broker: withNames(broker, this.meshState.known(mesh.meshId)?.roster) };
   }
 
   /** Every connection's state: one per mesh, one per session (by name and key, never token). */
-  health(): { ok: true; pid: number; meshes: Array<{ meshId: string; name: string } & LinkStatus>; sessions: Array<Record<string, unknown>> } {
+  health(): { ok: true; pid: number; meshes: Array<{ meshId: string; name: string; membership: MembershipRecord | null } & LinkStatus>; sessions: Array<Record<string, unknown>> } {
     const meshes = this.#config.meshes.map((mesh) => {
       const link = this.links.get(mesh.meshId);
       const status: LinkStatus = link?.status() ?? { state: 'stopped', since: this.startedAt, attempts: 0, lastError: `join ${mesh.status}`, terminal: null, nextRetryAt: null };
-      return { meshId: mesh.meshId, name: mesh.name, ...status };
+      return { meshId: mesh.meshId, name: mesh.name, ...status, membership: this.membership(mesh) ?? null };
     });
     const sessions = this.sessions.list().map((record) => ({
       name: record.name, meshId: record.meshId, sessionKey: record.sessionKey, pid: record.pid, ...this.sessionLinks.get(record.token)?.status(),
@@ -323,34 +373,17 @@ export class Daemon {
     return { ok: true, pid: process.pid, meshes, sessions };
   }
 
-  /** The inbox; a session sees only rows for its own key and its member's. */
-  listInbox(query: InboxQuery, session?: SessionRecord): InboxRow[] {
-    return this.inbox.list(session === undefined ? query : { ...query, recipientKeys: this.scopeOf(session) });
+  /** The inbox; a session sees only rows for its own key and its member's (inbox-access.ts). */
+  listInbox(query: InboxQuery, session?: SessionRecord): Array<InboxRow & { mesh: string | null }> {
+    return listInbox(this.inbox, query, session === undefined ? undefined : this.scopeOf(session), new Map(this.#config.meshes.map((mesh) => [mesh.meshId, mesh.name])));
   }
 
-  /**
-   * Mark rows surfaced (shown to the recipient) or read, and report it to the broker on
-   * the connection of the key each row was addressed to (the broker marks per recipient).
-   */
   mark(ids: readonly number[], state: 'surfaced' | 'read', session?: SessionRecord): number {
-    const scope = session === undefined ? undefined : this.scopeOf(session);
-    const changed = state === 'read' ? this.inbox.markRead(ids, scope) : this.inbox.markSurfaced(ids, scope);
-    for (const link of [...this.links.values(), ...this.sessionLinks.values()]) {
-      const mine = changed.filter((row) => row.recipientKey === link.key).map((row) => row.brokerMessageId);
-      // Best effort: a mark lost to a closed socket only leaves the sender's view one step behind.
-      if (mine.length > 0) void link.request({ type: 'mark', messageIds: mine, state }).catch(() => {});
-    }
-    return changed.length;
+    return markInbox(this.inbox, [...this.links.values(), ...this.sessionLinks.values()], ids, state, session === undefined ? undefined : this.scopeOf(session));
   }
 
-  /** Delete inbox rows; a session may delete only its own. */
   deleteInbox(ids: readonly number[], session?: SessionRecord): number {
-    const scope = session === undefined ? undefined : new Set(this.scopeOf(session));
-    const allowed = ids.filter((id) => {
-      const row = this.inbox.get(id);
-      return row !== undefined && (scope === undefined || scope.has(row.recipientKey));
-    });
-    return this.inbox.delete(allowed);
+    return deleteInbox(this.inbox, ids, session === undefined ? undefined : this.scopeOf(session));
   }
 
   listOutbox(status: OutboxStatus | undefined, limit: number | undefined): Record<string, unknown> {
@@ -377,5 +410,6 @@ export class Daemon {
     this.outbox.resetInflight();
     this.outbox.close();
     this.inbox.close();
+    this.meshState.close();
   }
 }

@@ -19,6 +19,7 @@
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import { cmError } from '../lib/errors.ts';
+import { restrictFiles } from './paths.ts';
 
 export const INBOX_RETENTION_MS = 30 * 24 * 3600 * 1000;
 const BUSY_TIMEOUT_MS = 5_000;
@@ -184,6 +185,7 @@ export class Inbox {
     // FULL as well: the client_ack that follows an insert tells the broker to stop keeping it.
     this.#db.pragma('synchronous = FULL');
     upgradeSchema(this.#db, path);
+    restrictFiles(path);
     this.#insert = this.#db.prepare(`INSERT INTO inbox (mesh_id, recipient_key, recipient_kind, broker_message_id, client_message_id,
       sender_key, sender_member_key, sender_name, target, priority, body, undecryptable, created_at, received_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recipient_key, broker_message_id) DO NOTHING`);

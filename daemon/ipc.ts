@@ -6,7 +6,7 @@
 //
 // Routes (v1, listed in docs/daemon.md): GET version, health, peers, inbox, outbox, events,
 // message-status, sessions, sessions/me, stream (SSE); POST send, inbox/surfaced,
-// inbox/read, inbox/delete, outbox/requeue, status, summary, reload, sessions/register,
+// inbox/read, inbox/delete, outbox/requeue, status, summary, groups, reload, sessions/register,
 // sessions/unregister. Nothing returns a secret key. `surfaced` was once called `seen`: the
 // old route (POST inbox/seen) and query (unseen=1) still answer as before.
 //
@@ -134,6 +134,13 @@ const ROUTES = new Map<string, Handler>([
   ['POST /v1/summary', async (daemon, _query, body, session) => ({
     body: await daemon.setPresence({ type: 'set_summary', summary: requiredString(body, 'summary') }, optionalString(body, 'mesh'), session),
   })],
+  ['POST /v1/groups', async (daemon, _query, body, session) => {
+    const action = requiredString(body, 'action');
+    if (action !== 'join' && action !== 'leave') throw cmError('CM_ERR_BAD_REQUEST', `"action" must be join or leave, received ${shown(action)}`);
+    const group = requiredString(body, 'group').replace(/^@/, '');
+    if (!GROUP_NAME.test(group) || group.length > MAX_GROUP) throw cmError('CM_ERR_BAD_REQUEST', `"group" must be a group name (letters, digits, _ . -, nested with /; at most ${MAX_GROUP} characters), received ${shown(group)}`);
+    return { body: await daemon.group(action, group, optionalString(body, 'mesh'), session) };
+  }],
   // The config is read from the daemon's own home: the caller cannot point it anywhere else.
   ['POST /v1/reload', async (daemon) => ({ body: await daemon.reload(await readConfig(dirname(daemon.paths.dir))) })],
   ['POST /v1/sessions/register', (daemon, _query, body) => {

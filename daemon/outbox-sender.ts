@@ -8,12 +8,14 @@
 // Sends are pipelined: claiming does not wait for acks, so one slow mesh never holds another.
 // The answer decides the row's fate (outbox.ts): ack queued → done; a refusal the same
 // request can never pass → dead; anything else (rate limit, broker down, timeout, closed
-// socket) → pending with backoff.
+// socket) → pending with backoff. A deferred row (queued before the daemon had any roster
+// that named its target) is resolved and encrypted here first, against the roster of the
+// connection that sends it; a target that roster does not know makes it dead, with why.
 
 import { isCmError } from '../lib/errors.ts';
 import type { BrokerLink } from './broker-link.ts';
 import type { ServerFrame } from '../lib/protocol.ts';
-import { CLAIM_BATCH, MAX_ATTEMPTS } from './outbox.ts';
+import { CLAIM_BATCH, DEFERRED_TARGET, MAX_ATTEMPTS } from './outbox.ts';
 import type { Outbox, OutboxRow } from './outbox.ts';
 import { encryptFor, resolveTarget } from './router.ts';
 
@@ -24,6 +26,8 @@ const MAX_IN_FLIGHT = 256;
 const PERMANENT_CODES: ReadonlySet<string> = new Set([
   'CM_ERR_UNKNOWN_RECIPIENT', 'CM_ERR_ENVELOPES_MISMATCH', 'CM_ERR_IDEMPOTENCY_CONFLICT', 'CM_ERR_BAD_FRAME',
   'CM_ERR_PAYLOAD_TOO_LARGE', 'CM_ERR_FORBIDDEN', 'CM_ERR_UNKNOWN_TYPE',
+  // a deferred row whose target the broker's roster does not name
+  'CM_ERR_PEER_UNKNOWN', 'CM_ERR_AMBIGUOUS', 'CM_ERR_INVALID_KEY',
 ]);
 
 interface OutboxSenderOptions {
@@ -97,11 +101,13 @@ export class OutboxSender {
     }
   }
 
-  async #send(link: BrokerLink, row: OutboxRow): Promise<void> {
+  async #send(link: BrokerLink, claimed: OutboxRow): Promise<void> {
     if (!link.isOpen) {
-      this.#outbox.release(row.clientMessageId);
+      this.#outbox.release(claimed.clientMessageId);
       return;
     }
+    const row = claimed.target === DEFERRED_TARGET ? await this.#resolve(link, claimed) : claimed;
+    if (row === undefined) return;
     let answer: ServerFrame;
     try {
       answer = await link.request({ type: 'send', clientMessageId: row.clientMessageId, target: row.target, priority: row.priority, envelopes: row.envelopes, hops: 0 });
@@ -117,6 +123,25 @@ export class OutboxSender {
     const { code, message } = answer.type === 'ack' || answer.type === 'error' ? answer : { code: 'CM_ERR_INTERNAL', message: `the broker answered send with a ${answer.type} frame` };
     if (code === 'CM_ERR_ENVELOPES_MISMATCH' && (await this.#reencrypt(link, row, message))) return;
     this.#failed(row, code, message);
+  }
+
+  /** A deferred row resolved and encrypted against the link's roster; undefined when it failed. */
+  async #resolve(link: BrokerLink, row: OutboxRow): Promise<OutboxRow | undefined> {
+    const roster = await link.refreshRoster();
+    if (roster === undefined || row.text === null) {
+      this.#outbox.release(row.clientMessageId);
+      return undefined;
+    }
+    try {
+      const resolved = resolveTarget(row.to, roster, { key: link.key, memberKey: link.identity.memberKey, secret: link.secret });
+      const encrypted = { target: resolved.target, envelopes: encryptFor(row.text, resolved.recipients, link.secret) };
+      this.#outbox.resolved(row.clientMessageId, encrypted);
+      this.#onEvent('send_resolved', { clientMessageId: row.clientMessageId, to: row.to, target: resolved.target, meshId: row.meshId });
+      return { ...row, ...encrypted };
+    } catch (error) {
+      this.#failed(row, isCmError(error) ? error.code : 'CM_ERR_INTERNAL', error instanceof Error ? error.message : String(error));
+      return undefined;
+    }
   }
 
   /**

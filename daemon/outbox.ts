@@ -15,16 +15,21 @@
 // fingerprint of target/priority/envelopes) turns a retry of a lost ack into `duplicate`.
 // The enqueue answer is given only after the SQLite commit (WAL, synchronous=FULL).
 //
-// The text itself is kept too, but only until the row is done: a broadcast or group message
-// whose recipients changed while it waited (a member joined, a session left) is refused
-// with CM_ERR_ENVELOPES_MISMATCH and must be encrypted again for the new roster. Nothing was
-// stored at the broker then, so the new request under the same id is safe.
+// The text itself is kept only where it may be needed again, and only until the row is done:
+// a broadcast or group message whose recipients changed while it waited (a member joined, a
+// session left) is refused with CM_ERR_ENVELOPES_MISMATCH and must be encrypted again for
+// the new roster (nothing was stored at the broker then, so the new request under the same
+// id is safe); a deferred row (target '' and no envelopes: queued before any roster said
+// who its target is) is resolved and encrypted when the broker is reached. A message to one
+// key never stores its text. Erasing a text zeroes it in the file (secure_delete) and is
+// followed by a checkpoint that truncates the WAL, so no copy of a sent text stays on disk.
 
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import { createHash } from 'node:crypto';
 import { cmError } from '../lib/errors.ts';
 import type { EnvelopeFrame, Priority } from '../lib/protocol.ts';
+import { restrictFiles } from './paths.ts';
 
 export const MAX_ATTEMPTS = 25;
 const BACKOFF_BASE_MS = 500;
@@ -52,6 +57,14 @@ export interface SendRequest {
 export interface Encrypted {
   target: string;
   envelopes: EnvelopeFrame[];
+}
+
+/** A row queued before its target could be resolved: the outbox sender resolves it. */
+export const DEFERRED_TARGET = '';
+
+/** Whether a row needs its text after encryption: broadcasts, groups and deferred rows do. */
+function keepsText(target: string): boolean {
+  return target === DEFERRED_TARGET || target === '*' || target.startsWith('@');
 }
 
 export interface OutboxRow {
@@ -167,6 +180,7 @@ export class Outbox {
   readonly #insert: Statement;
   readonly #due: Statement;
   readonly #claim: Statement;
+  #checkpointDue = false;
 
   constructor(path: string, options: { now?: () => number; backoffBaseMs?: number } = {}) {
     this.#now = options.now ?? Date.now;
@@ -175,7 +189,10 @@ export class Outbox {
     this.#db.pragma('journal_mode = WAL');
     // FULL: an enqueue that was answered survives a power cut, not only a crash.
     this.#db.pragma('synchronous = FULL');
+    // An erased text is overwritten with zeros, not just unlinked from the b-tree.
+    this.#db.pragma('secure_delete = ON');
     this.#db.exec(SCHEMA);
+    restrictFiles(path);
     this.#byId = this.#db.prepare('SELECT * FROM outbox WHERE client_message_id = ?');
     this.#insert = this.#db.prepare(`INSERT INTO outbox (client_message_id, fingerprint, mesh_id, sender_key, to_spec, target, priority,
       envelopes, body, status, next_attempt_at, enqueued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`);
@@ -220,13 +237,14 @@ export class Outbox {
    * Returns after the commit. Checked again inside the write transaction because the caller
    * encrypted between its own check and this call.
    */
-  enqueue(clientMessageId: string, request: SendRequest, encrypted: Encrypted): EnqueueResult {
+  enqueue(clientMessageId: string, request: SendRequest, encrypted: Encrypted | undefined): EnqueueResult {
+    const { target, envelopes } = encrypted ?? { target: DEFERRED_TARGET, envelopes: [] };
     const run = this.#db.transaction((): EnqueueResult => {
       const existing = this.check(clientMessageId, request);
       if (existing !== undefined) return existing;
       const now = this.#now();
-      this.#insert.run(clientMessageId, requestFingerprint(request), request.meshId, request.senderKey, request.to, encrypted.target,
-        request.priority, JSON.stringify(encrypted.envelopes), request.text, now, now, now);
+      this.#insert.run(clientMessageId, requestFingerprint(request), request.meshId, request.senderKey, request.to, target,
+        request.priority, JSON.stringify(envelopes), keepsText(target) ? request.text : null, now, now, now);
       return { status: 202, row: toRow(this.#byId.get(clientMessageId) as RawRow) };
     });
     return run.immediate();
@@ -248,9 +266,33 @@ export class Outbox {
 
   markDone(clientMessageId: string, brokerMessageId: string, recipients: number): void {
     const now = this.#now();
+    const hadText = this.#byId.get(clientMessageId) as RawRow | undefined;
     // Done: the plaintext has no further use here.
     this.#db.prepare(`UPDATE outbox SET status = 'done', done_at = ?, updated_at = ?, broker_message_id = ?, recipients = ?, last_error = NULL, body = NULL
       WHERE client_message_id = ? AND status = 'inflight'`).run(now, now, brokerMessageId, recipients, clientMessageId);
+    if (hadText?.body !== null && hadText?.body !== undefined) this.#scheduleCheckpoint();
+  }
+
+  /**
+   * Truncate the WAL once the current burst of acks is written: the WAL still holds the page
+   * images with the erased texts until then. One checkpoint per burst, not per message.
+   */
+  #scheduleCheckpoint(): void {
+    if (this.#checkpointDue) return;
+    this.#checkpointDue = true;
+    setImmediate(() => {
+      this.#checkpointDue = false;
+      if (this.#db.open) this.#db.pragma('wal_checkpoint(TRUNCATE)');
+    });
+  }
+
+  /** A deferred row resolved at last: its target and envelopes, its text kept only if still needed. */
+  resolved(clientMessageId: string, encrypted: Encrypted): void {
+    const now = this.#now();
+    const text = keepsText(encrypted.target) ? 'body' : 'NULL';
+    this.#db.prepare(`UPDATE outbox SET target = ?, envelopes = ?, body = ${text}, updated_at = ? WHERE client_message_id = ? AND status = 'inflight'`)
+      .run(encrypted.target, JSON.stringify(encrypted.envelopes), now, clientMessageId);
+    if (text === 'NULL') this.#scheduleCheckpoint();
   }
 
   /** A failed attempt: back to pending with backoff, or dead when permanent or out of attempts. */

@@ -2,6 +2,7 @@
 // a 0700 directory. The daemon follows CLAUDEMESH_HOME only — never a per-session override —
 // so every CLI call of a user finds the same socket, whatever session it runs in.
 
+import { chmodSync, existsSync } from 'node:fs';
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -17,6 +18,8 @@ export interface DaemonPaths {
   pid: string;
   outbox: string;
   inbox: string;
+  /** the last roster of each mesh and the membership the broker last stated (roster-store.ts) */
+  roster: string;
   /** stdout and stderr of a detached daemon */
   log: string;
   /** held while one CLI process starts the daemon for everyone */
@@ -33,6 +36,7 @@ export function daemonPaths(home: string): DaemonPaths {
     pid: join(dir, 'daemon.pid'),
     outbox: join(dir, 'outbox.db'),
     inbox: join(dir, 'inbox.db'),
+    roster: join(dir, 'roster.db'),
     log: join(dir, 'daemon.log'),
     spawnLock: join(dir, '.spawn.lock'),
     spawnFailure: join(dir, '.spawn-failure'),
@@ -45,5 +49,16 @@ export async function ensureDaemonDir(paths: DaemonPaths): Promise<void> {
   for (const dir of [join(paths.dir, '..'), paths.dir]) {
     const info = await stat(dir);
     if ((info.mode & LOOSER_THAN_OWNER) !== 0) await chmod(dir, DAEMON_DIR_MODE);
+  }
+}
+
+/**
+ * A SQLite database and its -wal and -shm files readable by the owner only, whatever the
+ * umask: they hold message bodies and who talks to whom. Called after every open, since
+ * SQLite makes the -wal and -shm files anew with the process's umask.
+ */
+export function restrictFiles(databasePath: string): void {
+  for (const path of [databasePath, `${databasePath}-wal`, `${databasePath}-shm`]) {
+    if (existsSync(path)) chmodSync(path, DAEMON_FILE_MODE);
   }
 }

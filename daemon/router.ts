@@ -6,9 +6,11 @@
 // full keys.
 //
 // Names resolve among the mesh's members first (a member is always addressable, online or
-// not: the broker stores the message), then among session presences.
+// not: the broker stores the message), then among session presences. A full key must be one
+// of those too, and a point on the curve: anything else is refused here, at once, instead of
+// being queued and refused by the broker later.
 
-import { PUBLIC_KEY_HEX, seal } from '../lib/crypto.ts';
+import { isEncryptionKey, PUBLIC_KEY_HEX, seal } from '../lib/crypto.ts';
 import { cmError, isCmError } from '../lib/errors.ts';
 import { groupMatches } from '../lib/protocol.ts';
 import type { EnvelopeFrame } from '../lib/protocol.ts';
@@ -33,7 +35,17 @@ function text(value: unknown): string {
   return typeof value === 'string' ? value : '';
 }
 
+/** A 64-hex target that no one can hold a secret for: CM_ERR_INVALID_KEY. */
+export function checkKeyTarget(to: string): void {
+  if (PUBLIC_KEY_HEX.test(to) && !isEncryptionKey(to)) {
+    throw cmError('CM_ERR_INVALID_KEY', `${to} is 64 hex characters but not an ed25519 public key (no point on the curve): nobody can read a message sealed to it`, {
+      hint: 'copy the key again from claudemesh peer list --json, or use the peer\'s name',
+    });
+  }
+}
+
 export function resolveTarget(to: string, roster: Roster, sender: Sender): Resolved {
+  checkKeyTarget(to);
   const own = new Set([sender.key, sender.memberKey]);
   if (to === '*') {
     // The broker requires every current member except the sender's own member key.
@@ -54,6 +66,11 @@ export function resolveTarget(to: string, roster: Roster, sender: Sender): Resol
   } catch (error) {
     if (!isCmError(error) || error.code !== 'CM_ERR_PEER_UNKNOWN' || PUBLIC_KEY_HEX.test(to)) throw error;
     peer = resolvePeer(to, sessions, 'peer');
+  }
+  if (![...members, ...sessions].some((each) => each.key === peer.key)) {
+    throw cmError('CM_ERR_PEER_UNKNOWN', `key ${peer.key.slice(0, 12)}… is not a member or session of this mesh`, {
+      hint: 'claudemesh peer list shows who is in the mesh; a removed member needs a new invite first',
+    });
   }
   if (own.has(peer.key)) throw cmError('CM_ERR_PEER_UNKNOWN', `${JSON.stringify(to)} is you`, { hint: 'name another peer (claudemesh peer list)' });
   return { target: peer.key, recipients: [peer.key] };

@@ -4,13 +4,30 @@
 // component detaches; a daemon that forked away from its unit would look dead to it and be
 // restarted in a loop). The auto-start helper checks for these files and then waits for
 // the service instead of spawning a second daemon.
+//
+// A unit serves one claudemesh home: the default home (~/.claudemesh) gets the plain name,
+// any other home (CLAUDEMESH_HOME) a name with a hash of its path, so installing a service
+// for one home never makes the others wait on a daemon that is not theirs. Linux units live
+// under $XDG_CONFIG_HOME/systemd/user (default ~/.config), as systemd looks for them.
 
+import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
-const SYSTEMD_UNIT_NAME = 'claudemesh-daemon.service';
-const LAUNCHD_LABEL = 'com.claudemesh.daemon';
+const SYSTEMD_UNIT_PREFIX = 'claudemesh-daemon';
+const LAUNCHD_LABEL_PREFIX = 'com.claudemesh.daemon';
 const RESTART_SECONDS = 3;
+const HOME_HASH_LENGTH = 8;
+const DEFAULT_HOME_DIR = '.claudemesh';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+interface ServiceLocation {
+  /** the systemd unit name or the launchd label */
+  name: string;
+  /** the unit or plist file */
+  path: string;
+}
 
 interface ServiceSpec {
   /** absolute path of the Node binary */
@@ -23,10 +40,24 @@ interface ServiceSpec {
   log: string;
 }
 
-/** Where the unit file lives for this platform; undefined where none is supported. */
-export function serviceUnitPath(platform: NodeJS.Platform = process.platform, home: string = homedir()): string | undefined {
-  if (platform === 'linux') return join(home, '.config', 'systemd', 'user', SYSTEMD_UNIT_NAME);
-  if (platform === 'darwin') return join(home, 'Library', 'LaunchAgents', `${LAUNCHD_LABEL}.plist`);
+/** "" for the default home, "-<hash of the path>" for any other. */
+function homeSuffix(claudemeshHome: string, userHome: string): string {
+  if (resolve(claudemeshHome) === join(userHome, DEFAULT_HOME_DIR)) return '';
+  return `-${createHash('sha256').update(resolve(claudemeshHome)).digest('hex').slice(0, HOME_HASH_LENGTH)}`;
+}
+
+/** The service for this claudemesh home on this platform; undefined where none is supported. */
+export function serviceFor(claudemeshHome: string, env: Env = process.env, platform: NodeJS.Platform = process.platform, userHome: string = homedir()): ServiceLocation | undefined {
+  const suffix = homeSuffix(claudemeshHome, userHome);
+  if (platform === 'linux') {
+    const name = `${SYSTEMD_UNIT_PREFIX}${suffix}.service`;
+    const configHome = env.XDG_CONFIG_HOME !== undefined && env.XDG_CONFIG_HOME !== '' ? env.XDG_CONFIG_HOME : join(userHome, '.config');
+    return { name, path: join(configHome, 'systemd', 'user', name) };
+  }
+  if (platform === 'darwin') {
+    const name = `${LAUNCHD_LABEL_PREFIX}${suffix}`;
+    return { name, path: join(userHome, 'Library', 'LaunchAgents', `${name}.plist`) };
+  }
   return undefined;
 }
 
@@ -55,14 +86,14 @@ function escapeXml(value: string): string {
   return value.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;');
 }
 
-export function launchdPlist(spec: ServiceSpec): string {
+export function launchdPlist(spec: ServiceSpec & { label: string }): string {
   const args = [spec.node, spec.cli, 'daemon', 'up', '--foreground'].map((arg) => `    <string>${escapeXml(arg)}</string>`).join('\n');
   return `<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <plist version="1.0">
 <dict>
   <key>Label</key>
-  <string>${LAUNCHD_LABEL}</string>
+  <string>${escapeXml(spec.label)}</string>
   <key>ProgramArguments</key>
   <array>
 ${args}

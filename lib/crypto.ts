@@ -72,6 +72,11 @@ function x25519Public(publicKeyHex: string): Buffer | undefined {
   return out;
 }
 
+/** Whether a key can be encrypted to: 64 hex that is also a point on the curve. */
+export function isEncryptionKey(publicKeyHex: string): boolean {
+  return isPublicKey(publicKeyHex) && x25519Public(publicKeyHex) !== undefined;
+}
+
 function x25519Secret(secretKey: Buffer): Buffer {
   const out = Buffer.alloc(X25519_KEY_BYTES);
   sodium.crypto_sign_ed25519_sk_to_curve25519(out, secretKey);

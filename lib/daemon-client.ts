@@ -2,6 +2,8 @@
 // the daemon's own single-instance check, and by the auto-start helper. A socket that does
 // not exist or refuses is CM_ERR_DAEMON_NOT_RUNNING; an error answer comes back as the error
 // the daemon raised (same code, message and hint), so the CLI reports it like its own.
+// A failure after the request was written out carries `details.requestSent: true`: the
+// daemon may have acted on it (a send may be queued), which the caller must not deny.
 
 import { request } from 'node:http';
 import { BrokerRefusal } from './broker-client.ts';
@@ -27,8 +29,8 @@ export interface DaemonVersion {
   socket: string;
 }
 
-function notRunning(socketPath: string, why: string) {
-  return cmError('CM_ERR_DAEMON_NOT_RUNNING', `the daemon does not answer on ${socketPath} (${why})`);
+function notRunning(socketPath: string, why: string, requestSent = false) {
+  return cmError('CM_ERR_DAEMON_NOT_RUNNING', `the daemon does not answer on ${socketPath} (${why})`, { details: { socket: socketPath, requestSent } });
 }
 
 /** The header that makes a request a session's. */
@@ -40,6 +42,7 @@ export function sessionHeader(token: string): Record<string, string> {
 export function ipcRequest(socketPath: string, method: string, path: string, body?: unknown, timeoutMs = IPC_TIMEOUT_MS, extraHeaders: Record<string, string> = {}): Promise<IpcAnswer> {
   const text = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
+    let sent = false;
     const headers: Record<string, string | number> = { ...extraHeaders, ...(text === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }) };
     const req = request({ socketPath, method, path, headers, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
@@ -49,16 +52,17 @@ export function ipcRequest(socketPath: string, method: string, path: string, bod
         try {
           parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
         } catch {
-          reject(notRunning(socketPath, `answered HTTP ${res.statusCode ?? 0} without JSON: is this a claudemesh daemon?`));
+          reject(notRunning(socketPath, `answered HTTP ${res.statusCode ?? 0} without JSON: is this a claudemesh daemon?`, true));
           return;
         }
         const record = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, any>) : {};
         resolve({ status: res.statusCode ?? 0, body: record });
       });
-      res.on('error', (error) => reject(notRunning(socketPath, error.message)));
+      res.on('error', (error) => reject(notRunning(socketPath, error.message, true)));
     });
+    req.on('finish', () => void (sent = true));
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (error: NodeJS.ErrnoException) => reject(notRunning(socketPath, error.code ?? error.message)));
+    req.on('error', (error: NodeJS.ErrnoException) => reject(notRunning(socketPath, error.code ?? error.message, sent)));
     req.end(text);
   });
 }

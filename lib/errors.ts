@@ -59,7 +59,10 @@ export const ERROR_CODES = {
   CM_ERR_SESSION_LIMIT: { status: 503, hint: 'unregister sessions that have ended (GET /v1/sessions lists them, POST /v1/sessions/unregister ends one); a session registered with its pid goes by itself once that process exits' },
   CM_ERR_OUTBOX_CONFLICT: { status: 409, hint: 'a client message id names one message: use a new id (or none) for a different message' },
   CM_ERR_DAEMON_DB_VERSION: { status: 500, hint: 'a newer claudemesh wrote this daemon database: run that version, or move the file away to start an empty one' },
-  CM_ERR_MESH_OFFLINE: { status: 503, hint: 'the daemon has no roster for this mesh yet (broker never reached since start): check claudemesh daemon status, then retry' },
+  CM_ERR_MESH_OFFLINE: { status: 503, hint: 'the daemon has never reached this mesh\'s broker, so it knows nobody there yet: check the broker (claudemesh doctor), then retry' },
+  CM_ERR_REMOVED: { status: 403, hint: 'you are no longer a member of this mesh (kicked, or you left): ask an owner or admin for a new invite, then claudemesh join it' },
+  CM_ERR_INVALID_KEY: { status: 400, hint: 'use a peer name, or a key copied whole from claudemesh peer list --json' },
+  CM_ERR_OUTCOME_UNKNOWN: { status: 503, hint: 'the request reached the daemon but its answer did not come back: claudemesh msg status <id> tells whether it was queued; sending again with --id <id> never duplicates it' },
   CM_ERR_INTERNAL: { status: 500, hint: 'this is a bug: report it with the broker log line of the same time' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 

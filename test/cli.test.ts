@@ -141,7 +141,7 @@ describe('claudemesh CLI against a real broker', () => {
     assert.deepEqual(list.json.meshes.map((mesh: Record<string, unknown>) => [mesh.name, mesh.role, mesh.memberName, mesh.status]), [['team', 'member', 'carol', 'active']]);
     assert.doesNotMatch(list.stdout, /secret/i);
     const table = await cli('alice', ['list']);
-    assert.match(table.stdout, /^MESH\s+ID\s+ROLE\s+AS\s+KEY\s+BROKER\nteam\s+\S+\s+owner\s+alice\s/);
+    assert.match(table.stdout, /^MESH\s+ID\s+ROLE\s+STATE\s+AS\s+KEY\s+BROKER\nteam\s+\S+\s+owner\s+active\s+alice\s/);
   });
 
   it('kick: bob is out (4001), cannot act in the mesh, and needs a new invite to come back', async () => {

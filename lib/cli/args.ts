@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { cmError } from '../errors.ts';
+import { didYouMean } from './suggest.ts';
 
 /** Options every verb accepts. */
 const COMMON_OPTIONS = {
@@ -21,13 +22,25 @@ export function usageError(verb: string, message: string) {
   return cmError('CM_ERR_USAGE', message, { hint: verb === '' ? 'see claudemesh --help' : `see claudemesh ${verb} --help` });
 }
 
+/** parseArgs' complaint in our words: the option received, and the nearest one it knows. */
+function ourWords(error: Error & { code?: string }, options: ParseArgsOptionsConfig): string {
+  const option = /'(-[^' ]*)/.exec(error.message)?.[1] ?? '';
+  const known = Object.keys(options).map((name) => `--${name}`);
+  if (error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    return `unknown option ${option}${didYouMean(option, known)}; a text that starts with "-" goes after --`;
+  }
+  if (error.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    return /argument missing/.test(error.message) ? `${option} needs a value, as in ${option} VALUE` : `${option} takes no value`;
+  }
+  return error.message;
+}
+
 export function parseVerbArgs(verb: string, args: readonly string[], options: ParseArgsOptionsConfig, positionals: { min: number; max: number }): ParsedArgs {
   let parsed: { values: Record<string, unknown>; positionals: string[] };
   try {
     parsed = parseArgs({ args: [...args], options: { ...options, ...COMMON_OPTIONS }, allowPositionals: true, strict: true }) as typeof parsed;
   } catch (error) {
-    // parseArgs explains itself well (unknown option, missing value); keep its words.
-    throw usageError(verb, `claudemesh ${verb}: ${(error as Error).message}`);
+    throw usageError(verb, `claudemesh ${verb}: ${ourWords(error as Error & { code?: string }, { ...options, ...COMMON_OPTIONS })}`);
   }
   const values = Object.assign(Object.create(null) as ParsedArgs['values'], parsed.values);
   if (values.help === true) return { values, positionals: parsed.positionals };

@@ -4,7 +4,8 @@
 import { cmError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { parseVerbArgs, usageError } from './args.ts';
-import { EXIT_OK, EXIT_USAGE, reportError } from './output.ts';
+import { EXIT_OK, EXIT_USAGE, printJson, reportError } from './output.ts';
+import { didYouMean } from './suggest.ts';
 import type { CliContext, Verb } from './verb.ts';
 import { inviteVerb } from './verbs/invite.ts';
 import { joinVerb } from './verbs/join.ts';
@@ -13,17 +14,20 @@ import { listVerb } from './verbs/list.ts';
 import { banVerb, bansVerb, kickVerb, unbanVerb } from './verbs/moderation.ts';
 import { newVerb } from './verbs/new.ts';
 import { daemonVerb } from './verbs/daemon.ts';
-import { eventsVerb, inboxVerb, msgVerb, peerVerb, sendVerb } from './verbs/messaging.ts';
+import { eventsVerb, inboxVerb, msgVerb, peerVerb } from './verbs/messaging.ts';
+import { sendVerb } from './verbs/send.ts';
+import { groupVerb, statusVerb, summaryVerb } from './verbs/presence.ts';
+import { whoamiVerb } from './verbs/whoami.ts';
+import { doctorVerb } from './verbs/doctor.ts';
 
-const MESH_VERBS: readonly Verb[] = [newVerb, inviteVerb, joinVerb, listVerb, leaveVerb];
+const MESH_VERBS: readonly Verb[] = [newVerb, inviteVerb, joinVerb, listVerb, leaveVerb, whoamiVerb];
 const MODERATION_VERBS: readonly Verb[] = [kickVerb, banVerb, unbanVerb, bansVerb];
-const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, daemonVerb, eventsVerb];
-const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS].map((verb) => [verb.name, verb]));
+const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, statusVerb, summaryVerb, groupVerb, daemonVerb, eventsVerb, doctorVerb];
+/** Every verb, for --help and for the contract every verb keeps (test/cli-contract.test.ts). */
+export const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS].map((verb) => [verb.name, verb]));
 // Verbs planned for later versions (the Claude Code integration: hooks, install, launch, the
-// MCP server, status). They are not in --help, and they say so plainly instead of pretending.
-const LATER_VERBS: ReadonlySet<string> = new Set([
-  'status', 'whoami', 'doctor', 'hook', 'install', 'uninstall', 'launch', 'mcp',
-]);
+// MCP server). They are not in --help, and they say so plainly instead of pretending.
+const LATER_VERBS: ReadonlySet<string> = new Set(['hook', 'install', 'uninstall', 'launch', 'mcp']);
 
 function verbLines(verbs: readonly Verb[]): string {
   const usage = (verb: Verb) => (verb.argument === undefined ? verb.name : `${verb.name} ${verb.argument}`);
@@ -47,10 +51,24 @@ messaging (through the per-user daemon, started when needed):
 ${verbLines(MESSAGING_VERBS)}
 
 Every verb takes --help; every verb takes --json for machine-readable output.
-Exit codes: 0 ok, 1 a check failed, 2 usage, 3 daemon not running, 4 broker unreachable or refused.
+Exit codes: 0 ok, 1 a check or operation failed, 2 usage, 3 daemon not running and not
+startable, 4 broker unreachable or refused, or membership removed.
 Environment: CLAUDEMESH_HOME (default ~/.claudemesh), CLAUDEMESH_BROKER (broker for new,
-default http://127.0.0.1:7900), CLAUDEMESH_BROKER_TOKEN (operator token for new).
+default http://127.0.0.1:7900), CLAUDEMESH_BROKER_TOKEN (operator token for new),
+CLAUDEMESH_NO_AUTOSTART=1 (never start the daemon), CLAUDEMESH_DEBUG=1 (stack traces of
+unexpected errors); switches take 1, true or yes.
 `;
+}
+
+/** What --help --json prints: every verb with its options. */
+function helpJson(verbs: readonly Verb[]): unknown {
+  return {
+    version: VERSION,
+    verbs: verbs.map((verb) => ({
+      name: verb.name, argument: verb.argument ?? null, summary: verb.summary,
+      options: [...Object.keys(verb.options), 'json', 'help'].map((name) => `--${name}`), help: verb.help,
+    })),
+  };
 }
 
 function unknownVerb(name: string): Error {
@@ -59,44 +77,40 @@ function unknownVerb(name: string): Error {
       hint: 'this version manages meshes and messages (see claudemesh --help); Claude Code integration comes later',
     });
   }
-  return cmError('CM_ERR_USAGE', `unknown verb ${JSON.stringify(name)}`, { hint: 'see claudemesh --help for the verbs' });
+  const suggestion = didYouMean(name, VERBS.keys(), (verb) => `claudemesh ${verb}`);
+  return cmError('CM_ERR_USAGE', `unknown verb ${JSON.stringify(name)}${suggestion}`, { hint: 'see claudemesh --help for the verbs' });
 }
 
 /** Run one command line; returns the exit code. Never throws. */
 export async function main(argv: readonly string[], context: CliContext): Promise<number> {
   const json = argv.includes('--json');
   try {
-    const [first, ...rest] = argv;
+    const [first, ...rest] = argv.filter((arg, index) => !(arg === '--json' && index === 0));
     if (first === undefined) {
       context.stderr(globalHelp());
       return EXIT_USAGE;
     }
-    if (first === '--help' || first === '-h' || first === 'help') {
-      const topic = rest[0];
-      if (topic === undefined) {
-        context.stdout(globalHelp());
-        return EXIT_OK;
-      }
-      const verb = VERBS.get(topic);
-      if (verb === undefined) throw unknownVerb(topic);
-      context.stdout(verb.help);
-      return EXIT_OK;
-    }
+    if (first === '--help' || first === '-h' || first === 'help') return topHelp(context, rest.filter((arg) => arg !== '--json')[0], json);
     if (first === '--version' || first === '-v') {
-      context.stdout(`${VERSION}\n`);
+      context.stdout(json ? `${JSON.stringify({ version: VERSION })}\n` : `${VERSION}\n`);
       return EXIT_OK;
     }
     if (first.startsWith('-')) throw usageError('', `the verb comes first: claudemesh <verb> [options], received ${JSON.stringify(first)}`);
     const verb = VERBS.get(first);
     if (verb === undefined) throw unknownVerb(first);
     const args = parseVerbArgs(verb.name, rest, verb.options, verb.positionals);
-    if (args.values.help === true) {
-      context.stdout(verb.help);
-      return EXIT_OK;
-    }
-    await verb.run(context, args);
-    return EXIT_OK;
+    if (args.values.help === true) return topHelp(context, verb.name, json);
+    return (await verb.run(context, args)) ?? EXIT_OK;
   } catch (error) {
     return reportError(context, error, json, context.env);
   }
+}
+
+/** `claudemesh --help [verb]`, `claudemesh <verb> --help`, as text or --json. */
+function topHelp(context: CliContext, topic: string | undefined, json: boolean): number {
+  const verb = topic === undefined ? undefined : VERBS.get(topic);
+  if (topic !== undefined && verb === undefined) throw unknownVerb(topic);
+  if (json) printJson(context, helpJson(verb === undefined ? [...VERBS.values()] : [verb]));
+  else context.stdout(verb === undefined ? globalHelp() : verb.help);
+  return EXIT_OK;
 }

@@ -32,7 +32,8 @@ export interface Verb {
   help: string;
   options: ParseArgsOptionsConfig;
   positionals: { min: number; max: number };
-  run(context: CliContext, args: ParsedArgs): Promise<void>;
+  /** resolves with the exit code (0 when it resolves with nothing); expected failures throw */
+  run(context: CliContext, args: ParsedArgs): Promise<number | void>;
 }
 
 export function signingIdentity(mesh: MeshIdentity): SigningIdentity {

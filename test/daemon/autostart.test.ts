@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import Database from 'better-sqlite3';
+import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ensureDaemonReady, GUARD_ENV, OPT_OUT_ENV } from '../../daemon/autostart.ts';
 import { daemonPaths, ensureDaemonDir } from '../../daemon/paths.ts';
+import { writeConfig } from '../../lib/client-config.ts';
+import { generateKeyPair } from '../../lib/crypto.ts';
+import type { CmError } from '../../lib/errors.ts';
 
 describe('ensureDaemonReady', () => {
   let root: string;
@@ -45,13 +49,44 @@ describe('ensureDaemonReady', () => {
     assert.equal(result.outcome, 'service-not-ready');
   });
 
-  it('reports spawn-failed when the daemon exits at once, then suppresses retries for a while', async () => {
-    // No config in this home: the spawned daemon exits 2 (no mesh to connect to).
-    const home = 'nomesh';
-    const failed = await ensureDaemonReady({ ...base(home), spawnWaitMs: 10_000 });
+  it('says the real reason instead of spawning: no mesh, or a broken config', async () => {
+    await assert.rejects(ensureDaemonReady({ ...base('nomesh'), spawnWaitMs: 10_000 }), (error: CmError) => {
+      assert.equal(error.code, 'CM_ERR_MESH_UNKNOWN');
+      assert.match(error.message, /holds no mesh/);
+      assert.match(error.hint, /claudemesh new NAME, or claudemesh join <token>/);
+      return true;
+    });
+    await mkdir(join(root, 'broken'), { recursive: true });
+    await writeFile(join(root, 'broken', 'config.json'), '{"version": 1,\n "meshes": [,]}\n');
+    await assert.rejects(ensureDaemonReady(base('broken')), (error: CmError) => error.code === 'CM_ERR_CLIENT_CONFIG' && /config\.json.*not JSON/.test(error.message));
+    await assert.rejects(access(daemonPaths(join(root, 'broken')).spawnFailure), 'nothing was spawned, nothing is suppressed');
+  });
+
+  it('reports the daemon’s own error when it exits at once, suppresses retries, and retries at once after the config changed', async () => {
+    const home = join(root, 'newer-db');
+    const keys = generateKeyPair();
+    const config = {
+      version: 1 as const, meshes: [{
+        meshId: 'Mesh_id_0001', name: 'team', brokerUrl: 'http://127.0.0.1:9', role: 'owner' as const, memberName: 'me', publicKey: keys.publicKey,
+        secretKey: keys.secretKey.toString('hex'), ownerPubkey: null, createdAt: '', status: 'active' as const,
+      }],
+    };
+    await writeConfig(home, config);
+    const paths = daemonPaths(home);
+    await ensureDaemonDir(paths);
+    const db = new Database(paths.inbox);
+    db.pragma('user_version = 99');
+    db.close();
+    const failed = await ensureDaemonReady({ ...base('newer-db'), spawnWaitMs: 10_000 });
     assert.equal(failed.outcome, 'spawn-failed');
-    assert.match(failed.reason ?? '', /exited with 2/);
-    await access(daemonPaths(join(root, home)).spawnFailure);
-    assert.equal((await ensureDaemonReady(base(home))).outcome, 'spawn-suppressed');
+    assert.match(failed.reason ?? '', /exited with \d+: CM_ERR_DAEMON_DB_VERSION: .*inbox\.db has schema version 99/);
+    await access(paths.spawnFailure);
+    const suppressed = await ensureDaemonReady(base('newer-db'));
+    assert.equal(suppressed.outcome, 'spawn-suppressed');
+    assert.match(suppressed.reason ?? '', /CM_ERR_DAEMON_DB_VERSION/);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await writeConfig(home, config);
+    const retried = await ensureDaemonReady({ ...base('newer-db'), spawnWaitMs: 10_000 });
+    assert.equal(retried.outcome, 'spawn-failed', 'the config changed after the failure: tried again at once');
   });
 });

@@ -158,10 +158,11 @@ describe('the daemon, as real processes against a real broker', () => {
     const peers = await cli('alice', ['peer', 'list', '--json']);
     assert.deepEqual(peers.json.members.map((member: { name: string }) => member.name).sort(), ['alice', 'bob']);
     const table = await cli('alice', ['peer', 'list']);
-    assert.match(table.stdout, /^NAME +KEY +ROLE +STATUS +ONLINE +GROUPS\n/);
-    assert.match(table.stdout, /^bob +[0-9a-f]{12} /m);
+    assert.match(table.stdout, /^NAME +KEY +KIND +ROLE +STATUS +ONLINE +GROUPS\n/);
+    assert.match(table.stdout, /^alice \(you\) +[0-9a-f]{12} +member +owner +idle +yes/m);
+    assert.match(table.stdout, /^bob +[0-9a-f]{12} +member +member /m);
     const listing = await cli('bob', ['inbox']);
-    assert.match(listing.stdout, /alice → [0-9a-f]{12} +hello bob\n/);
+    assert.match(listing.stdout, /^  \S+Z  \[team\]  alice → you\n    hello bob\n/m);
     const status = await cli('alice', ['daemon', 'status']);
     assert.match(status.stdout, /^daemon .+, pid \d+, up \d+ s, socket .+daemon\.sock\noutbox: 0 pending, 0 inflight, 1 done, 0 dead\n/);
     assert.match(status.stdout, /^team +open /m);
@@ -271,6 +272,6 @@ describe('the daemon, as real processes against a real broker', () => {
     });
     assert.deepEqual(status.meshes[0].terminal, { code: 4001, reason: 'kicked' });
     const human = await cli('bob', ['daemon', 'status']);
-    assert.match(human.stdout, /^team +stopped +\S+ +stopped for good: 4001 kicked$/m);
+    assert.match(human.stdout, /^team +removed +\S+ +stopped for good: 4001 kicked$/m);
   });
 });

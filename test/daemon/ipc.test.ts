@@ -96,7 +96,13 @@ describe('daemon IPC', () => {
     assert.equal(health.body.meshes[0].name, 'later');
     assert.notEqual(health.body.meshes[0].state, 'open');
     const offline = await ipcRequest(paths.socket, 'POST', '/v1/send', { to: 'bob', text: 'hi' });
-    assert.equal(offline.body.error.code, 'CM_ERR_MESH_OFFLINE', 'no roster yet: nothing to resolve against');
+    assert.equal(offline.status, 202, 'no roster yet: queued, to be resolved when the broker is reached');
+    assert.equal(offline.body.resolved, false);
+    assert.equal(offline.body.connected, false);
+    const peers = await ipcRequest(paths.socket, 'GET', '/v1/peers');
+    assert.equal(peers.body.error.code, 'CM_ERR_MESH_OFFLINE', 'no roster, not even an old one: nothing to list');
+    const notAKey = await ipcRequest(paths.socket, 'POST', '/v1/send', { to: '0'.repeat(64), text: 'hi' });
+    assert.equal(notAKey.body.error.code, 'CM_ERR_INVALID_KEY', 'refused at once, even offline');
     await writeConfig(home, { version: 1, meshes: [] });
     assert.deepEqual((await ipcRequest(paths.socket, 'POST', '/v1/reload')).body, { added: [], removed: ['mesh-reload-01'] });
   });

@@ -34,6 +34,12 @@ async function daemonSocket(context: CliContext): Promise<string> {
 const SESSION_TOKEN_FILE_ENV = 'CLAUDEMESH_SESSION_TOKEN_FILE';
 const TOKEN_HEX = /^[0-9a-f]{64}$/;
 
+/** Whether this command runs inside a registered Claude session (its token file is named). */
+export function inSession(context: CliContext): boolean {
+  const file = context.env[SESSION_TOKEN_FILE_ENV];
+  return file !== undefined && file !== '';
+}
+
 async function sessionHeaders(context: CliContext): Promise<Record<string, string>> {
   const file = context.env[SESSION_TOKEN_FILE_ENV];
   if (file === undefined || file === '') return {};

@@ -1,32 +1,32 @@
-// `claudemesh daemon up|down|status|outbox|install-service`: the per-user daemon's lifecycle.
+// `claudemesh daemon up|down|status|outbox|install-service|uninstall-service`: the per-user
+// daemon's lifecycle.
 // `up` detaches by default (one component detaches: this one; the child runs --foreground),
 // `up --foreground` is the daemon itself (service managers and the auto-start use it).
 
-import { mkdir, unlink, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { unlink } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureDaemonReady, GUARD_ENV, OPT_OUT_ENV } from '../../../daemon/autostart.ts';
 import { processAlive, readPidFile } from '../../../daemon/lock.ts';
-import { runDaemon } from '../../../daemon/main.ts';
 import { daemonPaths } from '../../../daemon/paths.ts';
-import { launchdPlist, serviceUnitPath, systemdUnit } from '../../../daemon/service.ts';
 import { callDaemon, probeDaemon } from '../../daemon-client.ts';
 import { cmError } from '../../errors.ts';
 import { parseCount, stringOption, usageError } from '../args.ts';
 import { formatTable, printJson } from '../output.ts';
 import type { CliContext, Verb } from '../verb.ts';
+import { installService, uninstallService } from './daemon-service.ts';
 
 const STOP_WAIT_MS = 10_000;
 // The daemon lists at most this many outbox rows per request.
 const MAX_OUTBOX_LIST = 500;
 const STOP_POLL_MS = 50;
-const ACTIONS = ['up', 'down', 'status', 'outbox', 'install-service'] as const;
+const ACTIONS = ['up', 'down', 'status', 'outbox', 'install-service', 'uninstall-service'] as const;
 const OUTBOX_STATUSES = ['pending', 'inflight', 'done', 'dead'];
-const CLI_PATH = new URL('../../../cli.ts', import.meta.url).pathname;
 
 async function up(context: CliContext, foreground: boolean, json: boolean): Promise<void> {
   const paths = daemonPaths(context.home);
   if (foreground) {
+    // Loaded here only: the daemon's code (SQLite, WebSocket) is not needed by any other verb.
+    const { runDaemon } = await import('../../../daemon/main.ts');
     const running = await runDaemon({ home: context.home, env: context.env });
     await running.stopped;
     return;
@@ -88,7 +88,9 @@ async function status(context: CliContext, json: boolean): Promise<void> {
     return String(link.lastError ?? (typeof link.nextRetryAt === 'number' ? `retry at ${new Date(link.nextRetryAt).toISOString()}` : ''));
   };
   const since = (link: Record<string, any>) => (typeof link.since === 'number' ? new Date(link.since).toISOString() : '-');
-  context.stdout(formatTable(['MESH', 'STATE', 'SINCE', 'DETAIL'], meshes.map((mesh) => [String(mesh.name), String(mesh.state), since(mesh), detail(mesh)])));
+  // A mesh whose membership the broker ended shows that, not a connection state.
+  const state = (mesh: Record<string, any>) => (mesh.membership?.state === 'removed' || mesh.membership?.state === 'banned' ? String(mesh.membership.state) : String(mesh.state));
+  context.stdout(formatTable(['MESH', 'STATE', 'SINCE', 'DETAIL'], meshes.map((mesh) => [String(mesh.name), state(mesh), since(mesh), detail(mesh)])));
   if (sessions.length > 0) {
     context.stdout(formatTable(['SESSION', 'STATE', 'SINCE', 'DETAIL'], sessions.map((session) => [String(session.name), String(session.state ?? '-'), since(session), detail(session)])));
   }
@@ -122,21 +124,9 @@ async function outbox(context: CliContext, values: Record<string, string | boole
   ])));
 }
 
-async function installService(context: CliContext, json: boolean): Promise<void> {
-  const unit = serviceUnitPath();
-  if (unit === undefined) throw cmError('CM_ERR_NOT_IMPLEMENTED', `no service manager support on ${process.platform}`, { hint: 'run claudemesh daemon up at login instead' });
-  const spec = { node: process.execPath, cli: CLI_PATH, home: context.home, log: daemonPaths(context.home).log };
-  const text = process.platform === 'darwin' ? launchdPlist(spec) : systemdUnit(spec);
-  await mkdir(dirname(unit), { recursive: true });
-  await writeFile(unit, text, { mode: 0o644 });
-  const next = process.platform === 'darwin' ? `launchctl load -w ${unit}` : 'systemctl --user daemon-reload && systemctl --user enable --now claudemesh-daemon';
-  if (json) printJson(context, { unit, next });
-  else context.stdout(`wrote ${unit}\nenable it with: ${next}\n`);
-}
-
 export const daemonVerb: Verb = {
   name: 'daemon',
-  argument: 'up|down|status|outbox|install-service',
+  argument: 'up|down|status|outbox|install-service|uninstall-service',
   summary: 'the per-user daemon that holds the keys, the outbox and the inbox',
   help: `usage: claudemesh daemon <action> [options]
 
@@ -148,7 +138,9 @@ actions:
   outbox [--status pending|inflight|done|dead] [--limit N] [--requeue ID]
                       list the outbox; --requeue sends a dead message again, unchanged
   install-service     write a systemd user unit (Linux) or launchd agent (macOS) that
-                      runs "daemon up --foreground"
+                      runs "daemon up --foreground" for this CLAUDEMESH_HOME
+  uninstall-service   stop and disable that unit and remove it (auto-start then spawns
+                      the daemon itself again)
 
 Files live in $CLAUDEMESH_HOME/daemon/ (default ~/.claudemesh/daemon): daemon.sock,
 daemon.pid, outbox.db, inbox.db, daemon.log.
@@ -163,6 +155,7 @@ daemon.pid, outbox.db, inbox.db, daemon.log.
     else if (action === 'down') await down(context, json);
     else if (action === 'status') await status(context, json);
     else if (action === 'outbox') await outbox(context, args.values, json);
-    else await installService(context, json);
+    else if (action === 'install-service') await installService(context, json);
+    else await uninstallService(context, json);
   },
 };

@@ -1,7 +1,9 @@
-// `claudemesh list`: the meshes this machine's user is in, from the client config only
-// (no network), with broker and role. Secret keys are never printed, not even with --json.
+// `claudemesh list`: the meshes this machine's user is in, from the client config and what
+// the broker last said about each membership (kept by the daemon; no network), with broker
+// and role. Secret keys are never printed, not even with --json.
 
 import { configPath, readConfig } from '../../client-config.ts';
+import { lastMemberships, membershipWord } from '../memberships.ts';
 import { formatTable, printJson, shortKey } from '../output.ts';
 import type { Verb } from '../verb.ts';
 
@@ -12,7 +14,9 @@ export const listVerb: Verb = {
 
 List the meshes in $CLAUDEMESH_HOME/config.json (default ~/.claudemesh): name, id, your role
 and member name, and the broker. Reads the local config only. A "pending" mesh is one whose
-join was not confirmed by the broker yet: run the same claudemesh join again.
+join was not confirmed by the broker yet: run the same claudemesh join again. "removed" or
+"banned" is what the broker said when it last closed the connection (kicked, left, banned):
+join again with a new invite and the daemon reconnects by itself.
 
 options:
   --json   print the list as JSON (never includes secret keys)
@@ -21,6 +25,7 @@ options:
   positionals: { min: 0, max: 0 },
   async run(context, args) {
     const config = await readConfig(context.home);
+    const memberships = await lastMemberships(context.home, config.meshes);
     if (args.values.json === true) {
       printJson(context, {
         meshes: config.meshes.map((mesh) => ({
@@ -31,6 +36,8 @@ options:
           memberName: mesh.memberName,
           publicKey: mesh.publicKey,
           status: mesh.status,
+          membership: membershipWord(mesh, memberships.get(mesh.meshId)),
+          membershipSince: memberships.get(mesh.meshId)?.at ?? null,
         })),
       });
       return;
@@ -42,11 +49,12 @@ options:
     const rows = config.meshes.map((mesh) => [
       mesh.name,
       mesh.meshId,
-      mesh.status === 'pending' ? `${mesh.role} (pending)` : mesh.role,
+      mesh.role,
+      membershipWord(mesh, memberships.get(mesh.meshId)),
       mesh.memberName,
       shortKey(mesh.publicKey),
       mesh.brokerUrl,
     ]);
-    context.stdout(formatTable(['MESH', 'ID', 'ROLE', 'AS', 'KEY', 'BROKER'], rows));
+    context.stdout(formatTable(['MESH', 'ID', 'ROLE', 'STATE', 'AS', 'KEY', 'BROKER'], rows));
   },
 };

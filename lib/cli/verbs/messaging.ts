@@ -1,93 +1,63 @@
-// The messaging verbs: send, peer list, inbox, msg status, events. Each one asks the local
-// daemon (starting it when needed): the daemon holds the keys, resolves names, encrypts and
-// queues; the CLI only formats. Exit 3 when the daemon cannot be reached.
+// The messaging verbs: peer list, inbox, msg status, events (send is in send.ts). Each one
+// asks the local daemon (starting it when needed): the daemon holds the keys, resolves
+// names, encrypts and queues; the CLI only formats — peer-supplied text always through
+// render.ts, so no name or body can forge a line. Exit 3 when the daemon cannot be reached.
 
-import { PRIORITIES } from '../../protocol.ts';
 import { parseCount, stringOption, usageError } from '../args.ts';
-import { formatTable, printJson, shortKey } from '../output.ts';
-import type { Verb } from '../verb.ts';
+import { EXIT_BROKER, EXIT_OK, formatTable, printJson, shortKey } from '../output.ts';
+import { visible, visibleLines } from '../render.ts';
+import type { CliContext, Verb } from '../verb.ts';
 import { askDaemon, queryOf } from './daemon-access.ts';
 import { EVENT_RING_SIZE } from '../../../daemon/events.ts';
 
 const MAX_LIST = 1_000;
 
-function short(value: unknown): string {
-  return typeof value === 'string' && /^[0-9a-f]{64}$/.test(value) ? shortKey(value) : String(value ?? '');
+type Row = Record<string, any>;
+
+/** One line per peer: members first (never connected ones too), then sessions; me marked. */
+function peerRows(body: Row): string[][] {
+  const peers = (body.peers ?? []) as Row[];
+  const members = (body.members ?? []) as Row[];
+  const fresh = body.connected === true;
+  const roleOf = new Map(members.map((member) => [member.key, String(member.role ?? '')]));
+  const mark = (peer: Row) => (peer.key === body.you ? ' (you)' : peer.memberKey === body.you ? ' (your session)' : '');
+  const online = (value: unknown) => (!fresh ? 'unknown' : value === true ? 'yes' : 'no');
+  const rows = peers.map((peer) => [
+    `${visible(peer.name)}${mark(peer)}`, shortKey(String(peer.key ?? '')), String(peer.kind ?? ''), String(peer.role ?? roleOf.get(peer.memberKey) ?? ''),
+    fresh ? String(peer.status ?? '') : '?', online(peer.online), Array.isArray(peer.groups) ? peer.groups.join(',') : '',
+  ]);
+  const listed = new Set(peers.map((peer) => peer.key));
+  for (const member of members) {
+    if (!listed.has(member.key)) rows.push([`${visible(member.name)}${mark(member)}`, shortKey(String(member.key ?? '')), 'member', String(member.role ?? ''), '-', fresh ? 'no' : 'unknown', '']);
+  }
+  return rows;
 }
-
-export const sendVerb: Verb = {
-  name: 'send',
-  argument: '<to> <text>',
-  summary: 'send a message (end-to-end encrypted) to a peer, @group or *',
-  help: `usage: claudemesh send <to> <text> [--mesh M] [--priority now|next|low] [--id ID] [--json]
-
-Queue a message in the daemon's outbox; the daemon encrypts it for each recipient key and
-delivers it, retrying until the broker has stored it. <to> is a member or session name, a
-key prefix (≥ 4 hex), a full key, @group, or * (everyone in the mesh). Prints the client
-message id once the message is stored on this machine (exit 0); claudemesh msg status <id>
-follows its delivery.
-
-options:
-  --mesh M       the mesh (name or id); needed when you are in several
-  --priority P   now (default: delivered at once), next or low (held while the peer works)
-  --id ID        your own client message id: sending again with the same id never duplicates
-  --json         print {clientMessageId, status, target, recipients, duplicate}
-`,
-  options: { mesh: { type: 'string' }, priority: { type: 'string' }, id: { type: 'string' } },
-  positionals: { min: 2, max: 2 },
-  async run(context, args) {
-    const [to = '', text = ''] = args.positionals;
-    const priority = stringOption(args.values, 'priority');
-    if (priority !== undefined && !(PRIORITIES as readonly string[]).includes(priority)) {
-      throw usageError('send', `--priority must be now, next or low, received ${JSON.stringify(priority)}`);
-    }
-    const mesh = stringOption(args.values, 'mesh');
-    const id = stringOption(args.values, 'id');
-    const answer = await askDaemon(context, 'POST', '/v1/send', {
-      to, text, ...(mesh === undefined ? {} : { mesh }), ...(priority === undefined ? {} : { priority }), ...(id === undefined ? {} : { clientMessageId: id }),
-    });
-    if (args.values.json === true) {
-      printJson(context, answer.body);
-      return;
-    }
-    const body = answer.body;
-    const again = body.duplicate === true ? ' (already queued under this id)' : '';
-    context.stdout(`${String(body.clientMessageId)}\n`);
-    context.stderr(`queued for ${short(body.target)} (${String(body.recipients)} recipient${body.recipients === 1 ? '' : 's'}), ${String(body.status)}${again}\n`);
-  },
-};
 
 export const peerVerb: Verb = {
   name: 'peer',
   argument: 'list',
-  summary: 'the members and sessions of a mesh, with status and groups',
+  summary: 'the members and sessions of a mesh, with role, status and groups',
   help: `usage: claudemesh peer list [--mesh M] [--json]
 
 The mesh's members and live (or recent) sessions as the broker reports them, through the
-daemon: name, key, role, status, groups, online. Members without a connection show as
-offline: a message to them waits at the broker until they connect.
+daemon: name ("(you)" marks you, "(your session)" your Claude sessions), key, kind (member
+or session), role (owner, admin, member), status, online, groups. Members without a
+connection show as offline: a message to them waits at the broker until they connect.
+
+When the broker cannot be reached the daemon shows the last roster it kept, "as of" when
+it got it, with online unknown, and the command exits 4 (the list may be old).
 `,
   options: { mesh: { type: 'string' } },
   positionals: { min: 1, max: 1 },
   async run(context, args) {
     if (args.positionals[0] !== 'list') throw usageError('peer', `unknown peer action ${JSON.stringify(args.positionals[0])}: use claudemesh peer list`);
     const answer = await askDaemon(context, 'GET', `/v1/peers${queryOf({ mesh: stringOption(args.values, 'mesh') })}`);
-    if (args.values.json === true) {
-      printJson(context, answer.body);
-      return;
-    }
-    const peers = (answer.body.peers ?? []) as Array<Record<string, unknown>>;
-    const members = (answer.body.members ?? []) as Array<Record<string, unknown>>;
-    const seen = new Set(peers.map((peer) => peer.key));
-    const rows = peers.map((peer) => [
-      String(peer.name ?? ''), short(peer.key), String(peer.role ?? ''), String(peer.status ?? ''),
-      peer.online === true ? 'yes' : 'no', Array.isArray(peer.groups) ? peer.groups.join(',') : '',
-    ]);
-    for (const member of members) {
-      if (!seen.has(member.key)) rows.push([String(member.name ?? ''), short(member.key), 'member', '-', 'no', '']);
-    }
-    if (answer.body.connected !== true) context.stderr(`the daemon is not connected to mesh ${String(answer.body.mesh)}: this list may be old\n`);
-    context.stdout(formatTable(['NAME', 'KEY', 'ROLE', 'STATUS', 'ONLINE', 'GROUPS'], rows));
+    const stale = answer.body.connected !== true;
+    if (args.values.json === true) printJson(context, answer.body);
+    else context.stdout(formatTable(['NAME', 'KEY', 'KIND', 'ROLE', 'STATUS', 'ONLINE', 'GROUPS'], peerRows(answer.body)));
+    if (!stale) return EXIT_OK;
+    context.stderr(`the broker of mesh ${visible(answer.body.mesh)} is unreachable: this is the roster as of ${String(answer.body.asOf)}, online unknown\n`);
+    return EXIT_BROKER;
   },
 };
 
@@ -129,14 +99,21 @@ options:
       context.stdout('no messages\n');
       return;
     }
-    for (const item of items) {
-      const from = typeof item.senderName === 'string' ? item.senderName : short(item.senderKey);
-      const body = item.undecryptable === true ? '[could not be decrypted]' : String(item.body);
-      const mark = item.readAt === null ? '*' : ' ';
-      context.stdout(`${mark} ${String(item.createdAt)}  ${from} → ${short(item.target)}  ${body}\n`);
-    }
+    for (const item of items) printInboxItem(context, item);
   },
 };
+
+/** A header line (unread mark, time, mesh, sender → target), then the body indented: a body can never pass for a header. */
+function printInboxItem(context: CliContext, item: Row): void {
+  const from = typeof item.senderName === 'string' ? visible(item.senderName) : shortKey(String(item.senderKey ?? ''));
+  const target = String(item.target ?? '');
+  const to = target === '*' || target.startsWith('@') ? visible(target) : 'you';
+  const mark = item.readAt === null ? '*' : ' ';
+  const time = String(item.createdAt ?? '');
+  context.stdout(`${mark} ${time}  [${visible(item.mesh ?? item.meshId)}]  ${from} → ${to}\n`);
+  const body = item.undecryptable === true ? '[could not be decrypted]' : visibleLines(item.body, '    ');
+  context.stdout(`    ${body}\n`);
+}
 
 export const msgVerb: Verb = {
   name: 'msg',
@@ -168,10 +145,11 @@ the broker stored it, every recipient's timeline (queued, delivered, surfaced, r
       context.stdout('broker: not stored yet\n');
       return;
     }
-    context.stdout(`broker: message ${String(broker.messageId)} to ${short(broker.target)}, ${String(broker.priority)}\n`);
+    context.stdout(`broker: message ${String(broker.messageId)} to ${visible(broker.targetName ?? broker.target)}, ${String(broker.priority)}\n`);
     const recipients = (broker.recipients ?? []) as Array<Record<string, unknown>>;
+    const nameOf = (recipient: Record<string, unknown>) => (typeof recipient.name === 'string' ? recipient.name : shortKey(String(recipient.key ?? '')));
     context.stdout(formatTable(['RECIPIENT', 'STATE', 'QUEUED', 'DELIVERED', 'SURFACED', 'READ'], recipients.map((recipient) => [
-      short(recipient.key), String(recipient.state), String(recipient.queuedAt ?? '-'), String(recipient.deliveredAt ?? '-'),
+      nameOf(recipient), String(recipient.state), String(recipient.queuedAt ?? '-'), String(recipient.deliveredAt ?? '-'),
       String(recipient.surfacedAt ?? '-'), String(recipient.readAt ?? '-'),
     ])));
   },
@@ -199,7 +177,7 @@ closing with the reason, reconnect delays, sends retried or given up, messages r
     }
     for (const event of events) {
       const { seq: _seq, at, kind, ...fields } = event;
-      context.stdout(`${String(at)}  ${String(kind)}  ${JSON.stringify(fields)}\n`);
+      context.stdout(`${String(at)}  ${visible(kind)}  ${visible(JSON.stringify(fields))}\n`);
     }
   },
 };

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseCount, parseDuration } from '../../../lib/cli/args.ts';
-import { globalHelp, main } from '../../../lib/cli/main.ts';
+import { globalHelp, main, VERBS as SERVED } from '../../../lib/cli/main.ts';
 import { formatTable } from '../../../lib/cli/output.ts';
 import type { MeshIdentity } from '../../../lib/client-config.ts';
 import { writeConfig } from '../../../lib/client-config.ts';
@@ -12,7 +12,7 @@ import { generateKeyPair } from '../../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../../lib/crypto.ts';
 import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 
-const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'daemon', 'events'];
+const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'whoami', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'status', 'summary', 'group', 'daemon', 'events', 'doctor'];
 
 interface Run {
   code: number;
@@ -46,7 +46,31 @@ describe('claudemesh command line', () => {
     assert.equal(result.stdout, globalHelp());
     const listed = [...result.stdout.matchAll(/^ {2}(\w+)/gm)].map((match) => match[1]);
     assert.deepEqual(listed, VERBS);
-    assert.match(result.stdout, /0 ok, 1 a check failed, 2 usage, 3 daemon not running, 4 broker unreachable or refused/);
+    assert.match(result.stdout, /0 ok, 1 a check or operation failed, 2 usage, 3 daemon not running and not\nstartable, 4 broker unreachable or refused, or membership removed/);
+    assert.deepEqual([...SERVED.keys()], VERBS, 'the contract below covers every verb served');
+  });
+
+  it('--help --json and --version --json print JSON', async () => {
+    const help = await run('--help', '--json');
+    assert.equal(help.code, 0);
+    const body = JSON.parse(help.stdout) as { verbs: Array<{ name: string; options: string[] }> };
+    assert.deepEqual(body.verbs.map((verb) => verb.name), VERBS);
+    assert.ok(body.verbs.find((verb) => verb.name === 'send')?.options.includes('--priority'));
+    assert.equal(JSON.parse((await run('send', '--help', '--json')).stdout).verbs[0].name, 'send');
+    assert.match(JSON.parse((await run('--version', '--json')).stdout).version, /^\d+\.\d+\.\d+/);
+  });
+
+  it('usage errors suggest the nearest verb and option in our words', async () => {
+    const verb = await run('sned', 'bob', 'hi');
+    assert.equal(verb.code, 2);
+    assert.match(verb.stderr, /^error CM_ERR_USAGE: unknown verb "sned" \(did you mean claudemesh send\?\)/);
+    const flag = await run('send', 'bob', 'hi', '--priorty', 'now');
+    assert.equal(flag.code, 2);
+    assert.match(flag.stderr, /unknown option --priorty \(did you mean --priority\?\)/);
+    assert.doesNotMatch(flag.stderr, /To specify a positional argument/, 'not parseArgs\' words');
+    const value = await run('inbox', '--limit');
+    assert.match(value.stderr, /--limit needs a value, as in --limit VALUE/);
+    assert.equal((await run('zzzzzzzz')).stderr, 'error CM_ERR_USAGE: unknown verb "zzzzzzzz"\nhint: see claudemesh --help for the verbs\n', 'no far-fetched guess');
   });
 
   it('no verb prints the help on stderr and exits 2', async () => {
@@ -66,21 +90,31 @@ describe('claudemesh command line', () => {
       assert.ok(result.stdout.startsWith(`usage: claudemesh ${synopsis}`), `${synopsis}: ${result.stdout}`);
       const again = await run('help', verb);
       assert.equal(again.stdout, result.stdout);
-      const documented = new Set([...result.stdout.matchAll(/--([a-z]+)/g)].map((match) => match[1]));
+      const documented = new Set([...result.stdout.matchAll(/--([a-z]+)/g)].map((match) => match[1] ?? ''));
       documented.delete('help');
       for (const option of documented) {
         const probe = await run(verb, `--${option}`, '--help');
         assert.doesNotMatch(probe.stderr, /Unknown option/, `${verb} --${option} is documented but not accepted`);
       }
+      const declared = Object.keys(SERVED.get(verb)?.options ?? {});
+      for (const option of declared) assert.ok(documented.has(option), `${verb} takes --${option} but --help does not say so`);
       const unknown = await run(verb, '--definitely-not-an-option');
       assert.equal(unknown.code, 2);
-      assert.match(unknown.stderr, /^error CM_ERR_USAGE: .*Unknown option/);
+      assert.match(unknown.stderr, /^error CM_ERR_USAGE: .*unknown option --definitely-not-an-option/);
       assert.match(unknown.stderr, new RegExp(`hint: see claudemesh ${verb} --help`));
+      assert.doesNotMatch(unknown.stderr, /\n\s+at /, 'no stack trace');
+      const json = await run(verb, '--definitely-not-an-option', '--json');
+      assert.equal(json.code, 2);
+      assert.equal(json.stderr, '', 'with --json, errors go to stdout as JSON');
+      assert.equal(JSON.parse(json.stdout).error.code, 'CM_ERR_USAGE');
+      const helpJson = await run(verb, '--help', '--json');
+      assert.equal(helpJson.code, 0);
+      assert.equal(JSON.parse(helpJson.stdout).verbs[0].help, result.stdout);
     });
   }
 
   it('verbs of later versions say so, exit 2, and are not in --help', async () => {
-    for (const verb of ['status', 'hook', 'launch', 'mcp']) {
+    for (const verb of ['hook', 'launch', 'mcp']) {
       const result = await run(verb, 'x');
       assert.equal(result.code, 2);
       assert.match(result.stderr, new RegExp(`^error CM_ERR_NOT_IMPLEMENTED: claudemesh ${verb} is not available in this version yet`));

@@ -80,13 +80,20 @@ describe('daemon-facing verbs without a daemon', () => {
     }
   });
 
-  it('daemon install-service writes a unit that runs daemon up --foreground', { skip: process.platform !== 'linux' }, async () => {
+  it('daemon install-service writes a unit for this home only; uninstall-service removes it', { skip: process.platform !== 'linux' }, async () => {
     const result = await run('daemon', 'install-service', '--json');
     assert.equal(result.code, 0, result.stderr);
     const unitPath = JSON.parse(result.stdout).unit as string;
-    assert.equal(unitPath, join(fakeHome, '.config', 'systemd', 'user', 'claudemesh-daemon.service'));
+    assert.match(unitPath, new RegExp(`^${join(fakeHome, '.config', 'systemd', 'user')}/claudemesh-daemon-[0-9a-f]{8}\\.service$`), 'not the default home: a unit of its own');
     const unit = await readFile(unitPath, 'utf8');
     assert.match(unit, /cli\.ts" daemon up --foreground$/m);
     assert.match(unit, new RegExp(`CLAUDEMESH_HOME=${home}`));
+    const removed = await run('daemon', 'uninstall-service', '--json');
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.equal(JSON.parse(removed.stdout).removed, true);
+    await assert.rejects(readFile(unitPath, 'utf8'));
+    const again = await run('daemon', 'uninstall-service');
+    assert.equal(again.code, 0);
+    assert.match(again.stdout, /no service was installed for /);
   });
 });
