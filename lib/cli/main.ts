@@ -14,16 +14,17 @@ import { banVerb, bansVerb, kickVerb, unbanVerb } from './verbs/moderation.ts';
 import { newVerb } from './verbs/new.ts';
 import { daemonVerb } from './verbs/daemon.ts';
 import { eventsVerb, inboxVerb, msgVerb, peerVerb, sendVerb } from './verbs/messaging.ts';
+import { CLAUDE_VERBS } from './verbs/claude.ts';
 
 const MESH_VERBS: readonly Verb[] = [newVerb, inviteVerb, joinVerb, listVerb, leaveVerb];
 const MODERATION_VERBS: readonly Verb[] = [kickVerb, banVerb, unbanVerb, bansVerb];
 const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, daemonVerb, eventsVerb];
-const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS].map((verb) => [verb.name, verb]));
+const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS, ...CLAUDE_VERBS].map((verb) => [verb.name, verb]));
 // Verbs planned for later versions (the Claude Code integration: hooks, install, launch, the
 // MCP server, status). They are not in --help, and they say so plainly instead of pretending.
 const LATER_VERBS: ReadonlySet<string> = new Set([
-  'status', 'whoami', 'doctor', 'hook', 'install', 'uninstall', 'launch', 'mcp',
-]);
+  'status', 'whoami', 'doctor', 'install', 'uninstall', 'launch', 'mcp',
+].filter((name) => !CLAUDE_VERBS.some((verb) => verb.name === name)));
 
 function verbLines(verbs: readonly Verb[]): string {
   const usage = (verb: Verb) => (verb.argument === undefined ? verb.name : `${verb.name} ${verb.argument}`);
@@ -45,6 +46,9 @@ ${verbLines(MODERATION_VERBS)}
 
 messaging (through the per-user daemon, started when needed):
 ${verbLines(MESSAGING_VERBS)}
+
+Claude Code (docs/claude-code.md):
+${verbLines(CLAUDE_VERBS)}
 
 Every verb takes --help; every verb takes --json for machine-readable output.
 Exit codes: 0 ok, 1 a check failed, 2 usage, 3 daemon not running, 4 broker unreachable or refused.

@@ -19,7 +19,7 @@ export const sendVerb: Verb = {
   name: 'send',
   argument: '<to> <text>',
   summary: 'send a message (end-to-end encrypted) to a peer, @group or *',
-  help: `usage: claudemesh send <to> <text> [--mesh M] [--priority now|next|low] [--id ID] [--json]
+  help: `usage: claudemesh send <to> <text> [--mesh M] [--priority now|next|low] [--id ID] [--reply-to ID] [--json]
 
 Queue a message in the daemon's outbox; the daemon encrypts it for each recipient key and
 delivers it, retrying until the broker has stored it. <to> is a member or session name, a
@@ -31,9 +31,10 @@ options:
   --mesh M       the mesh (name or id); needed when you are in several
   --priority P   now (default: delivered at once), next or low (held while the peer works)
   --id ID        your own client message id: sending again with the same id never duplicates
+  --reply-to ID  the message this answers (its message_id); the recipient sees it as a reply
   --json         print {clientMessageId, status, target, recipients, duplicate}
 `,
-  options: { mesh: { type: 'string' }, priority: { type: 'string' }, id: { type: 'string' } },
+  options: { mesh: { type: 'string' }, priority: { type: 'string' }, id: { type: 'string' }, 'reply-to': { type: 'string' } },
   positionals: { min: 2, max: 2 },
   async run(context, args) {
     const [to = '', text = ''] = args.positionals;
@@ -43,8 +44,9 @@ options:
     }
     const mesh = stringOption(args.values, 'mesh');
     const id = stringOption(args.values, 'id');
+    const replyTo = stringOption(args.values, 'reply-to');
     const answer = await askDaemon(context, 'POST', '/v1/send', {
-      to, text, ...(mesh === undefined ? {} : { mesh }), ...(priority === undefined ? {} : { priority }), ...(id === undefined ? {} : { clientMessageId: id }),
+      to, text, ...(replyTo === undefined ? {} : { replyTo }), ...(mesh === undefined ? {} : { mesh }), ...(priority === undefined ? {} : { priority }), ...(id === undefined ? {} : { clientMessageId: id }),
     });
     if (args.values.json === true) {
       printJson(context, answer.body);
