@@ -1,9 +1,15 @@
 #!/usr/bin/env node
 // The `claudemesh` command (docs/cli.md). Run: `node cli.ts <verb> …` (Node ≥ 22.18), or the
 // `claudemesh` bin. Everything but the process wiring lives in lib/cli/.
+//
+// `hook` is run by Claude Code on every prompt and must be done within a second, so it loads
+// only its own module and exits as soon as it is done (lib/cli/verbs/hook.ts).
 
-import { claudemeshHome } from './lib/client-config.ts';
-import { main } from './lib/cli/main.ts';
+const argv = process.argv.slice(2);
+if (argv[0] === 'hook') {
+  const { runHook } = await import('./lib/cli/verbs/hook.ts');
+  process.exit(await runHook(argv.slice(1), { env: process.env, stdin: process.stdin, stdout: (text) => process.stdout.write(text), stderr: (text) => process.stderr.write(text) }));
+}
 
 // A reader that went away (`claudemesh inbox | head -1`) ends the command quietly: what it
 // did not read, it did not want. Exit 0, as the pipeline's consumer decided the length.
@@ -14,7 +20,9 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-process.exitCode = await main(process.argv.slice(2), {
+const { claudemeshHome } = await import('./lib/client-config.ts');
+const { main } = await import('./lib/cli/main.ts');
+process.exitCode = await main(argv, {
   env: process.env,
   home: claudemeshHome(process.env),
   now: Date.now,

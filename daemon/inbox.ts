@@ -20,6 +20,7 @@ import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import { cmError } from '../lib/errors.ts';
 import { restrictFiles } from './paths.ts';
+import { decodeReply } from '../lib/reply.ts';
 
 export const INBOX_RETENTION_MS = 30 * 24 * 3600 * 1000;
 const BUSY_TIMEOUT_MS = 5_000;
@@ -54,6 +55,8 @@ export interface InboxRow extends IncomingMessage {
   surfacedAt: number | null;
   /** read by the recipient; implies surfaced */
   readAt: number | null;
+  /** the message this one answers (lib/reply.ts: carried inside the sealed text) */
+  replyTo: string | null;
 }
 
 const SCHEMA = `
@@ -129,6 +132,7 @@ interface RawRow {
 }
 
 function toRow(raw: RawRow): InboxRow {
+  const reply = raw.body === null ? { text: null, replyTo: null } : decodeReply(raw.body);
   return {
     id: raw.id,
     meshId: raw.mesh_id,
@@ -141,7 +145,8 @@ function toRow(raw: RawRow): InboxRow {
     senderName: raw.sender_name,
     target: raw.target,
     priority: raw.priority,
-    body: raw.body,
+    body: reply.text,
+    replyTo: reply.replyTo,
     undecryptable: raw.undecryptable === 1,
     createdAt: raw.created_at,
     receivedAt: raw.received_at,

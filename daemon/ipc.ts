@@ -7,8 +7,8 @@
 // Routes (v1, listed in docs/daemon.md): GET version, health, peers, inbox, outbox, events,
 // message-status, sessions, sessions/me, stream (SSE); POST send, inbox/surfaced,
 // inbox/read, inbox/delete, outbox/requeue, status, summary, groups, reload, sessions/register,
-// sessions/unregister. Nothing returns a secret key. `surfaced` was once called `seen`: the
-// old route (POST inbox/seen) and query (unseen=1) still answer as before.
+// sessions/unregister, hook (daemon/hook.ts). Nothing returns a secret key. `surfaced` was
+// once called `seen`: the old route (POST inbox/seen) and query (unseen=1) still answer as before.
 //
 // Sessions: `Authorization: ClaudeMesh-Session <token>` makes a request the session's — it
 // sends as the session, and reads only the session's messages. A header with an unknown
@@ -27,6 +27,8 @@ import type { Daemon } from './daemon.ts';
 import type { SessionRecord } from './sessions.ts';
 import { publicSession } from './sessions.ts';
 import { openStream } from './sse.ts';
+import { handleHook, hookInput } from './hook.ts';
+import { encodeReply, REPLY_ID } from '../lib/reply.ts';
 import { OUTBOX_STATUSES } from './outbox.ts';
 import type { OutboxStatus } from './outbox.ts';
 import { DAEMON_FILE_MODE } from './paths.ts';
@@ -103,8 +105,10 @@ const ROUTES = new Map<string, Handler>([
     const mesh = optionalString(body, 'mesh');
     const priority = optionalString(body, 'priority');
     const clientMessageId = optionalString(body, 'clientMessageId');
+    const replyTo = optionalString(body, 'replyTo');
+    if (replyTo !== undefined && !REPLY_ID.test(replyTo)) throw cmError('CM_ERR_BAD_REQUEST', `"replyTo" must be a message id (1–128 letters, digits or . _ : -), received ${shown(replyTo)}`);
     const outcome = await daemon.send({
-      to: requiredString(body, 'to'), text: requiredString(body, 'text'),
+      to: requiredString(body, 'to'), text: encodeReply(requiredString(body, 'text'), replyTo),
       ...(mesh === undefined ? {} : { mesh }), ...(priority === undefined ? {} : { priority }), ...(clientMessageId === undefined ? {} : { clientMessageId }),
     }, session);
     return { status: outcome.status, body: outcome.body };
@@ -173,6 +177,7 @@ const ROUTES = new Map<string, Handler>([
     const limit = optionalInt(query, 'limit');
     return { body: { events: daemon.events.list({ ...(after === undefined ? {} : { afterSeq: after }), ...(limit === undefined ? {} : { limit }) }) } };
   }],
+  ['POST /v1/hook', async (daemon, _query, body, session) => ({ body: await handleHook(daemon, hookInput(body), session) })],
   ['GET /v1/message-status', async (daemon, query) => {
     const id = optionalString(query, 'id');
     if (id === undefined || id === '') throw cmError('CM_ERR_BAD_REQUEST', '"id" is required: a message id or a client message id');

@@ -14,6 +14,14 @@ import type { SessionRecord } from './sessions.ts';
 
 const KEEPALIVE_MS = 15_000;
 const MAX_REPLAY = 1_000;
+// Streams open now, per session token: a hook asks whether anything reads this session's
+// channel before it tells the model about unread messages itself (daemon/hook.ts).
+const OPEN_STREAMS = new Map<string, number>();
+
+/** How many streams read this session's messages right now. */
+export function openStreams(token: string): number {
+  return OPEN_STREAMS.get(token) ?? 0;
+}
 
 export function openStream(daemon: Daemon, session: SessionRecord, req: IncomingMessage, res: ServerResponse, keepaliveMs = KEEPALIVE_MS): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
@@ -37,7 +45,11 @@ export function openStream(daemon: Daemon, session: SessionRecord, req: Incoming
   });
   for (const row of daemon.listInbox({ unsurfacedOnly: true, afterId: lastId, limit: MAX_REPLAY }, session)) writeMessage(row);
   const keepalive = setInterval(() => res.write(': keepalive\n\n'), keepaliveMs);
+  OPEN_STREAMS.set(session.token, openStreams(session.token) + 1);
   res.on('close', () => {
+    const left = openStreams(session.token) - 1;
+    if (left > 0) OPEN_STREAMS.set(session.token, left);
+    else OPEN_STREAMS.delete(session.token);
     unsubscribe();
     clearInterval(keepalive);
   });

@@ -19,15 +19,16 @@ import { sendVerb } from './verbs/send.ts';
 import { groupVerb, statusVerb, summaryVerb } from './verbs/presence.ts';
 import { whoamiVerb } from './verbs/whoami.ts';
 import { doctorVerb } from './verbs/doctor.ts';
+import { CLAUDE_VERBS } from './verbs/claude.ts';
 
 const MESH_VERBS: readonly Verb[] = [newVerb, inviteVerb, joinVerb, listVerb, leaveVerb, whoamiVerb];
 const MODERATION_VERBS: readonly Verb[] = [kickVerb, banVerb, unbanVerb, bansVerb];
 const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, statusVerb, summaryVerb, groupVerb, daemonVerb, eventsVerb, doctorVerb];
 /** Every verb, for --help and for the contract every verb keeps (test/cli-contract.test.ts). */
-export const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS].map((verb) => [verb.name, verb]));
-// Verbs planned for later versions (the Claude Code integration: hooks, install, launch, the
-// MCP server). They are not in --help, and they say so plainly instead of pretending.
-const LATER_VERBS: ReadonlySet<string> = new Set(['hook', 'install', 'uninstall', 'launch', 'mcp']);
+export const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS, ...CLAUDE_VERBS].map((verb) => [verb.name, verb]));
+// Claude Code verbs not built yet. They are not in --help, and they say so plainly instead of
+// pretending.
+const LATER_VERBS: ReadonlySet<string> = new Set(['install', 'uninstall', 'launch', 'mcp', 'hook'].filter((name) => !CLAUDE_VERBS.some((verb) => verb.name === name)));
 
 function verbLines(verbs: readonly Verb[]): string {
   const usage = (verb: Verb) => (verb.argument === undefined ? verb.name : `${verb.name} ${verb.argument}`);
@@ -49,6 +50,9 @@ ${verbLines(MODERATION_VERBS)}
 
 messaging (through the per-user daemon, started when needed):
 ${verbLines(MESSAGING_VERBS)}
+
+Claude Code (docs/claude-code.md):
+${verbLines(CLAUDE_VERBS)}
 
 Every verb takes --help; every verb takes --json for machine-readable output.
 Exit codes: 0 ok, 1 a check or operation failed, 2 usage, 3 daemon not running and not

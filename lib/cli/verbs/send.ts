@@ -58,7 +58,7 @@ export const sendVerb: Verb = {
   name: 'send',
   argument: '<to> <text…>',
   summary: 'send a message (end-to-end encrypted) to a peer, @group or *',
-  help: `usage: claudemesh send <to> <text…> [--mesh M] [--priority now|next|low] [--id ID] [--json]
+  help: `usage: claudemesh send <to> <text…> [--mesh M] [--priority now|next|low] [--id ID] [--reply-to ID] [--json]
        claudemesh send <to> - < file
 
 Queue a message in the daemon's outbox; the daemon encrypts it for each recipient key and
@@ -74,10 +74,11 @@ options:
                  more than one of them (or is * or @group)
   --priority P   now (default: delivered at once), next or low (held while the peer works)
   --id ID        your own client message id: sending again with the same id never duplicates
+  --reply-to ID  the message this answers (its message id); the recipient sees it as a reply
   --json         print {clientMessageId, status, mesh, target, targetName, recipients,
                  resolved, connected, duplicate}
 `,
-  options: { mesh: { type: 'string' }, priority: { type: 'string' }, id: { type: 'string' } },
+  options: { mesh: { type: 'string' }, priority: { type: 'string' }, id: { type: 'string' }, 'reply-to': { type: 'string' } },
   positionals: { min: 2, max: Infinity },
   async run(context, args) {
     const [to = '', ...words] = args.positionals;
@@ -88,7 +89,10 @@ options:
     const text = await messageText(words);
     const mesh = stringOption(args.values, 'mesh');
     const clientMessageId = stringOption(args.values, 'id') ?? randomUUID();
-    const request = { to, text, clientMessageId, ...(mesh === undefined ? {} : { mesh }), ...(priority === undefined ? {} : { priority }) };
+    const replyTo = stringOption(args.values, 'reply-to');
+    const request = {
+      to, text, clientMessageId, ...(mesh === undefined ? {} : { mesh }), ...(priority === undefined ? {} : { priority }), ...(replyTo === undefined ? {} : { replyTo }),
+    };
     const answer = await askDaemon(context, 'POST', '/v1/send', request).catch((error: unknown) => {
       throw unknownOutcome(error, clientMessageId);
     });

@@ -1,0 +1,8 @@
+// The Claude Code verbs, as one list for lib/cli/main.ts: the hooks' verb, the MCP server,
+// install and uninstall, launch (docs/claude-code.md).
+
+import type { Verb } from '../verb.ts';
+import { hookVerb } from './hook.ts';
+import { mcpVerb } from './mcp.ts';
+
+export const CLAUDE_VERBS: readonly Verb[] = [mcpVerb, hookVerb];
