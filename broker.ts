@@ -190,6 +190,7 @@ export function createBroker(options: BrokerOptions): Broker {
     context: ctx,
     async listen() {
       await ctx.presence.startInstance();
+      await ctx.hub.listen();
       return new Promise((resolve, reject) => {
         httpServer.once('error', reject);
         httpServer.listen(config.port, config.host, () => {

@@ -90,6 +90,7 @@ const QUERY_ROWS = {
   instance_beat: rows<never>(),
   instance_gone: rows<never>(),
   release_instance_claims: rows<never>(),
+  notify: rows<never>(),
   reap_instances: rows<{ instances: number; claims: number; meshes: string[] | null }>(),
 };
 type QueryName = keyof typeof QUERY_ROWS;

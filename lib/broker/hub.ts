@@ -3,6 +3,7 @@
 // could drift. A closed connection keeps its entry for the lease so that a proven reconnect
 // reattaches silently; only when the lease runs out do the others hear `peer_left`.
 
+import pg from 'pg';
 import type { WebSocket } from 'ws';
 import type { Context } from '../../broker.ts';
 import { CLOSES } from '../protocol.ts';
@@ -20,6 +21,12 @@ const MAX_BUFFERED_BYTES = 1024 * 1024;
 // between would miss that connection, so removals are remembered this long and refused here.
 const REMOVAL_MEMORY_MS = 10_000;
 const MAX_REMEMBERED_REMOVALS = 10_000;
+// Several instances on one database tell each other through Postgres LISTEN/NOTIFY: new
+// deliveries for connections another instance holds, and members removed (kick, ban, leave).
+export const SIGNAL_DELIVERIES = 'cm_deliveries';
+export const SIGNAL_REMOVALS = 'cm_removals';
+export const SIGNAL_ROSTERS = 'cm_rosters';
+const LISTEN_RETRY_MS = 1_000;
 
 /** Who a proven hello says is on a connection. */
 export interface PeerIdentity {
@@ -51,6 +58,9 @@ export class Hub {
   readonly #byMesh = new Map<string, Set<Peer>>();
   readonly #removed = new Map<string, number>();
   readonly #pinger: NodeJS.Timeout;
+  #listener: pg.Client | undefined;
+  #listenRetry: NodeJS.Timeout | undefined;
+  #closed = false;
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
@@ -146,8 +156,57 @@ export class Hub {
   }
 
   close(): void {
+    this.#closed = true;
     clearInterval(this.#pinger);
+    clearTimeout(this.#listenRetry);
     for (const peer of this.#peers.values()) clearTimeout(peer.leaseTimer);
+    void this.#listener?.end().catch(() => undefined);
+  }
+
+  /**
+   * Hear the other instances: a dedicated connection LISTENs for deliveries committed for
+   * connections held here, for removals, and for roster changes. While it is down (Postgres restarting) the
+   * redelivery tick still finds every delivery; the connection comes back by itself.
+   */
+  async listen(): Promise<void> {
+    if (this.#closed) return;
+    const client = new pg.Client({ connectionString: this.#ctx.pool.options.connectionString });
+    const retry = (error: unknown): void => {
+      if (this.#listener !== client) return;
+      this.#listener = undefined;
+      void client.end().catch(() => undefined);
+      if (this.#closed) return;
+      this.#ctx.log.warn('instance signals lost; listening again shortly', { error });
+      this.#listenRetry = setTimeout(() => void this.listen().catch(retry), LISTEN_RETRY_MS);
+      this.#listenRetry.unref();
+    };
+    this.#listener = client;
+    client.on('error', retry);
+    client.on('end', () => retry(new Error('connection ended')));
+    client.on('notification', (message) => this.#heard(message.channel, message.payload ?? ''));
+    await client.connect();
+    await client.query(`LISTEN ${SIGNAL_DELIVERIES}; LISTEN ${SIGNAL_REMOVALS}; LISTEN ${SIGNAL_ROSTERS}`);
+  }
+
+  #heard(channel: string, payload: string): void {
+    try {
+      if (channel === SIGNAL_ROSTERS) {
+        for (const meshId of JSON.parse(payload) as string[]) this.#ctx.presence.forget(meshId);
+      } else if (channel === SIGNAL_REMOVALS) {
+        const { meshId, key, code, reason } = JSON.parse(payload) as { meshId: string; key: string; code: number; reason: 'kicked' | 'banned' | 'left' };
+        this.removeMember(meshId, key, { code, reason });
+        this.#ctx.presence.forget(meshId);
+      } else if (payload === '*') {
+        void this.#ctx.delivery.redeliver();
+      } else {
+        for (const [meshId, key] of JSON.parse(payload) as Array<[string, string]>) {
+          const peer = this.writable(meshId, key);
+          if (peer !== undefined) void this.#ctx.delivery.catchUp(peer);
+        }
+      }
+    } catch (error) {
+      this.#ctx.log.warn('instance signal not understood', { channel, error });
+    }
   }
 
   #drop(peer: Peer, reason: 'lease_expired' | 'kicked' | 'banned' | 'left'): void {

@@ -22,6 +22,7 @@ import type { Role } from '../protocol.ts';
 import { isUniqueViolation, query, transaction } from './db.ts';
 import type { Row } from './db.ts';
 import { parseJsonObject, readBody, sendJson, verifySignedCall } from './http.ts';
+import { SIGNAL_REMOVALS } from './hub.ts';
 import type { RouteEntry } from './http.ts';
 
 const MESH_ID_BYTES = 16; // 22 base64url characters, within meshes.id's CHECK
@@ -114,7 +115,11 @@ async function target(ctx: Context, caller: Caller, key: string, action: string,
   return row;
 }
 
-/** Close the removed member's connections; the database already says it is out, so a failure here only logs. */
+/**
+ * Close the removed member's connections here, and tell the other instances to close theirs.
+ * The database already says the member is out, so a failure here only logs; a hello that
+ * raced the removal is refused by the hub's removal memory on every instance.
+ */
 function disconnect(ctx: Context, meshId: string, key: string, close: typeof CLOSES.kicked | typeof CLOSES.banned | typeof CLOSES.left): void {
   try {
     ctx.hub.removeMember(meshId, key, close);
@@ -122,6 +127,8 @@ function disconnect(ctx: Context, meshId: string, key: string, close: typeof CLO
   } catch (error) {
     ctx.log.error('closing the connections of a removed member failed', { meshId, reason: close.reason, error });
   }
+  void query(ctx.pool, 'notify', [SIGNAL_REMOVALS, JSON.stringify({ meshId, key, code: close.code, reason: close.reason })])
+    .catch((error: unknown) => ctx.log.error('could not tell the other instances of a removal', { meshId, reason: close.reason, error }));
 }
 
 async function createMesh(ctx: Context, call: Call): Promise<Answer> {

@@ -12,6 +12,7 @@ import { KeyedTokenBuckets } from '../token-bucket.ts';
 import { query } from './db.ts';
 import { parseJsonObject, readBody, sendJson, sourceOf, verifySignedCall } from './http.ts';
 import type { RouteEntry } from './http.ts';
+import { SIGNAL_ROSTERS } from './hub.ts';
 import type { Peer } from './hub.ts';
 
 export const TTL_SWEEP_INTERVAL_MS = 15_000;
@@ -19,6 +20,8 @@ export const INSTANCE_BEAT_MS = 5_000;
 // An instance silent for this many beats is dead (killed, machine gone).
 const DEAD_AFTER_BEATS = 3;
 const ROSTER_CACHE_MS = 1_000;
+// Roster changes are told to the other instances in one notification per this many ms.
+const ROSTER_SIGNAL_MS = 5;
 // Offline keys stay routable (store-and-forward to a session key) this long.
 export const OFFLINE_PRESENCE_SECONDS = 7 * 24 * 3600;
 export const HOOK_PATH = '/hook/set-status';
@@ -47,6 +50,8 @@ export class Presence {
   readonly #versions = new Map<string, number>();
   readonly #sweep: NodeJS.Timeout;
   #beat: NodeJS.Timeout | undefined;
+  readonly #changed = new Set<string>();
+  #signalTimer: NodeJS.Timeout | undefined;
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
@@ -87,10 +92,26 @@ export class Presence {
 
   // ---- the roster ----
 
+  /** The roster of a mesh changed: forget it here, and tell the other instances (coalesced). */
   invalidate(meshId: string): void {
+    this.forget(meshId);
+    this.#changed.add(meshId);
+    this.#signalTimer ??= setTimeout(() => this.#signal(), ROSTER_SIGNAL_MS);
+  }
+
+  /** Forget a cached roster (another instance said it changed). */
+  forget(meshId: string): void {
     this.#cache.delete(meshId);
     this.#loading.delete(meshId);
     this.#versions.set(meshId, (this.#versions.get(meshId) ?? 0) + 1);
+  }
+
+  #signal(): void {
+    this.#signalTimer = undefined;
+    const meshes = [...this.#changed];
+    this.#changed.clear();
+    void query(this.#ctx.pool, 'notify', [SIGNAL_ROSTERS, JSON.stringify(meshes)])
+      .catch((error: unknown) => this.#ctx.log.warn('could not tell the other instances of a roster change', { error }));
   }
 
   /** The roster, cached briefly; concurrent readers share one load. */
@@ -232,6 +253,7 @@ export class Presence {
   close(): void {
     clearInterval(this.#sweep);
     clearInterval(this.#beat);
+    clearTimeout(this.#signalTimer);
   }
 
   #at(): string {

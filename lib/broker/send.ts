@@ -15,11 +15,13 @@ import type { AckFrame, SendFrame } from '../protocol.ts';
 import { KeyedTokenBuckets } from '../token-bucket.ts';
 import { failureOf, query, transaction } from './db.ts';
 import type { Row } from './db.ts';
+import { SIGNAL_DELIVERIES } from './hub.ts';
 import type { Peer } from './hub.ts';
 import type { MESSAGE_REJECT_REASONS } from './metrics.ts';
 import type { Roster } from './presence.ts';
 
 const MAX_BATCH_SENDS = 500;
+const MAX_SIGNAL_BYTES = 7_900;
 
 interface Envelope { to: string; nonce: Buffer; ciphertext: Buffer; claimed: boolean }
 interface Pending {
@@ -89,7 +91,18 @@ export class Sender {
     } catch (error) {
       return refuse('db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the roster could not be read; nothing was stored', { cause: error }));
     }
-    const problem = checkRecipients(roster, peer, frame.target, envelopes);
+    let problem = checkRecipients(roster, peer, frame.target, envelopes);
+    if (problem !== undefined) {
+      // The cached roster may be a moment behind (a peer that joined on another instance):
+      // refuse only what the roster as stored says.
+      this.#ctx.presence.forget(peer.meshId);
+      try {
+        roster = await this.#ctx.presence.roster(peer.meshId);
+      } catch (error) {
+        return refuse('db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the roster could not be read; nothing was stored', { cause: error }));
+      }
+      problem = checkRecipients(roster, peer, frame.target, envelopes);
+    }
     if (problem !== undefined) return refuse(problem.code === 'CM_ERR_UNKNOWN_RECIPIENT' ? 'unknown_recipient' : 'bad_envelope', problem);
     // Decided now, written with the insert: which recipients are pushed right after commit.
     for (const envelope of envelopes) envelope.claimed = this.#ctx.delivery.claimable(peer.meshId, envelope.to, frame.priority, roster);
@@ -155,6 +168,12 @@ export class Sender {
     });
   }
 
+  /** Tell the other instances, inside the transaction so that it leaves only at COMMIT. */
+  async #signal(client: pg.PoolClient, batch: Pending[], inserted: ReadonlyMap<string, Date>, ids: readonly string[]): Promise<void> {
+    const payload = unclaimedRecipients(batch, inserted, ids);
+    if (payload !== '') await query(client, 'notify', [SIGNAL_DELIVERIES, payload]);
+  }
+
   /** One batch in one transaction; a repeated clientMessageId inserts nothing and is looked up. */
   async #insert(client: pg.PoolClient, batch: Pending[], ids: string[]) {
     const { config, instanceId, delivery } = this.#ctx;
@@ -174,6 +193,7 @@ export class Sender {
       }
     });
     if (columns[0].length > 0) await query(client, 'insert_deliveries', [...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId]);
+    await this.#signal(client, batch, inserted, ids);
     const existing = new Map<string, Stored>();
     const repeats = batch.filter((_, index) => !inserted.has(ids[index] ?? ''));
     if (repeats.length > 0) {
@@ -182,6 +202,18 @@ export class Sender {
     }
     return { inserted, existing };
   }
+}
+
+/** One notification per batch, at COMMIT, naming the recipients no socket here took. */
+function unclaimedRecipients(batch: Pending[], inserted: ReadonlyMap<string, Date>, ids: readonly string[]): string {
+  const pairs = new Map<string, [string, string]>();
+  batch.forEach((pending, index) => {
+    if (!inserted.has(ids[index] ?? '')) return;
+    for (const envelope of pending.envelopes) if (!envelope.claimed) pairs.set(`${pending.peer.meshId}\n${envelope.to}`, [pending.peer.meshId, envelope.to]);
+  });
+  const payload = JSON.stringify([...pairs.values()]);
+  // A notification carries at most 8,000 bytes: past that, every instance looks for itself.
+  return pairs.size === 0 ? '' : payload.length <= MAX_SIGNAL_BYTES ? payload : '*';
 }
 
 /** The request's identity for idempotency: target, priority and the envelopes, in key order. */

@@ -308,3 +308,8 @@ WITH dead AS (
 )
 SELECT (SELECT count(*)::int FROM dead) AS instances, (SELECT count(*)::int FROM released) AS claims,
        (SELECT array_agg(DISTINCT mesh_id) FROM ended) AS meshes;
+
+-- name: notify
+-- a signal to every instance (lib/broker/hub.ts listens); sent inside a transaction, it
+-- leaves only at COMMIT
+SELECT pg_notify($1, $2);

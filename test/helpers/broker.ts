@@ -29,10 +29,14 @@ interface TestBrokerOptions {
   now?: () => number;
   log?: Logger;
   timings?: Partial<Timings>;
+  /** share this database (a second instance); the first broker's close drops it */
+  database?: TestDatabase;
+  instanceId?: string;
 }
 
 export async function startTestBroker(label: string, options: TestBrokerOptions = {}): Promise<TestBroker> {
-  const database = await createTestDatabase(label);
+  const shared = options.database;
+  const database = shared ?? (await createTestDatabase(label));
   const result = loadConfig({ BROKER_PORT: '0', DATABASE_URL: database.url, NODE_ENV: 'test', ...options.env });
   if (!result.ok) throw new Error(`test config invalid: ${JSON.stringify(result.problems)}`);
   const logs: Array<Record<string, unknown>> = [];
@@ -46,6 +50,7 @@ export async function startTestBroker(label: string, options: TestBrokerOptions 
     version: '0.0.0-test',
     gitSha: 'abc1234',
     ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.instanceId === undefined ? {} : { instanceId: options.instanceId }),
     ...(options.timings === undefined ? {} : { timings: options.timings }),
   });
   const address = await broker.listen();
@@ -59,7 +64,7 @@ export async function startTestBroker(label: string, options: TestBrokerOptions 
     wsUrl: `ws://127.0.0.1:${address.port}/ws`,
     async close() {
       await broker.close({ timeoutMs: 2_000 });
-      await database.drop();
+      if (shared === undefined) await database.drop();
     },
   };
 }

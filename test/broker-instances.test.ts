@@ -1,0 +1,65 @@
+// Two broker instances on one database, as an operator runs them behind a balancer: a
+// message accepted by one reaches a connection held by the other at once (Postgres
+// LISTEN/NOTIFY, one notification per committed batch), and a kick on one closes the
+// member's socket on the other with 4001. The redelivery tick is set to a minute here, so
+// only the notification can deliver in time.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { callBroker } from '../lib/broker-client.ts';
+import { startTestBroker } from './helpers/broker.ts';
+import type { TestBroker } from './helpers/broker.ts';
+import { seedMesh, TestPeer } from './helpers/peer.ts';
+import type { SeededMesh } from './helpers/peer.ts';
+
+const SLOW_TICK = { redeliveryTickMs: 60_000 };
+const WITHIN_MS = 3_000;
+
+describe('two instances on one database', () => {
+  let a: TestBroker;
+  let b: TestBroker;
+  let mesh: SeededMesh;
+  before(async () => {
+    a = await startTestBroker('instances', { timings: SLOW_TICK, instanceId: 'a' });
+    b = await startTestBroker('instances', { timings: SLOW_TICK, instanceId: 'b', database: a.database });
+    mesh = await seedMesh(a.db.pool, 4);
+  });
+  after(async () => {
+    await b.close();
+    await a.close();
+  });
+
+  it('delivers direct messages, broadcasts and groups across instances, once each', async () => {
+    const [owner, alice, bob, carol] = mesh.members as [typeof mesh.members[0], typeof mesh.members[0], typeof mesh.members[0], typeof mesh.members[0]];
+    const sender = await TestPeer.connect(a.wsUrl, { meshId: mesh.meshId, member: alice! });
+    const onB = await TestPeer.connect(b.wsUrl, { meshId: mesh.meshId, member: bob! });
+    const groupOnB = await TestPeer.connect(b.wsUrl, { meshId: mesh.meshId, member: carol!, session: (await import('../lib/crypto.ts')).generateKeyPair(), groups: ['ops'] });
+    const direct = await sender.send(bob!.publicKey, [bob!.publicKey], 'across');
+    assert.equal(direct.queued, true);
+    const push = await onB.waitFor((frame) => frame.type === 'push' && frame.messageId === direct.messageId, WITHIN_MS);
+    assert.equal(onB.read(push), 'across');
+    const everyone = [owner!.publicKey, bob!.publicKey, carol!.publicKey];
+    const broadcast = await sender.send('*', everyone, 'to all');
+    assert.equal(broadcast.queued, true, JSON.stringify(broadcast));
+    await onB.waitFor((frame) => frame.type === 'push' && frame.messageId === broadcast.messageId, WITHIN_MS);
+    const group = await sender.send('@ops', [groupOnB.key], 'to ops');
+    assert.equal(group.queued, true, JSON.stringify(group));
+    await groupOnB.waitFor((frame) => frame.type === 'push' && frame.messageId === group.messageId, WITHIN_MS);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    for (const [peer, count] of [[onB, 2], [groupOnB, 1]] as const) {
+      const ids = peer.pushes().map((frame) => frame.messageId);
+      assert.equal(ids.length, new Set(ids).size, 'each arrives once');
+      assert.equal(ids.length, count);
+    }
+    for (const peer of [sender, onB, groupOnB]) await peer.close();
+  });
+
+  it('a kick on one instance closes the member on the other with 4001', async () => {
+    const [owner, , , dave] = mesh.members;
+    const victim = await TestPeer.connect(b.wsUrl, { meshId: mesh.meshId, member: dave! });
+    const kicked = await callBroker({ brokerUrl: a.baseUrl, method: 'POST', path: '/mesh/kick', identity: owner!, meshId: mesh.meshId, body: { key: dave!.publicKey } });
+    assert.equal(kicked.status, 200, JSON.stringify(kicked.body));
+    const closed = await Promise.race([victim.closed, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), WITHIN_MS))]);
+    assert.deepEqual(closed, { code: 4001, reason: 'kicked' });
+  });
+});
