@@ -74,7 +74,7 @@ export interface Context {
 export interface Broker {
   readonly context: Context;
   listen(): Promise<AddressInfo>;
-  /** Stop accepting, close sockets 1001, release presences, end the pool. Safe to call twice. */
+  /** Stop accepting, close sockets 1012, release presences, end the pool. Safe to call twice. */
   close(options?: { timeoutMs?: number }): Promise<void>;
 }
 
@@ -102,13 +102,13 @@ async function until<T>(work: Promise<T>, deadline: number): Promise<T | undefin
   }
 }
 
-/** Close every socket 1001 in jittered batches — a thousand clients told to go at one instant
+/** Close every socket 1012 (service restart) in jittered batches — a thousand clients told to go at one instant
  * would all reconnect (to the next instance) at one instant — then terminate the slow ones. */
 async function closeSockets(sockets: Set<WebSocket>, deadline: number): Promise<void> {
   const all = [...sockets];
   const closed = Promise.all(all.map((socket) => new Promise((resolve) => socket.once('close', resolve))));
   for (let start = 0; start < all.length; start += CLOSE_BATCH_SIZE) {
-    for (const socket of all.slice(start, start + CLOSE_BATCH_SIZE)) socket.close(CLOSES.goingAway.code, CLOSES.goingAway.reason);
+    for (const socket of all.slice(start, start + CLOSE_BATCH_SIZE)) socket.close(CLOSES.restart.code, CLOSES.restart.reason);
     if (start + CLOSE_BATCH_SIZE < all.length) await new Promise((resolve) => setTimeout(resolve, Math.random() * CLOSE_BATCH_JITTER_MS));
   }
   await until(closed, Math.min(deadline, Date.now() + CLOSE_HANDSHAKE_MS));

@@ -262,7 +262,8 @@ export function errorFrame(error: CmError, id?: string): string {
 export const CLOSES = {
   replaced: { code: 1000, reason: 'session_replaced', terminal: true },
   left: { code: 1000, reason: 'left', terminal: true },
-  goingAway: { code: 1001, reason: 'server shutting down', terminal: false },
+  // SIGTERM: this instance restarts or stops; reconnect (with jitter) to it or another one.
+  restart: { code: 1012, reason: 'service restart', terminal: false },
   helloTimeout: { code: 1008, reason: 'hello_timeout', terminal: false },
   timestampSkew: { code: 1008, reason: 'timestamp_skew', terminal: false },
   badSignature: { code: 1008, reason: 'bad_signature', terminal: true },

@@ -8,7 +8,7 @@ const PUBKEY_B = 'b'.repeat(64);
 const PUBKEY_C = 'c'.repeat(64);
 
 describe('broker.close', () => {
-  it('closes sockets 1001, releases only its own presences, and is safe to call twice', async () => {
+  it('closes sockets 1012, releases only its own presences, and is safe to call twice', async () => {
     const t = await startTestBroker('server_close');
     const { pool } = t.db;
     // Rows as a future hello would write them: one live presence on this instance, one on another.
@@ -36,7 +36,7 @@ describe('broker.close', () => {
     const second = t.broker.close({ timeoutMs: 2_000 });
     assert.equal(first, second, 'the second call returns the same shutdown');
     await first;
-    assert.equal(await code, 1001);
+    assert.equal(await code, 1012);
     await t.broker.close();
 
     const rows = await reader.query(`SELECT key, disconnected_at IS NOT NULL AS gone, coalesce(lease_until <= now(), false) AS lease_over FROM presences ORDER BY key`);

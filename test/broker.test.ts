@@ -22,7 +22,7 @@ describe('node broker.ts', () => {
   });
   after(() => database.drop());
 
-  it('serves /health and /metrics, and exits 0 on SIGTERM after closing sockets 1001', async () => {
+  it('serves /health and /metrics, and exits 0 on SIGTERM after closing sockets 1012', async () => {
     const broker = await startBroker(brokerEnv({ DATABASE_URL: database.url }));
     const health = await fetch(`${broker.baseUrl}/health`);
     assert.equal(health.status, 200);
@@ -38,7 +38,7 @@ describe('node broker.ts', () => {
     const { code, ms } = await broker.stop('SIGTERM');
     assert.equal(code, 0);
     assert.ok(ms < SHUTDOWN_LIMIT_MS, `exited in ${ms} ms`);
-    assert.equal(await closeCode, 1001);
+    assert.equal(await closeCode, 1012);
     const messages = broker.logs.map((line) => line.msg);
     for (const msg of ['db healthy', 'broker listening', 'shutdown signal', 'shutdown complete']) assert.ok(messages.includes(msg), `logged "${msg}"`);
     for (const line of broker.logs) {

@@ -103,7 +103,7 @@ describe('BrokerLink', () => {
     assert.equal(isTerminalClose(1008, 'capacity'), false);
     assert.equal(isTerminalClose(1008, 'timestamp_skew'), false);
     assert.equal(isTerminalClose(1000, 'left'), true);
-    assert.equal(isTerminalClose(1001, 'server shutting down'), false);
+    assert.equal(isTerminalClose(1012, 'service restart'), false);
     assert.equal(isTerminalClose(1006, ''), false);
   });
 
@@ -154,7 +154,7 @@ describe('BrokerLink', () => {
     const broker = await fakeBroker({
       onHello: ack,
       onFrame: (socket, frame) => {
-        if (frame.type === 'list_peers') socket.close(1001, 'server shutting down');
+        if (frame.type === 'list_peers') socket.close(1012, 'service restart');
       },
     });
     const { link: member } = link(broker.url);
