@@ -6,7 +6,10 @@ import { readFileSync } from 'node:fs';
 const GIT_TIMEOUT_MS = 1_000;
 const ROOT = new URL('../', import.meta.url).pathname;
 
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+// From the sources lib/ sits next to package.json; compiled, it sits in dist/lib/.
+const PACKAGE_JSON = new URL(import.meta.url.endsWith('.js') ? '../../package.json' : '../package.json', import.meta.url);
+
+export const VERSION: string = (JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version: string }).version;
 
 /** GIT_SHA from the environment (Docker build arg), else `git rev-parse`, else "unknown". */
 export function resolveGitSha(configured: string | undefined): string {

@@ -52,6 +52,12 @@ describe('resolveTarget', () => {
     const twins: Roster = { members: [...roster.members, { key: generateKeyPair().publicKey, name: 'bob', role: 'member' }], peers: [] };
     assert.throws(() => resolveTarget('bob', twins, sender), { code: 'CM_ERR_AMBIGUOUS' });
   });
+
+  it('refuses a full key that is no member or session of the mesh, and 64 hex that is not a key, at once', () => {
+    const stranger = generateKeyPair().publicKey;
+    assert.throws(() => resolveTarget(stranger, roster, sender), { code: 'CM_ERR_PEER_UNKNOWN', message: /is not a member or session of this mesh/ });
+    assert.throws(() => resolveTarget('0'.repeat(64), roster, sender), { code: 'CM_ERR_INVALID_KEY', message: /not an ed25519 public key/ });
+  });
 });
 
 describe('encryptFor', () => {

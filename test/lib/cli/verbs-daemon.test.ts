@@ -4,11 +4,13 @@
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { main } from '../../../lib/cli/main.ts';
 import { daemonPaths } from '../../../daemon/paths.ts';
+import { VERSION } from '../../../lib/version.ts';
 
 describe('daemon-facing verbs without a daemon', () => {
   let home: string;
@@ -77,6 +79,67 @@ describe('daemon-facing verbs without a daemon', () => {
       assert.equal(result.stdout, '2030-01-01T00:00:00.000Z  link_retry  {"mesh":"team","delayMs":800}\n');
     } finally {
       await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  /** A fake daemon on the socket: /v1/version, and `answer` for everything else. */
+  async function fakeDaemon(answer: (req: IncomingMessage, res: ServerResponse) => void): Promise<() => Promise<unknown>> {
+    const paths = daemonPaths(home);
+    await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+    const server = createServer((req, res) => {
+      if (req.url?.startsWith('/v1/version')) {
+        res.end(JSON.stringify({ pid: 1, version: VERSION, ipcApi: 'v1', meshes: [], socket: paths.socket, uptimeMs: 1, startedAt: '' }));
+        return;
+      }
+      answer(req, res);
+    });
+    await new Promise<void>((resolve) => server.listen(paths.socket, resolve));
+    return () => new Promise((resolve) => server.close(resolve));
+  }
+
+  it('shows a hostile peer name and message body with its control characters visible: no forged row or header', async () => {
+    const hostile = 'alice\u001b[2K\r\u202eFAKE\nmallory  0000  member  owner  idle  yes';
+    const close = await fakeDaemon((req, res) => {
+      const peer = { key: 'a'.repeat(64), memberKey: 'a'.repeat(64), name: hostile, kind: 'member', role: 'member', status: 'idle\r', summary: '', groups: ['x\u001b[0m'], online: true };
+      const item = { id: 1, meshId: 'm', mesh: 'team', senderName: hostile, senderKey: 'a'.repeat(64), target: 'b'.repeat(64), body: 'hi\u001b[31m\n* 2030-01-01T00:00:00.000Z  [team]  bob → you\r', createdAt: '2030-01-01T00:00:00.000Z', readAt: 1 };
+      const body = req.url?.startsWith('/v1/peers') ? { meshId: 'm', mesh: 'team', connected: true, asOf: '', you: 'c'.repeat(64), peers: [peer], members: [] } : { items: [item] };
+      res.end(JSON.stringify(body));
+    });
+    try {
+      const peers = await run('peer', 'list');
+      assert.equal(peers.code, 0, peers.stderr);
+      assert.doesNotMatch(peers.stdout, /[\u0000-\u0009\u000b-\u001f\u202e]/, 'no raw control character reaches the terminal');
+      assert.equal(peers.stdout.split('\n').length, 3, 'a header and one row, whatever the name holds');
+      assert.match(peers.stdout, /^alice\\x1b\[2K\\x0d\\u202eFAKE\\x0amallory/m);
+      const inbox = await run('inbox', '--peek');
+      assert.equal(inbox.code, 0, inbox.stderr);
+      assert.doesNotMatch(inbox.stdout, /[\u0000-\u0009\u000b-\u001f\u202e]/);
+      const lines = inbox.stdout.split('\n');
+      assert.equal(lines.filter((line) => !line.startsWith('    ') && line !== '').length, 1, 'one header line; the body cannot pass for another');
+      assert.match(inbox.stdout, /^ {4}\* 2030-01-01T00:00:00\.000Z {2}\[team\] {2}bob → you\\x0d$/m);
+    } finally {
+      await close();
+    }
+  });
+
+  it('a send whose answer is lost after the request went out says the outcome is unknown, with the id it chose', async () => {
+    const close = await fakeDaemon((req) => {
+      req.resume();
+      req.on('end', () => req.socket.destroy());
+    });
+    try {
+      const chosen = await run('send', 'bob', 'hi', '--json');
+      assert.equal(chosen.code, 3);
+      const error = JSON.parse(chosen.stdout).error;
+      assert.equal(error.code, 'CM_ERR_OUTCOME_UNKNOWN');
+      assert.match(error.details.clientMessageId, /^[0-9a-f-]{36}$/, 'the CLI chose the id before asking');
+      assert.match(error.message, new RegExp(`unknown whether message ${error.details.clientMessageId} was queued.+may be queued; claudemesh msg status ${error.details.clientMessageId} tells`));
+      const given = await run('send', 'bob', 'hi', '--id', 'my-id-1');
+      assert.equal(given.code, 3);
+      assert.match(given.stderr, /^error CM_ERR_OUTCOME_UNKNOWN: unknown whether message my-id-1 was queued/);
+      assert.match(given.stderr, /hint: claudemesh msg status my-id-1; .*send again with --id my-id-1/);
+    } finally {
+      await close();
     }
   });
 
