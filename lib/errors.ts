@@ -59,6 +59,10 @@ export const ERROR_CODES = {
   CM_ERR_OUTBOX_CONFLICT: { status: 409, hint: 'a client message id names one message: use a new id (or none) for a different message' },
   CM_ERR_DAEMON_DB_VERSION: { status: 500, hint: 'a newer claudemesh wrote this daemon database: run that version, or move the file away to start an empty one' },
   CM_ERR_MESH_OFFLINE: { status: 503, hint: 'the daemon has no roster for this mesh yet (broker never reached since start): check claudemesh daemon status, then retry' },
+  // the Claude Code integration (install, launch)
+  CM_ERR_CLAUDE_MISSING: { status: 500, hint: 'install Claude Code first (npm install -g @anthropic-ai/claude-code), or set CLAUDEMESH_CLAUDE_BIN to its path' },
+  CM_ERR_CLAUDE_FAILED: { status: 500, hint: 'run the claude command shown yourself to see why; claudemesh doctor checks the setup' },
+  CM_ERR_CLAUDE_FILE: { status: 500, hint: 'fix the JSON of that file (Claude Code keeps backups in ~/.claude/backups), then run the command again' },
   CM_ERR_INTERNAL: { status: 500, hint: 'this is a bug: report it with the broker log line of the same time' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 

@@ -12,7 +12,7 @@ import { generateKeyPair } from '../../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../../lib/crypto.ts';
 import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 
-const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'daemon', 'events', 'mcp', 'hook'];
+const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'daemon', 'events', 'install', 'uninstall', 'launch', 'mcp', 'hook'];
 
 interface Run {
   code: number;
@@ -80,7 +80,7 @@ describe('claudemesh command line', () => {
   }
 
   it('verbs of later versions say so, exit 2, and are not in --help', async () => {
-    for (const verb of ['status', 'launch']) {
+    for (const verb of ['status']) {
       const result = await run(verb, 'x');
       assert.equal(result.code, 2);
       assert.match(result.stderr, new RegExp(`^error CM_ERR_NOT_IMPLEMENTED: claudemesh ${verb} is not available in this version yet`));
