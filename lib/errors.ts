@@ -63,6 +63,10 @@ export const ERROR_CODES = {
   CM_ERR_REMOVED: { status: 403, hint: 'you are no longer a member of this mesh (kicked, or you left): ask an owner or admin for a new invite, then claudemesh join it' },
   CM_ERR_INVALID_KEY: { status: 400, hint: 'use a peer name, or a key copied whole from claudemesh peer list --json' },
   CM_ERR_OUTCOME_UNKNOWN: { status: 503, hint: 'the request reached the daemon but its answer did not come back: claudemesh msg status <id> tells whether it was queued; sending again with --id <id> never duplicates it' },
+  // the Claude Code integration (install, launch)
+  CM_ERR_CLAUDE_MISSING: { status: 500, hint: 'install Claude Code first (npm install -g @anthropic-ai/claude-code), or set CLAUDEMESH_CLAUDE_BIN to its path' },
+  CM_ERR_CLAUDE_FAILED: { status: 500, hint: 'run the claude command shown yourself to see why; claudemesh doctor checks the setup' },
+  CM_ERR_CLAUDE_FILE: { status: 500, hint: 'fix the JSON of that file (Claude Code keeps backups in ~/.claude/backups), then run the command again' },
   CM_ERR_INTERNAL: { status: 500, hint: 'this is a bug: report it with the broker log line of the same time' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 

@@ -26,9 +26,6 @@ const MODERATION_VERBS: readonly Verb[] = [kickVerb, banVerb, unbanVerb, bansVer
 const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, statusVerb, summaryVerb, groupVerb, daemonVerb, eventsVerb, doctorVerb];
 /** Every verb, for --help and for the contract every verb keeps (test/cli-contract.test.ts). */
 export const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS, ...CLAUDE_VERBS].map((verb) => [verb.name, verb]));
-// Claude Code verbs not built yet. They are not in --help, and they say so plainly instead of
-// pretending.
-const LATER_VERBS: ReadonlySet<string> = new Set(['install', 'uninstall', 'launch', 'mcp', 'hook'].filter((name) => !CLAUDE_VERBS.some((verb) => verb.name === name)));
 
 function verbLines(verbs: readonly Verb[]): string {
   const usage = (verb: Verb) => (verb.argument === undefined ? verb.name : `${verb.name} ${verb.argument}`);
@@ -76,11 +73,6 @@ function helpJson(verbs: readonly Verb[]): unknown {
 }
 
 function unknownVerb(name: string): Error {
-  if (LATER_VERBS.has(name)) {
-    return cmError('CM_ERR_NOT_IMPLEMENTED', `claudemesh ${name} is not available in this version yet`, {
-      hint: 'this version manages meshes and messages (see claudemesh --help); Claude Code integration comes later',
-    });
-  }
   const suggestion = didYouMean(name, VERBS.keys(), (verb) => `claudemesh ${verb}`);
   return cmError('CM_ERR_USAGE', `unknown verb ${JSON.stringify(name)}${suggestion}`, { hint: 'see claudemesh --help for the verbs' });
 }

@@ -12,10 +12,10 @@ export interface CliRun {
   json: Record<string, any>;
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<CliRun> {
+export function runCli(args: string[], env: NodeJS.ProcessEnv, cwd = ROOT): Promise<CliRun> {
   const childEnv: NodeJS.ProcessEnv = { ...env };
   delete childEnv.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, ['cli.ts', ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [`${ROOT}cli.ts`, ...args], { cwd, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));

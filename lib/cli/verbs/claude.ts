@@ -3,6 +3,8 @@
 
 import type { Verb } from '../verb.ts';
 import { hookVerb } from './hook.ts';
+import { installVerb, uninstallVerb } from './install.ts';
+import { launchVerb } from './launch.ts';
 import { mcpVerb } from './mcp.ts';
 
-export const CLAUDE_VERBS: readonly Verb[] = [mcpVerb, hookVerb];
+export const CLAUDE_VERBS: readonly Verb[] = [installVerb, uninstallVerb, launchVerb, mcpVerb, hookVerb];

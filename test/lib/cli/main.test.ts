@@ -12,7 +12,7 @@ import { generateKeyPair } from '../../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../../lib/crypto.ts';
 import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 
-const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'whoami', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'status', 'summary', 'group', 'daemon', 'events', 'doctor', 'mcp', 'hook'];
+const VERBS = ['new', 'invite', 'join', 'list', 'leave', 'whoami', 'kick', 'ban', 'unban', 'bans', 'send', 'peer', 'inbox', 'msg', 'status', 'summary', 'group', 'daemon', 'events', 'doctor', 'install', 'uninstall', 'launch', 'mcp', 'hook'];
 
 interface Run {
   code: number;
@@ -112,15 +112,6 @@ describe('claudemesh command line', () => {
       assert.equal(JSON.parse(helpJson.stdout).verbs[0].help, result.stdout);
     });
   }
-
-  it('verbs of later versions say so, exit 2, and are not in --help', async () => {
-    for (const verb of ['launch']) {
-      const result = await run(verb, 'x');
-      assert.equal(result.code, 2);
-      assert.match(result.stderr, new RegExp(`^error CM_ERR_NOT_IMPLEMENTED: claudemesh ${verb} is not available in this version yet`));
-      assert.doesNotMatch(globalHelp(), new RegExp(`^ {2}${verb}\\b`, 'm'));
-    }
-  });
 
   it('usage errors exit 2 with a code and a hint, as JSON with --json', async () => {
     const text = await run('frobnicate');
