@@ -41,3 +41,7 @@ bench *args:
 # then the fault scenarios (Postgres stopped and killed, brokers killed, a locked database)
 chaos:
     FUZZ_FRAMES=20000 node test/run.ts test/fuzz.test.ts test/broker-faults.test.ts test/lib/broker/db-restart.test.ts test/lib/broker/db.test.ts
+
+# what an auditor reads for the broker: files reached from broker.ts, plus sql/, with lines
+size:
+    node bench/size.ts
