@@ -2,8 +2,28 @@
 // The `claudemesh` command (docs/cli.md). Run: `node cli.ts <verb> …` (Node ≥ 22.18), or the
 // `claudemesh` bin. Everything but the process wiring lives in lib/cli/.
 
-import { claudemeshHome } from './lib/client-config.ts';
-import { main } from './lib/cli/main.ts';
+import { mkdirSync } from 'node:fs';
+import { enableCompileCache } from 'node:module';
+import { join } from 'node:path';
+import { claudemeshHome } from './lib/home.ts';
+
+const COMPILE_CACHE_DIR = 'cache';
+const OWNER_ONLY_DIR = 0o700;
+
+// Node keeps the compiled (and type-stripped) modules on disk between runs: a command that
+// starts, asks the daemon and exits spends most of its time loading code. The cache lives in
+// the user's own claudemesh home (never a shared /tmp directory another user could fill);
+// where it cannot be written, Node simply runs without it. Set before the rest of the CLI
+// is loaded, hence the dynamic import below.
+const home = claudemeshHome(process.env);
+try {
+  mkdirSync(join(home, COMPILE_CACHE_DIR), { recursive: true, mode: OWNER_ONLY_DIR });
+  enableCompileCache(join(home, COMPILE_CACHE_DIR));
+} catch {
+  // an unwritable home: no cache, same behaviour
+}
+
+const { main } = await import('./lib/cli/main.ts');
 
 // A reader that went away (`claudemesh inbox | head -1`) ends the command quietly: what it
 // did not read, it did not want. Exit 0, as the pipeline's consumer decided the length.
@@ -16,7 +36,7 @@ for (const stream of [process.stdout, process.stderr]) {
 
 process.exitCode = await main(process.argv.slice(2), {
   env: process.env,
-  home: claudemeshHome(process.env),
+  home,
   now: Date.now,
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
