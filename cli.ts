@@ -5,6 +5,27 @@
 // `hook` is run by Claude Code on every prompt and must be done within a second, so it loads
 // only its own module and exits as soon as it is done (lib/cli/verbs/hook.ts).
 
+import { mkdirSync } from 'node:fs';
+import { enableCompileCache } from 'node:module';
+import { join } from 'node:path';
+import { claudemeshHome } from './lib/home.ts';
+
+const COMPILE_CACHE_DIR = 'cache';
+const OWNER_ONLY_DIR = 0o700;
+
+// Node keeps the compiled (and type-stripped) modules on disk between runs: a command that
+// starts, asks the daemon and exits spends most of its time loading code. The cache lives in
+// the user's own claudemesh home (never a shared /tmp directory another user could fill);
+// where it cannot be written, Node simply runs without it. Set before the rest of the CLI
+// is loaded, hence the dynamic imports below.
+const home = claudemeshHome(process.env);
+try {
+  mkdirSync(join(home, COMPILE_CACHE_DIR), { recursive: true, mode: OWNER_ONLY_DIR });
+  enableCompileCache(join(home, COMPILE_CACHE_DIR));
+} catch {
+  // an unwritable home: no cache, same behaviour
+}
+
 const argv = process.argv.slice(2);
 if (argv[0] === 'hook') {
   const { runHook } = await import('./lib/cli/verbs/hook.ts');
@@ -20,11 +41,10 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-const { claudemeshHome } = await import('./lib/client-config.ts');
 const { main } = await import('./lib/cli/main.ts');
 process.exitCode = await main(argv, {
   env: process.env,
-  home: claudemeshHome(process.env),
+  home,
   now: Date.now,
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),

@@ -1,8 +1,10 @@
 // The daemon path: a send through alice's daemon (IPC → outbox → broker) until
 // it sits decrypted in bob's daemon inbox. Two real daemon processes, one broker process.
 // Arrival is noted by polling bob's inbox over IPC every POLL_MS (the figure's resolution).
+// Then the command a person types, against the warm daemon: `claudemesh send` and `claudemesh
+// peer list` as whole processes (Node start included), and the same two requests over IPC.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -28,6 +30,11 @@ const CONCURRENCY = 32;
 
 export interface DaemonResult {
   point: string;
+  /** whole `claudemesh send` / `peer list` processes against the warm daemon */
+  cliSendMs: Distribution;
+  cliPeerListMs: Distribution;
+  /** the same requests over the socket, without starting a process */
+  ipcPeersMs: Distribution;
   latencyMessages: number;
   ipcAnswerMs: Distribution;
   sendToInboxMs: Distribution;
@@ -142,7 +149,30 @@ async function measureThroughput(socket: string, arrived: ReadonlyMap<string, nu
   return { seconds, lost: ids.filter((id) => !arrived.has(id)).length };
 }
 
-export async function daemonPath(postgres: Postgres, options: { latencyMessages: number; throughputMessages: number }): Promise<DaemonResult> {
+function timedCli(home: string, args: string[]): Promise<number> {
+  const started = performance.now();
+  const env: NodeJS.ProcessEnv = { ...process.env, CLAUDEMESH_HOME: home };
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['cli.ts', ...args], { cwd: ROOT, env }, (error) => (error === null ? resolve(performance.now() - started) : reject(error)));
+  });
+}
+
+/** `claudemesh send` and `peer list` as processes, and GET /v1/peers over IPC, one at a time. */
+async function measureCli(home: string, socket: string, count: number): Promise<{ send: number[]; peerList: number[]; ipcPeers: number[] }> {
+  const send: number[] = [];
+  const peerList: number[] = [];
+  const ipcPeers: number[] = [];
+  for (let n = 0; n < count; n += 1) {
+    send.push(await timedCli(home, ['send', 'bob', 'warm', 'send', String(n)]));
+    peerList.push(await timedCli(home, ['peer', 'list']));
+    const started = performance.now();
+    await ipcRequest(socket, 'GET', '/v1/peers');
+    ipcPeers.push(performance.now() - started);
+  }
+  return { send, peerList, ipcPeers };
+}
+
+export async function daemonPath(postgres: Postgres, options: { latencyMessages: number; throughputMessages: number; cliCommands: number }): Promise<DaemonResult> {
   const world = await startRun(postgres);
   const scratch = await mkdtemp(join(tmpdir(), 'cm-bench-daemon-'));
   const daemons: ChildProcess[] = [];
@@ -159,8 +189,12 @@ export async function daemonPath(postgres: Postgres, options: { latencyMessages:
     const latency = await measureLatency(a.socket, inbox.arrived, options.latencyMessages);
     const throughput = await measureThroughput(a.socket, inbox.arrived, options.throughputMessages);
     await inbox.stop();
+    const cli = await measureCli(join(scratch, 'alice'), a.socket, options.cliCommands);
     return {
       point: 'daemon path',
+      cliSendMs: distribution(cli.send),
+      cliPeerListMs: distribution(cli.peerList),
+      ipcPeersMs: distribution(cli.ipcPeers),
       latencyMessages: options.latencyMessages,
       ipcAnswerMs: distribution(latency.ipcMs),
       sendToInboxMs: distribution(latency.endToEnd),

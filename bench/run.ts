@@ -79,7 +79,7 @@ try {
   }
   if (wanted('daemon')) {
     log('daemon path');
-    const sizes = values.quick ? { latencyMessages: 50, throughputMessages: 500 } : { latencyMessages: 200, throughputMessages: 2_000 };
+    const sizes = values.quick ? { latencyMessages: 50, throughputMessages: 500, cliCommands: 10 } : { latencyMessages: 200, throughputMessages: 2_000, cliCommands: 30 };
     daemonRuns.push((await repeat('daemon', () => daemonPath(postgres, sizes), (r) => r.sendToInboxMs.p50)).median);
   }
 } finally {
@@ -106,6 +106,8 @@ for (const r of storms) {
 for (const r of daemonRuns) {
   lines.push('');
   lines.push(`${r.point}: one send at a time (${r.latencyMessages}), IPC answer (after the outbox commit) p50 ${fmt(r.ipcAnswerMs.p50)} ms / p99 ${fmt(r.ipcAnswerMs.p99)} ms; IPC → recipient daemon's inbox p50 ${fmt(r.sendToInboxMs.p50)} ms / p95 ${fmt(r.sendToInboxMs.p95)} ms / p99 ${fmt(r.sendToInboxMs.p99)} ms; outbox throughput ${r.throughputMessages} messages in ${fmt(r.throughputSeconds, 2)} s = ${fmt(r.messagesPerSecond, 0)} msg/s, lost ${r.lost}`);
+  lines.push('');
+  lines.push(`warm daemon, whole commands (Node start included, ${r.cliSendMs.count} each): claudemesh send p50 ${fmt(r.cliSendMs.p50)} ms / p95 ${fmt(r.cliSendMs.p95)} ms; claudemesh peer list p50 ${fmt(r.cliPeerListMs.p50)} ms / p95 ${fmt(r.cliPeerListMs.p95)} ms; GET /v1/peers over the socket p50 ${fmt(r.ipcPeersMs.p50)} ms / p95 ${fmt(r.ipcPeersMs.p95)} ms`);
 }
 const report = lines.join('\n');
 process.stdout.write(`${report}\n`);

@@ -15,7 +15,7 @@
 //      daemon printed (read back from daemon.log) and the failure marker.
 // Another CLI process holding the spawn lock is waited for instead of spawning twice.
 
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { access, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { configPath, readConfig } from '../lib/client-config.ts';
@@ -27,13 +27,12 @@ import type { DaemonVersion } from '../lib/daemon-client.ts';
 import { mayBeDaemon, processAlive, readPidFile } from './lock.ts';
 import { DAEMON_FILE_MODE, daemonPaths, ensureDaemonDir } from './paths.ts';
 import type { DaemonPaths } from './paths.ts';
-import { serviceFor } from './service.ts';
+import { serviceFor, unitEnabled } from './service.ts';
 
 const SERVICE_WAIT_MS = 8_000;
 const SPAWN_WAIT_MS = 10_000;
 const FAILURE_MARKER_MS = 30_000;
 const POLL_MS = 50;
-const SYSTEMCTL_TIMEOUT_MS = 2_000;
 // The daemon's own error line, as the CLI prints it (lib/cli/output.ts) into daemon.log.
 const ERROR_LINE = /^error (CM_ERR_[A-Z_]+): (.*)$/gm;
 export const GUARD_ENV = 'CLAUDEMESH_INTERNAL_NO_AUTOSPAWN';
@@ -103,11 +102,7 @@ async function installedUnit(options: EnsureOptions): Promise<string | undefined
   if ('serviceUnit' in options) return (await exists(options.serviceUnit)) ? options.serviceUnit : undefined;
   const service = serviceFor(options.home, options.env);
   if (service === undefined || !(await exists(service.path))) return undefined;
-  if (process.platform !== 'linux') return service.path;
-  const enabled = await new Promise<boolean>((resolve) => {
-    execFile('systemctl', ['--user', 'is-enabled', '--quiet', service.name], { timeout: SYSTEMCTL_TIMEOUT_MS }, (error) => resolve(error === null));
-  });
-  return enabled ? service.path : undefined;
+  return (await unitEnabled(service)) ? service.path : undefined;
 }
 
 /** The real reason a start cannot work: a broken config, or no active mesh (thrown). */

@@ -60,6 +60,8 @@ export class RosterStore {
     this.#db = new Database(path, { timeout: BUSY_TIMEOUT_MS, readonly: options.readonly === true, fileMustExist: options.readonly === true });
     if (options.readonly !== true) {
       this.#db.pragma('journal_mode = WAL');
+      // NORMAL: a roster lost to a power cut is only older; the next hello brings a new one.
+      this.#db.pragma('synchronous = NORMAL');
       this.#db.exec(SCHEMA);
       restrictFiles(path);
     }

@@ -10,6 +10,7 @@
 // for one home never makes the others wait on a daemon that is not theirs. Linux units live
 // under $XDG_CONFIG_HOME/systemd/user (default ~/.config), as systemd looks for them.
 
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -19,6 +20,7 @@ const LAUNCHD_LABEL_PREFIX = 'com.claudemesh.daemon';
 const RESTART_SECONDS = 3;
 const HOME_HASH_LENGTH = 8;
 const DEFAULT_HOME_DIR = '.claudemesh';
+const SYSTEMCTL_TIMEOUT_MS = 2_000;
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -59,6 +61,17 @@ export function serviceFor(claudemeshHome: string, env: Env = process.env, platf
     return { name, path: join(userHome, 'Library', 'LaunchAgents', `${name}.plist`) };
   }
   return undefined;
+}
+
+/**
+ * Whether the service manager will run this unit: on Linux, `systemctl --user is-enabled`
+ * (false where there is no user bus, as in containers); on macOS a loaded agent is its file.
+ */
+export function unitEnabled(service: ServiceLocation, platform: NodeJS.Platform = process.platform): Promise<boolean> {
+  if (platform !== 'linux') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    execFile('systemctl', ['--user', 'is-enabled', '--quiet', service.name], { timeout: SYSTEMCTL_TIMEOUT_MS }, (error) => resolve(error === null));
+  });
 }
 
 function quoteSystemd(value: string): string {

@@ -8,7 +8,6 @@
 
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isPublicKey, keyPairFromSecret, SECRET_KEY_BYTES } from './crypto.ts';
@@ -55,12 +54,6 @@ export interface MeshIdentity {
 export interface ClientConfig {
   version: typeof CONFIG_VERSION;
   meshes: MeshIdentity[];
-}
-
-/** The claudemesh home directory: CLAUDEMESH_HOME, else ~/.claudemesh. */
-export function claudemeshHome(env: Readonly<Record<string, string | undefined>> = process.env): string {
-  const override = env.CLAUDEMESH_HOME;
-  return override !== undefined && override !== '' ? override : join(homedir(), '.claudemesh');
 }
 
 export function configPath(home: string): string {

@@ -19,7 +19,7 @@ import { callDaemon, probeDaemon } from '../daemon-client.ts';
 import { isCmError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { daemonPaths } from '../../daemon/paths.ts';
-import { serviceFor } from '../../daemon/service.ts';
+import { serviceFor, unitEnabled } from '../../daemon/service.ts';
 import type { CliContext } from './verb.ts';
 import { signingIdentity } from './verb.ts';
 
@@ -146,7 +146,8 @@ async function serviceCheck(context: CliContext): Promise<Check> {
   const service = serviceFor(context.home, context.env);
   if (service === undefined) return pass('service', `no service manager support on ${process.platform}; auto-start spawns the daemon`);
   if (!existsSync(service.path)) return pass('service', `no unit installed for ${context.home}; auto-start spawns the daemon (claudemesh daemon install-service installs one)`);
-  return pass('service', `${service.path} is installed for ${context.home} (${service.name})`);
+  if (!(await unitEnabled(service))) return pass('service', `${service.path} is installed for ${context.home} but not enabled; auto-start spawns the daemon itself (systemctl --user enable --now ${service.name} hands it to systemd)`);
+  return pass('service', `${service.path} is installed and enabled for ${context.home} (${service.name})`);
 }
 
 /** Every check, in a stable order; network checks of all meshes run at once. */

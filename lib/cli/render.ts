@@ -4,13 +4,13 @@
 // Unicode bidirectional override is shown as an escape instead (`\x1b`, `\u202e`), so what
 // is printed is exactly one line per row and reads the same in any terminal.
 //
-// Also the one time format of --json: every field named `…At`, `since` or `asOf` that holds
+// Also the one time format of --json: every field named `…At`, `at`, `since` or `asOf` that holds
 // epoch milliseconds becomes an ISO 8601 string, so no output mixes the two.
 
 // C0 controls, DEL and C1 controls, line/paragraph separators, bidi controls.
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 const UNSAFE_BUT_NEWLINE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-const TIME_FIELD = /(At|^since|^asOf)$/;
+const TIME_FIELD = /(At|^at|^since|^asOf)$/;
 // Epoch milliseconds from 2001 on: smaller numbers are counts or durations, not times.
 const MIN_EPOCH_MS = 1e12;
 

@@ -158,7 +158,7 @@ describe('the daemon, as real processes against a real broker', () => {
     const peers = await cli('alice', ['peer', 'list', '--json']);
     assert.deepEqual(peers.json.members.map((member: { name: string }) => member.name).sort(), ['alice', 'bob']);
     const table = await cli('alice', ['peer', 'list']);
-    assert.match(table.stdout, /^NAME +KEY +KIND +ROLE +STATUS +ONLINE +GROUPS\n/);
+    assert.match(table.stdout, /^NAME +KEY +KIND +ROLE +STATUS +ONLINE +GROUPS +SUMMARY\n/);
     assert.match(table.stdout, /^alice \(you\) +[0-9a-f]{12} +member +owner +idle +yes/m);
     assert.match(table.stdout, /^bob +[0-9a-f]{12} +member +member /m);
     const listing = await cli('bob', ['inbox']);

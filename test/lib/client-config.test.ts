@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { generateKeyPair } from '../../lib/crypto.ts';
 import { isCmError } from '../../lib/errors.ts';
-import { claudemeshHome, configPath, readConfig, updateConfig, writeConfig } from '../../lib/client-config.ts';
+import { configPath, readConfig, updateConfig, writeConfig } from '../../lib/client-config.ts';
+import { claudemeshHome } from '../../lib/home.ts';
 import type { ClientConfig, MeshIdentity } from '../../lib/client-config.ts';
 
 const roots: string[] = [];

@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { channelBlockers } from '../../claude/channels.ts';
-import { claudemeshHome } from '../../client-config.ts';
+import { claudemeshHome } from '../../home.ts';
 import { ipcRequest, sessionHeader } from '../../daemon-client.ts';
 import { daemonPaths } from '../../../daemon/paths.ts';
 import type { Verb } from '../verb.ts';

@@ -24,11 +24,11 @@ function peerRows(body: Row): string[][] {
   const online = (value: unknown) => (!fresh ? 'unknown' : value === true ? 'yes' : 'no');
   const rows = peers.map((peer) => [
     `${visible(peer.name)}${mark(peer)}`, shortKey(String(peer.key ?? '')), String(peer.kind ?? ''), String(peer.role ?? roleOf.get(peer.memberKey) ?? ''),
-    fresh ? String(peer.status ?? '') : '?', online(peer.online), Array.isArray(peer.groups) ? peer.groups.join(',') : '',
+    fresh ? String(peer.status ?? '') : '?', online(peer.online), Array.isArray(peer.groups) ? peer.groups.join(',') : '', String(peer.summary ?? ''),
   ]);
   const listed = new Set(peers.map((peer) => peer.key));
   for (const member of members) {
-    if (!listed.has(member.key)) rows.push([`${visible(member.name)}${mark(member)}`, shortKey(String(member.key ?? '')), 'member', String(member.role ?? ''), '-', fresh ? 'no' : 'unknown', '']);
+    if (!listed.has(member.key)) rows.push([`${visible(member.name)}${mark(member)}`, shortKey(String(member.key ?? '')), 'member', String(member.role ?? ''), '-', fresh ? 'no' : 'unknown', '', '']);
   }
   return rows;
 }
@@ -41,7 +41,7 @@ export const peerVerb: Verb = {
 
 The mesh's members and live (or recent) sessions as the broker reports them, through the
 daemon: name ("(you)" marks you, "(your session)" your Claude sessions), key, kind (member
-or session), role (owner, admin, member), status, online, groups. Members without a
+or session), role (owner, admin, member), status, online, groups, summary. Members without a
 connection show as offline: a message to them waits at the broker until they connect.
 
 When the broker cannot be reached the daemon shows the last roster it kept, "as of" when
@@ -54,7 +54,7 @@ it got it, with online unknown, and the command exits 4 (the list may be old).
     const answer = await askDaemon(context, 'GET', `/v1/peers${queryOf({ mesh: stringOption(args.values, 'mesh') })}`);
     const stale = answer.body.connected !== true;
     if (args.values.json === true) printJson(context, answer.body);
-    else context.stdout(formatTable(['NAME', 'KEY', 'KIND', 'ROLE', 'STATUS', 'ONLINE', 'GROUPS'], peerRows(answer.body)));
+    else context.stdout(formatTable(['NAME', 'KEY', 'KIND', 'ROLE', 'STATUS', 'ONLINE', 'GROUPS', 'SUMMARY'], peerRows(answer.body)));
     if (!stale) return EXIT_OK;
     context.stderr(`the broker of mesh ${visible(answer.body.mesh)} is unreachable: this is the roster as of ${String(answer.body.asOf)}, online unknown\n`);
     return EXIT_BROKER;

@@ -29,7 +29,7 @@ async function showStatus(context: CliContext, mesh: string | undefined, json: b
     const lines: Array<[string, string]> = [
       ['mesh', `${visible(view.mesh)} ${fresh ? '(connected)' : `(broker unreachable; as of ${String(view.asOf)})`}`],
       ['name', `${visible(view.name ?? '-')} (${view.kind})`], ['role', String(view.role ?? '-')], ['status', String(view.status ?? '-')],
-      ['summary', visible(view.summary ?? '-')], ['groups', view.groups.length > 0 ? view.groups.map(visible).join(', ') : '-'],
+      ['summary', visible(view.summary || '-')], ['groups', view.groups.length > 0 ? view.groups.map(visible).join(', ') : '-'],
     ];
     context.stdout(lines.map(([label, value]) => `${label.padEnd(8)} ${value}\n`).join(''));
   }

@@ -14,8 +14,8 @@ describe('rendering peer-supplied text and times', () => {
 
   it('turns epoch-ms time fields into ISO 8601, and leaves counts and durations alone', () => {
     const at = Date.UTC(2030, 0, 1);
-    assert.deepEqual(isoTimes({ enqueuedAt: at, since: at, asOf: at, attempts: 3, uptimeMs: at, rows: [{ doneAt: at, doneAtCount: 2 }], readAt: null }), {
-      enqueuedAt: '2030-01-01T00:00:00.000Z', since: '2030-01-01T00:00:00.000Z', asOf: '2030-01-01T00:00:00.000Z', attempts: 3, uptimeMs: at,
+    assert.deepEqual(isoTimes({ enqueuedAt: at, since: at, asOf: at, attempts: 3, uptimeMs: at, membership: { at }, rows: [{ doneAt: at, doneAtCount: 2 }], readAt: null }), {
+      enqueuedAt: '2030-01-01T00:00:00.000Z', since: '2030-01-01T00:00:00.000Z', asOf: '2030-01-01T00:00:00.000Z', attempts: 3, uptimeMs: at, membership: { at: '2030-01-01T00:00:00.000Z' },
       rows: [{ doneAt: '2030-01-01T00:00:00.000Z', doneAtCount: 2 }], readAt: null,
     });
   });
