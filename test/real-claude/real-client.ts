@@ -1,0 +1,190 @@
+// `just test-claude`: claudemesh against the real Claude Code client (pinned, installed into
+// .cache/claude-code by the recipe), offline: a real broker and Postgres, alice's and bob's
+// daemons started by the CLI as a user would, bob's Claude in a throwaway HOME wired with
+// `claudemesh install --plugin`, and a fake Messages API that plays the model. Not a
+// *.test.ts file, so `npm test` does not run it; the recipe names it.
+//
+// It shows: `claude mcp list` sees claudemesh connected; bob's presence goes working during a
+// turn and idle after it (alice's peer list); alice's message reaches the model's next request
+// as a <channel …> block and is marked surfaced; the model's send tool_use with reply_to lands
+// in alice's inbox as a reply; with the feature cache gone, the next prompt carries the one
+// unread line and no body; uninstall gives settings.json its bytes back.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { brokerEnv, startBroker } from '../helpers/broker-process.ts';
+import type { BrokerProcess } from '../helpers/broker-process.ts';
+import { runCli } from '../helpers/cli.ts';
+import type { CliRun } from '../helpers/cli.ts';
+import { createTestDatabase } from '../helpers/db.ts';
+import type { TestDatabase } from '../helpers/db.ts';
+import { waitUntil } from '../helpers/wait.ts';
+import { claudeEnv, dropFeatureCache, ORIGINAL_SETTINGS, seedClaudeHome } from './claude-home.ts';
+import { requestText, startFakeApi } from './fake-api.ts';
+import type { Answer, FakeApi, MessagesRequest } from './fake-api.ts';
+import { startSession } from './session.ts';
+import type { ClaudeSession } from './session.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const CLAUDE = process.env.CLAUDEMESH_TEST_CLAUDE ?? join(ROOT, '.cache/claude-code/node_modules/.bin/claude');
+const WAIT_MS = 60_000;
+// Searched in JSON text, where every quote is escaped.
+const CHANNEL_BLOCK = /<channel source=\\"(?:plugin:claudemesh:)?claudemesh\\"([^>]*)>/;
+
+let scratch: string;
+let database: TestDatabase;
+let broker: BrokerProcess;
+let api: FakeApi;
+let claudeHome: string;
+let project: string;
+let releaseFirstTurn: () => void = () => {};
+const firstTurnHeld = new Promise<void>((resolve) => (releaseFirstTurn = resolve));
+
+const until = <T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>) => waitUntil(what, probe, { timeoutMs: WAIT_MS, pollMs: 200 });
+
+function cli(who: 'alice' | 'bob', args: string[], extra: Record<string, string> = {}): Promise<CliRun> {
+  const env: NodeJS.ProcessEnv = { ...claudeEnv(claudeHome, api.url, {}), CLAUDEMESH_HOME: join(scratch, who), CLAUDEMESH_CLAUDE_BIN: CLAUDE, ...extra };
+  return runCli(args, env, project);
+}
+
+async function ok(run: Promise<CliRun>): Promise<CliRun> {
+  const done = await run;
+  assert.equal(done.code, 0, `${done.stdout}\n${done.stderr}`);
+  return done;
+}
+
+function lastUserText(request: MessagesRequest): string {
+  return JSON.stringify(request.messages.at(-1) ?? {});
+}
+
+/** The model's part: hold the first prompt, answer alice's channel message with the send tool. */
+async function playModel(request: MessagesRequest): Promise<Answer> {
+  const last = lastUserText(request);
+  const send = request.tools?.find((tool) => /claudemesh.*__send$/.test(tool.name));
+  if (last.includes('tool_result')) return { text: 'Sent.' };
+  if (last.includes('first prompt') && send !== undefined) {
+    await firstTurnHeld;
+    return { text: 'Hello from bob.' };
+  }
+  const channel = CHANNEL_BLOCK.exec(last);
+  if (channel !== null && /from_name=\\"alice\\"/.test(channel[1] ?? '') && send !== undefined) {
+    const messageId = /message_id=\\"([^"\\]+)\\"/.exec(channel[1] ?? '')?.[1] ?? '';
+    return { toolUse: { name: send.name, input: { to: 'alice', text: 'deploy confirmed', reply_to: messageId } } };
+  }
+  return { text: 'ok' };
+}
+
+async function peerStatus(name: string): Promise<string | undefined> {
+  const run = await cli('alice', ['peer', 'list', '--json']);
+  return (run.json.peers as Array<Record<string, any>> | undefined)?.find((peer) => peer.name === name && peer.online === true)?.status;
+}
+
+function session(sessionId: string): ClaudeSession {
+  const env = claudeEnv(claudeHome, api.url, { CLAUDEMESH_HOME: join(scratch, 'bob'), CLAUDEMESH_SESSION_NAME: 'bob-session' });
+  return startSession(CLAUDE, ['--channels', 'plugin:claudemesh@claudemesh', '--session-id', sessionId], env, project);
+}
+
+describe('claudemesh with the real Claude Code client', () => {
+  before(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'cm-real-claude-'));
+    claudeHome = join(scratch, 'claude-home');
+    project = join(scratch, 'project');
+    await mkdir(project, { recursive: true });
+    await seedClaudeHome(claudeHome, project);
+    database = await createTestDatabase('real_claude');
+    broker = await startBroker(brokerEnv({ DATABASE_URL: database.url }));
+    api = await startFakeApi(playModel);
+    await ok(cli('alice', ['new', 'team', '--broker', broker.baseUrl, '--name', 'alice']));
+    const invite = await ok(cli('alice', ['invite']));
+    await ok(cli('bob', ['join', invite.stdout.trim(), '--name', 'bob']));
+    await ok(cli('alice', ['daemon', 'up']));
+    await ok(cli('bob', ['daemon', 'up']));
+  });
+
+  after(async () => {
+    await cli('alice', ['daemon', 'down']).catch(() => undefined);
+    await cli('bob', ['daemon', 'down']).catch(() => undefined);
+    await api?.close();
+    await broker?.stop();
+    await database?.drop();
+    // CLAUDEMESH_KEEP_SCRATCH=1 keeps the homes, the daemon logs and every model request.
+    if (process.env.CLAUDEMESH_KEEP_SCRATCH === '1') await writeFile(join(scratch, 'api-requests.json'), JSON.stringify(api?.requests ?? [], null, 2));
+    else await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('install --plugin: claude mcp list shows claudemesh connected', async () => {
+    const installed = await ok(cli('bob', ['install', '--plugin']));
+    assert.match(installed.stdout, /plugin claudemesh@claudemesh: installed/);
+    const list = runClaudeMcpList();
+    assert.match(list, /claudemesh.*Connected/, list);
+  });
+
+  it('presence follows the turn; a channel message reaches the model, is surfaced, and is answered with reply_to', async () => {
+    const bob = session(randomUUID());
+    try {
+      bob.prompt('first prompt');
+      assert.equal(await until('alice sees bob-session working', async () => (await peerStatus('bob-session')) === 'working'), true);
+      releaseFirstTurn();
+      await until('the first turn ends', () => bob.results().length >= 1);
+      await until('alice sees bob-session idle', async () => (await peerStatus('bob-session')) === 'idle');
+
+      const sent = await ok(cli('alice', ['send', 'bob-session', 'please confirm the deploy', '--json']));
+      const clientMessageId = String(sent.json.clientMessageId);
+      const reached = await until('the channel block in a model request', () => api.requests.find((request) => CHANNEL_BLOCK.test(lastUserText(request)) && lastUserText(request).includes('please confirm the deploy')));
+      const attributes = CHANNEL_BLOCK.exec(lastUserText(reached))?.[1] ?? '';
+      assert.match(attributes, /from_name=\\"alice\\"/);
+      const messageId = /message_id=\\"([^"\\]+)\\"/.exec(attributes)?.[1] ?? '';
+      assert.notEqual(messageId, '');
+      const bobInbox = await ok(cli('bob', ['inbox', '--json', '--peek']));
+      const row = (bobInbox.json.items as Array<Record<string, any>>).find((item) => item.body === 'please confirm the deploy');
+      assert.ok(typeof row?.surfacedAt === 'number', `bob's inbox marks it surfaced: ${JSON.stringify(row)}`);
+      const status = await ok(cli('alice', ['msg', 'status', clientMessageId, '--json']));
+      assert.match(JSON.stringify(status.json.broker?.recipients), /"state":"(surfaced|read)"/);
+
+      const reply = await until('the reply in alice’s inbox', async () => {
+        const inbox = await cli('alice', ['inbox', '--json', '--peek']);
+        return (inbox.json.items as Array<Record<string, any>> | undefined)?.find((item) => item.body === 'deploy confirmed');
+      });
+      assert.equal(reply.replyTo, messageId);
+      assert.equal(reply.senderName, 'bob-session');
+    } finally {
+      await bob.end();
+    }
+  });
+
+  it('with the feature cache absent, the next prompt gets the one-line unread notice and no body', async () => {
+    await dropFeatureCache(claudeHome);
+    await ok(cli('alice', ['send', 'bob', 'SECRET-FOUR the body must not reach the prompt']));
+    await until('bob has it', async () => JSON.stringify((await cli('bob', ['inbox', '--json', '--peek'])).json).includes('SECRET-FOUR'));
+    const before = api.requests.length;
+    const bob = session(randomUUID());
+    try {
+      bob.prompt('second prompt');
+      await until('the second turn ends', () => bob.results().length >= 1);
+    } finally {
+      await bob.end();
+    }
+    const later = api.requests.slice(before).filter((request) => requestText(request).includes('second prompt'));
+    assert.ok(later.length > 0);
+    const noticed = later.find((request) => /1 unread claudemesh message \(alice\)/.test(requestText(request)));
+    assert.ok(noticed !== undefined, 'the UserPromptSubmit hook told the model');
+    for (const request of later) assert.doesNotMatch(requestText(request), /SECRET-FOUR/);
+  });
+
+  it('uninstall restores settings.json byte for byte', async () => {
+    const out = await ok(cli('bob', ['uninstall']));
+    assert.match(out.stdout, /restored byte for byte/, out.stdout);
+    assert.equal(await readFile(join(claudeHome, '.claude', 'settings.json'), 'utf8'), ORIGINAL_SETTINGS);
+  });
+});
+
+function runClaudeMcpList(): string {
+  const env = claudeEnv(claudeHome, api.url, { CLAUDEMESH_HOME: join(scratch, 'bob') });
+  const result = spawnSync(CLAUDE, ['mcp', 'list'], { cwd: project, env, encoding: 'utf8', timeout: WAIT_MS });
+  return `${result.stdout}${result.stderr}`;
+}
