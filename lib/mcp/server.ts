@@ -13,6 +13,7 @@
 //   otherwise messages stay unsurfaced, and the UserPromptSubmit hook says they wait.
 
 import type { Readable, Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { channelBlockers } from '../claude/channels.ts';
 import { VERSION } from '../version.ts';
 import { Channel, DEFAULT_CHANNEL_TIMINGS } from './channel.ts';
@@ -23,6 +24,8 @@ import type { Id, Incoming } from './rpc.ts';
 import { callTool, TOOLS } from './tools.ts';
 
 const PUSH_ENV = 'CLAUDEMESH_CHANNEL_PUSH';
+// After the input ends, answers still being worked out get this long to be written.
+const DRAIN_MS = 15_000;
 const SUPPORTED_VERSIONS = ['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25'];
 const FALLBACK_VERSION = '2025-06-18';
 
@@ -68,12 +71,17 @@ export class McpServer {
     this.#channel = new Channel(this.#session, this.#writer, { ...DEFAULT_CHANNEL_TIMINGS, ...options.timings }, this.#log);
   }
 
-  /** Serve until the input ends; resolves then (the caller exits). */
+  /** Serve until the input ends and the requests in flight are answered (at most DRAIN_MS more). */
   run(): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
     return new Promise((resolve) => {
-      readLines(this.#input, (line) => void this.#onLine(line).catch((error: unknown) => this.#log(`unexpected: ${String(error)}`)), () => {
+      readLines(this.#input, (line) => {
+        const handled = this.#onLine(line).catch((error: unknown) => this.#log(`unexpected: ${String(error)}`));
+        inFlight.add(handled);
+        void handled.finally(() => inFlight.delete(handled));
+      }, () => {
         this.#channel.close();
-        resolve();
+        void Promise.race([Promise.allSettled([...inFlight]), sleep(DRAIN_MS)]).then(() => resolve());
       });
     });
   }

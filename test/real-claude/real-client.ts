@@ -89,33 +89,37 @@ function session(sessionId: string): ClaudeSession {
   return startSession(CLAUDE, ['--channels', 'plugin:claudemesh@claudemesh', '--session-id', sessionId], env, project);
 }
 
-describe('claudemesh with the real Claude Code client', () => {
-  before(async () => {
-    scratch = await mkdtemp(join(tmpdir(), 'cm-real-claude-'));
-    claudeHome = join(scratch, 'claude-home');
-    project = join(scratch, 'project');
-    await mkdir(project, { recursive: true });
-    await seedClaudeHome(claudeHome, project);
-    database = await createTestDatabase('real_claude');
-    broker = await startBroker(brokerEnv({ DATABASE_URL: database.url }));
-    api = await startFakeApi(playModel);
-    await ok(cli('alice', ['new', 'team', '--broker', broker.baseUrl, '--name', 'alice']));
-    const invite = await ok(cli('alice', ['invite']));
-    await ok(cli('bob', ['join', invite.stdout.trim(), '--name', 'bob']));
-    await ok(cli('alice', ['daemon', 'up']));
-    await ok(cli('bob', ['daemon', 'up']));
-  });
+/** Postgres, the broker, the fake API, bob's Claude HOME; alice's mesh with bob in it; both daemons up. */
+async function setUp(): Promise<void> {
+  scratch = await mkdtemp(join(tmpdir(), 'cm-real-claude-'));
+  claudeHome = join(scratch, 'claude-home');
+  project = join(scratch, 'project');
+  await mkdir(project, { recursive: true });
+  await seedClaudeHome(claudeHome, project);
+  database = await createTestDatabase('real_claude');
+  broker = await startBroker(brokerEnv({ DATABASE_URL: database.url }));
+  api = await startFakeApi(playModel);
+  await ok(cli('alice', ['new', 'team', '--broker', broker.baseUrl, '--name', 'alice']));
+  const invite = await ok(cli('alice', ['invite']));
+  await ok(cli('bob', ['join', invite.stdout.trim(), '--name', 'bob']));
+  await ok(cli('alice', ['daemon', 'up']));
+  await ok(cli('bob', ['daemon', 'up']));
+}
 
-  after(async () => {
-    await cli('alice', ['daemon', 'down']).catch(() => undefined);
-    await cli('bob', ['daemon', 'down']).catch(() => undefined);
-    await api?.close();
-    await broker?.stop();
-    await database?.drop();
-    // CLAUDEMESH_KEEP_SCRATCH=1 keeps the homes, the daemon logs and every model request.
-    if (process.env.CLAUDEMESH_KEEP_SCRATCH === '1') await writeFile(join(scratch, 'api-requests.json'), JSON.stringify(api?.requests ?? [], null, 2));
-    else await rm(scratch, { recursive: true, force: true });
-  });
+async function tearDown(): Promise<void> {
+  await cli('alice', ['daemon', 'down']).catch(() => undefined);
+  await cli('bob', ['daemon', 'down']).catch(() => undefined);
+  await api?.close();
+  await broker?.stop();
+  await database?.drop();
+  // CLAUDEMESH_KEEP_SCRATCH=1 keeps the homes, the daemon logs and every model request.
+  if (process.env.CLAUDEMESH_KEEP_SCRATCH === '1') await writeFile(join(scratch, 'api-requests.json'), JSON.stringify(api?.requests ?? [], null, 2));
+  else await rm(scratch, { recursive: true, force: true });
+}
+
+describe('claudemesh with the real Claude Code client', () => {
+  before(setUp);
+  after(tearDown);
 
   it('install --plugin: claude mcp list shows claudemesh connected', async () => {
     const installed = await ok(cli('bob', ['install', '--plugin']));
