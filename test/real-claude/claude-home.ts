@@ -38,6 +38,13 @@ export async function dropFeatureCache(home: string): Promise<void> {
   await writeFile(path, JSON.stringify(state, null, 2));
 }
 
+/** Put the cached feature flags back. */
+export async function restoreFeatureCache(home: string): Promise<void> {
+  const path = join(home, '.claude.json');
+  const state = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  await writeFile(path, JSON.stringify({ ...state, cachedGrowthBookFeatures: CHANNEL_FLAGS }, null, 2));
+}
+
 /** The environment for the claude process: this HOME, the fake API, nothing of the caller's Claude. */
 export function claudeEnv(home: string, apiUrl: string, extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};

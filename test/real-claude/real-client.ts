@@ -8,12 +8,13 @@
 // turn and idle after it (alice's peer list); alice's message reaches the model's next request
 // as a <channel …> block and is marked surfaced; the model's send tool_use with reply_to lands
 // in alice's inbox as a reply; with the feature cache gone, the next prompt carries the one
-// unread line and no body; uninstall gives settings.json its bytes back.
+// unread line and no body; uninstall gives settings.json its bytes back; and `claudemesh
+// launch` in a tmux terminal (the development flag, its dialog accepted) gets a message through.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -24,7 +25,8 @@ import type { CliRun } from '../helpers/cli.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import type { TestDatabase } from '../helpers/db.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { claudeEnv, dropFeatureCache, ORIGINAL_SETTINGS, seedClaudeHome } from './claude-home.ts';
+import { claudeEnv, dropFeatureCache, ORIGINAL_SETTINGS, restoreFeatureCache, seedClaudeHome } from './claude-home.ts';
+import { openTerminal } from './tmux.ts';
 import { requestText, startFakeApi } from './fake-api.ts';
 import type { Answer, FakeApi, MessagesRequest } from './fake-api.ts';
 import { startSession } from './session.ts';
@@ -67,7 +69,8 @@ async function playModel(request: MessagesRequest): Promise<Answer> {
   const last = lastUserText(request);
   const send = request.tools?.find((tool) => /claudemesh.*__send$/.test(tool.name));
   if (last.includes('tool_result')) return { text: 'Sent.' };
-  if (last.includes('first prompt') && send !== undefined) {
+  // Held whatever the tools: the first request may go out before the MCP server's are listed.
+  if (last.includes('first prompt')) {
     await firstTurnHeld;
     return { text: 'Hello from bob.' };
   }
@@ -185,7 +188,42 @@ describe('claudemesh with the real Claude Code client', () => {
     assert.match(out.stdout, /restored byte for byte/, out.stdout);
     assert.equal(await readFile(join(claudeHome, '.claude', 'settings.json'), 'utf8'), ORIGINAL_SETTINGS);
   });
+  it('claudemesh launch in a terminal: after the channel dialog, a message reaches the model; /exit ends the session', async () => {
+    await restoreFeatureCache(claudeHome);
+    const installed = await ok(cli('bob', ['install']));
+    assert.match(installed.stdout, /claude mcp add-json/);
+    const terminal = openTerminal('claudemesh-test-launch', await launchScript());
+    try {
+      await until('the development-channel dialog', () => terminal.screen().includes('Loading development channels'));
+      terminal.type('Enter');
+      await until('the channel is loaded', () => terminal.screen().includes('messages from server:claudemesh'));
+      await ok(cli('alice', ['send', 'bob-launch', 'hello through launch']));
+      // Interactive requests end with a system entry: the block is searched in the whole request.
+      const reached = await until('the message in a model request', () => api.requests.find((request) => requestText(request).includes('hello through launch')));
+      assert.match(requestText(reached), /<channel source=\\"claudemesh\\" from_name=\\"alice\\"/);
+      terminal.type('/exit', 'Enter');
+      await until('claude and launch exit', () => !terminal.alive());
+      const sessions = await ok(cli('bob', ['daemon', 'status', '--json']));
+      assert.doesNotMatch(JSON.stringify(sessions.json), /bob-launch/, 'launch unregistered the session');
+    } finally {
+      if (terminal.alive()) terminal.kill();
+    }
+    const out = await ok(cli('bob', ['uninstall']));
+    assert.match(out.stdout, /restored byte for byte/, out.stdout);
+    assert.equal(await readFile(join(claudeHome, '.claude', 'settings.json'), 'utf8'), ORIGINAL_SETTINGS);
+  });
 });
+
+/** A shell script that runs `claudemesh launch` as bob, in the project, with the test's environment. */
+async function launchScript(): Promise<string> {
+  const env = claudeEnv(claudeHome, api.url, { CLAUDEMESH_HOME: join(scratch, 'bob'), CLAUDEMESH_CLAUDE_BIN: CLAUDE });
+  const quoted = (value: string) => `'${value.replaceAll("'", "'\\''")}'`;
+  const exports = Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && /^[A-Za-z_][A-Za-z0-9_]*$/.test(entry[0]));
+  const path = join(scratch, 'launch.sh');
+  await writeFile(path, `#!/bin/sh\n${exports.map(([key, value]) => `export ${key}=${quoted(value)}`).join('\n')}\ncd ${quoted(project)}\nexec ${quoted(process.execPath)} ${quoted(join(ROOT, 'cli.ts'))} launch --name bob-launch\n`);
+  await chmod(path, 0o755);
+  return path;
+}
 
 function runClaudeMcpList(): string {
   const env = claudeEnv(claudeHome, api.url, { CLAUDEMESH_HOME: join(scratch, 'bob') });
