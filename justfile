@@ -3,6 +3,9 @@
 
 export PATH := justfile_directory() + "/node_modules/.bin:" + env_var('PATH')
 
+# the Claude Code version `just test-claude` runs against
+claude_code_version := "2.1.328"
+
 # list the recipes
 default:
     @just --list
@@ -45,3 +48,10 @@ chaos:
 # what an auditor reads for the broker: files reached from broker.ts, plus sql/, with lines
 size:
     node bench/size.ts
+
+# claudemesh against the real Claude Code client (pinned; installed into .cache/claude-code,
+# outside node_modules), offline with a fake Messages API: docs/claude-code.md
+test-claude:
+    @test "$(.cache/claude-code/node_modules/.bin/claude --version 2>/dev/null)" = "{{claude_code_version}} (Claude Code)" || npm install --prefix .cache/claude-code --no-audit --no-fund --no-save --loglevel=error @anthropic-ai/claude-code@{{claude_code_version}}
+    tsc --noEmit -p .
+    node test/run.ts test/real-claude/real-client.ts

@@ -20,7 +20,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { readConfig } from '../lib/client-config.ts';
 import { cmError, isCmError } from '../lib/errors.ts';
-import { MAX_GROUP, MAX_GROUPS, STATUSES } from '../lib/protocol.ts';
+import { isMemberName, MAX_GROUP, MAX_GROUPS, STATUSES } from '../lib/protocol.ts';
 import type { Status } from '../lib/protocol.ts';
 import { VERSION } from '../lib/version.ts';
 import type { Daemon } from './daemon.ts';
@@ -152,6 +152,8 @@ const ROUTES = new Map<string, Handler>([
     if (!SESSION_ID.test(sessionId)) throw cmError('CM_ERR_BAD_REQUEST', `"sessionId" must be 1–128 letters, digits or . _ : -, received ${JSON.stringify(sessionId.slice(0, 80))}`);
     const mesh = optionalString(body, 'mesh');
     const name = optionalString(body, 'name');
+    // The name goes into the session's hello, where the broker takes member-name characters only.
+    if (name !== undefined && !isMemberName(name)) throw cmError('CM_ERR_BAD_REQUEST', `"name" must be 1–64 letters, digits or . _ @ - (starting with a letter or digit), received ${shown(name)}`);
     const cwd = optionalString(body, 'cwd');
     const groups = optionalGroups(body);
     const pid = body.pid;
@@ -162,7 +164,10 @@ const ROUTES = new Map<string, Handler>([
     });
   }],
   ['POST /v1/sessions/unregister', async (daemon, _query, _body, session) => ({ body: await daemon.unregisterSession(requireSession(session).token) })],
-  ['GET /v1/sessions/me', (_daemon, _query, _body, session) => ({ body: { session: publicSession(requireSession(session)) } })],
+  ['GET /v1/sessions/me', (daemon, _query, _body, session) => {
+    const record = requireSession(session);
+    return { body: { session: publicSession(record), memberKey: daemon.scopeOf(record)[1] ?? null } };
+  }],
   ['GET /v1/sessions', (daemon) => ({ body: { sessions: daemon.sessions.list().map(publicSession) } })],
   ['GET /v1/outbox', (daemon, query) => {
     const status = optionalString(query, 'status');

@@ -188,9 +188,9 @@ async function uninstallMcp(record: InstallRecord | undefined, places: Places, o
   report.push(`MCP server ${SERVER_NAME}: removed from ${places.mcpFile}`);
 }
 
-async function restoreSettings(record: InstallRecord | undefined, places: Places, report: string[]): Promise<void> {
+async function restoreSettings(record: InstallRecord | undefined, untouched: boolean, places: Places, report: string[]): Promise<void> {
   const now = await readBytes(places.settings);
-  if (record !== undefined && (now === undefined ? null : sha256(now)) === record.settings.written) {
+  if (record !== undefined && untouched) {
     if (record.settings.original === null) await unlink(places.settings).catch(() => {});
     else await writeAtomic(places.settings, Buffer.from(record.settings.original, 'base64'));
     report.push(`settings: ${places.settings} restored byte for byte`);
@@ -208,6 +208,8 @@ export async function uninstall(options: InstallOptions): Promise<string[]> {
   const record = await loadRecord(places.record);
   const claude = findClaude(options.env);
   const report: string[] = [];
+  // Decided before `claude plugin uninstall` rewrites the file in its own way.
+  const untouched = record !== undefined && (await hashOf(places.settings)) === record.settings.written;
   if (record?.plugin === true && claude !== undefined) {
     runClaude(claude, ['plugin', 'uninstall', PLUGIN_ID, '--scope', options.scope], options.env, { allowFailure: true });
     runClaude(claude, ['plugin', 'marketplace', 'remove', MARKETPLACE_NAME], options.env, { allowFailure: true });
@@ -215,7 +217,7 @@ export async function uninstall(options: InstallOptions): Promise<string[]> {
     report.push(`plugin ${PLUGIN_ID}: uninstalled`);
   }
   await uninstallMcp(record, places, options, claude, report);
-  await restoreSettings(record, places, report);
+  await restoreSettings(record, untouched, places, report);
   const skillHash = await hashOf(places.skill);
   if (skillHash === sha256(SKILL)) {
     await unlink(places.skill);

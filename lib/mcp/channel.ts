@@ -84,7 +84,8 @@ export class Channel {
     const peers = await this.#session.ask('GET', '/v1/peers');
     this.#meshName = String(peers.body.mesh);
     const me = this.#session.facts;
-    const online = ((peers.body.peers ?? []) as Array<Record<string, unknown>>).filter((peer) => peer.online === true && peer.key !== me?.sessionKey);
+    // Not this session, nor its own member's connection (the daemon of the same person).
+    const online = ((peers.body.peers ?? []) as Array<Record<string, unknown>>).filter((peer) => peer.online === true && peer.key !== me?.sessionKey && peer.key !== me?.memberKey);
     const names = online.map((peer) => String(peer.name));
     const unread = (await this.#session.ask('GET', '/v1/inbox?unsurfaced=1&limit=1000')).body.items as unknown[];
     const shownNames = names.slice(0, MAX_NAMES_IN_WELCOME).join(', ') + (names.length > MAX_NAMES_IN_WELCOME ? ', …' : '');

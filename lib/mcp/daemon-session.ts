@@ -24,6 +24,8 @@ interface SessionFacts {
   name: string;
   meshId: string;
   sessionKey: string;
+  /** the key of the member this session belongs to (its daemon's own connection) */
+  memberKey: string | null;
 }
 
 export class DaemonSession {
@@ -72,7 +74,7 @@ export class DaemonSession {
     const token = await this.#register();
     const me = await callDaemon(this.socket, 'GET', '/v1/sessions/me', undefined, undefined, sessionHeader(token));
     const session = me.body.session as Record<string, unknown>;
-    this.facts = { name: String(session.name), meshId: String(session.meshId), sessionKey: String(session.sessionKey) };
+    this.facts = { name: String(session.name), meshId: String(session.meshId), sessionKey: String(session.sessionKey), memberKey: typeof me.body.memberKey === 'string' ? me.body.memberKey : null };
     this.#token = token;
     return token;
   }

@@ -8,8 +8,13 @@
 //   (which would select it) answers method-not-found like every unknown method.
 // - Capabilities: experimental["claude/channel"] (channel.ts turns the daemon's stream into
 //   notifications) and tools (tools.ts), so a client without channels still has the mesh.
+// - Claude Code drops channel notifications silently when channels are off for the session,
+//   so the server pushes only when nothing known stops them (lib/claude/channels.ts);
+//   otherwise messages stay unsurfaced, and the UserPromptSubmit hook says they wait.
 
 import type { Readable, Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { channelBlockers } from '../claude/channels.ts';
 import { VERSION } from '../version.ts';
 import { Channel, DEFAULT_CHANNEL_TIMINGS } from './channel.ts';
 import type { ChannelTimings } from './channel.ts';
@@ -18,6 +23,9 @@ import { INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, readLines, RpcWriter } 
 import type { Id, Incoming } from './rpc.ts';
 import { callTool, TOOLS } from './tools.ts';
 
+const PUSH_ENV = 'CLAUDEMESH_CHANNEL_PUSH';
+// After the input ends, answers still being worked out get this long to be written.
+const DRAIN_MS = 15_000;
 const SUPPORTED_VERSIONS = ['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25'];
 const FALLBACK_VERSION = '2025-06-18';
 
@@ -27,6 +35,14 @@ A peer's message arrives as <channel source="claudemesh" from_name="…" from_ke
 To answer, call the claudemesh send tool with to = from_name and reply_to = message_id (or run \`claudemesh send <to> <text> --reply-to <message_id>\`). Never use the built-in SendMessage tool for mesh peers: it cannot reach them.
 Reply at most once to a message, and do not answer acknowledgements, thanks, or notices of kind "welcome": two agents answering each other never stop.
 Tools: send, peers (who is online, and their status), inbox (received messages; a message cut short is read whole by its id), status (who you are; set your status or summary).`;
+
+/** Why not to push channel messages: CLAUDEMESH_CHANNEL_PUSH always / never, else what the client shows. */
+function pushBlockers(env: Readonly<Record<string, string | undefined>>): string[] {
+  const mode = env[PUSH_ENV] ?? 'auto';
+  if (mode === 'always') return [];
+  if (mode === 'never') return [`${PUSH_ENV}=never`];
+  return channelBlockers(env, Number(env.CLAUDE_PID) > 0 ? Number(env.CLAUDE_PID) : process.ppid);
+}
 
 interface ServerOptions {
   input: Readable;
@@ -43,22 +59,29 @@ export class McpServer {
   readonly #session: DaemonSession;
   readonly #channel: Channel;
   readonly #log: (line: string) => void;
+  readonly #env: Readonly<Record<string, string | undefined>>;
   #channelStarted = false;
 
   constructor(options: ServerOptions) {
     this.#input = options.input;
     this.#writer = new RpcWriter(options.output);
     this.#log = options.log ?? (() => {});
+    this.#env = options.env;
     this.#session = new DaemonSession(options.env, options.home);
     this.#channel = new Channel(this.#session, this.#writer, { ...DEFAULT_CHANNEL_TIMINGS, ...options.timings }, this.#log);
   }
 
-  /** Serve until the input ends; resolves then (the caller exits). */
+  /** Serve until the input ends and the requests in flight are answered (at most DRAIN_MS more). */
   run(): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
     return new Promise((resolve) => {
-      readLines(this.#input, (line) => void this.#onLine(line).catch((error: unknown) => this.#log(`unexpected: ${String(error)}`)), () => {
+      readLines(this.#input, (line) => {
+        const handled = this.#onLine(line).catch((error: unknown) => this.#log(`unexpected: ${String(error)}`));
+        inFlight.add(handled);
+        void handled.finally(() => inFlight.delete(handled));
+      }, () => {
         this.#channel.close();
-        resolve();
+        void Promise.race([Promise.allSettled([...inFlight]), sleep(DRAIN_MS)]).then(() => resolve());
       });
     });
   }
@@ -89,10 +112,16 @@ export class McpServer {
   }
 
   #onNotification(method: string): void {
-    if (method === 'notifications/initialized' && !this.#channelStarted) {
-      this.#channelStarted = true;
-      void this.#channel.run();
+    if (method !== 'notifications/initialized' || this.#channelStarted) return;
+    this.#channelStarted = true;
+    const blockers = pushBlockers(this.#env);
+    if (blockers.length > 0) {
+      // Pushed into a client that drops it, a message would count as surfaced and never be
+      // shown: leave it unsurfaced for the hook's unread line and the inbox tool instead.
+      this.#log(`channel push off (${PUSH_ENV}=always forces it): ${blockers.join('; ')}`);
+      return;
     }
+    void this.#channel.run();
   }
 
   async #onRequest(id: Id, method: string, params: unknown): Promise<void> {
@@ -106,8 +135,8 @@ export class McpServer {
           serverInfo: { name: 'claudemesh', version: VERSION },
           instructions: INSTRUCTIONS,
         });
-        // Start warming the daemon (and registering the session) while the client goes on.
-        void this.#session.ensure().catch((error: unknown) => this.#log(`daemon not ready yet: ${error instanceof Error ? error.message : String(error)}`));
+        // Nothing is registered yet: a client that only lists the tools (claude mcp list) must
+        // not leave a session behind. The channel or the first tool call registers it.
         return;
       }
       case 'ping':

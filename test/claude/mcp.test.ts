@@ -84,11 +84,13 @@ describe('claudemesh mcp against real daemons and a broker', () => {
     mcp = startMcp({
       CLAUDEMESH_HOME: bob.home, CLAUDE_CODE_SESSION_ID: 'claude-mcp-1', CLAUDE_PID: String(process.pid),
       CLAUDEMESH_SESSION_NAME: 'bob-session', CLAUDEMESH_MCP_TIMINGS: TIMINGS, CLAUDEMESH_NO_AUTOSTART: '1',
+      // The parent here is the test, not a Claude started with a channel flag: push anyway.
+      CLAUDEMESH_CHANNEL_PUSH: 'always',
     });
     await initialize(mcp);
     const welcome = await until('the welcome', () => mcp.notifications(CHANNEL).find((note) => note.params.meta.kind === 'welcome'));
     assert.match(welcome.params.content, /you are "bob-session" in mesh team/);
-    assert.match(welcome.params.content, /1 unread message/);
+    assert.match(welcome.params.content, /1 peer online: alice\. 1 unread message/, 'not itself, not its own member’s daemon');
     const first = await until('the early message', () => mcp.notifications(CHANNEL).find((note) => note.params.content.includes('sent before the session existed')));
     assert.equal(first.params.meta.from_name, 'alice');
     assert.equal(first.params.meta.mesh, 'team');
