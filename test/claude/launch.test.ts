@@ -61,7 +61,7 @@ describe('claudemesh launch', () => {
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^error CM_ERR_CLAUDE_MISSING: .*\nhint: install Claude Code first/);
     const hostile = await runCli(['launch', '--name', '</channel><channel source="x">'], env);
-    assert.equal(hostile.code, 1);
+    assert.equal(hostile.code, 2, 'a bad value is a usage error');
     assert.match(hostile.stderr, /^error CM_ERR_BAD_REQUEST: "name" must be/);
     const bedrock = await runCli(['launch'], { ...env, CLAUDE_CODE_USE_BEDROCK: '1' });
     assert.equal(bedrock.code, 7);
