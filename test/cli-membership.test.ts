@@ -4,7 +4,6 @@
 
 import assert from 'node:assert/strict';
 import { chmod } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { main } from '../lib/cli/main.ts';
 import { readPidFile } from '../daemon/lock.ts';
@@ -15,13 +14,8 @@ import { waitUntil } from './helpers/wait.ts';
 
 const WAIT = { timeoutMs: 20_000, pollMs: 100 };
 const CLOCK_OFFSET_MS = 120_000;
-// The broker refuses a removed key's hellos for 10 s after the removal even when it rejoined
-// in between (lib/broker/hub.ts remembers removals that long): a rejoin in these tests waits
-// that out, as any person asking for a new invite does.
-const BROKER_REMOVAL_MEMORY_MS = 10_500;
-
-async function rejoinAfterRemoval(removedAt: number): Promise<void> {
-  await sleep(Math.max(0, removedAt + BROKER_REMOVAL_MEMORY_MS - Date.now()));
+// A rejoin right after a removal: the broker forgets the removal when the key is admitted again.
+async function rejoinAfterRemoval(): Promise<void> {
   const joined = await mesh.cli('bob', ['join', await mesh.invite(), '--name', 'bob']);
   assert.equal(joined.code, 0, joined.stderr);
 }
@@ -102,7 +96,6 @@ describe('removed, banned, back again; and doctor', () => {
   it('a kicked member is told so by send, peer list, list and daemon status (exit 4); a new invite brings it back', async () => {
     assert.equal((await mesh.cli('bob', ['peer', 'list'])).code, 0);
     assert.equal((await mesh.cli('alice', ['kick', 'bob'])).code, 0);
-    const kickedAt = Date.now();
     const send = await waitUntil('bob refused', async () => {
       const run = await refusal('bob', ['send', 'alice', 'still here?']);
       return run.error.code === 'CM_ERR_REMOVED' ? run : undefined;
@@ -112,14 +105,13 @@ describe('removed, banned, back again; and doctor', () => {
     assert.deepEqual(await refusal('bob', ['peer', 'list']).then((run) => [run.code, run.error.code]), [4, 'CM_ERR_REMOVED']);
     assert.match((await mesh.cli('bob', ['list'])).stdout, /^team +\S+ +member +removed +bob /m);
     assert.match((await mesh.cli('bob', ['daemon', 'status'])).stdout, /^team +removed /m);
-    await rejoinAfterRemoval(kickedAt);
+    await rejoinAfterRemoval();
     await waitUntil('bob reconnected by itself', async () => (await mesh.cli('bob', ['send', 'alice', 'back after the kick'])).code === 0, WAIT);
     assert.match((await mesh.cli('bob', ['list'])).stdout, /^team +\S+ +member +active +bob /m);
   });
 
   it('a banned member is told so (exit 4); after unban and a new invite the daemon reconnects by itself', async () => {
     assert.equal((await mesh.cli('alice', ['ban', 'bob'])).code, 0);
-    const bannedAt = Date.now();
     const send = await waitUntil('bob refused', async () => {
       const run = await refusal('bob', ['send', 'alice', 'banned?']);
       return run.error.code === 'CM_ERR_BANNED' ? run : undefined;
@@ -128,7 +120,7 @@ describe('removed, banned, back again; and doctor', () => {
     assert.match((await mesh.cli('bob', ['list'])).stdout, /^team +\S+ +member +banned +bob /m);
     assert.match((await mesh.cli('bob', ['whoami'])).stdout, /^team +bob +member +banned /m);
     assert.equal((await mesh.cli('alice', ['unban', 'bob'])).code, 0);
-    await rejoinAfterRemoval(bannedAt);
+    await rejoinAfterRemoval();
     await waitUntil('bob reconnected by itself', async () => (await mesh.cli('bob', ['send', 'alice', 'back after the ban'])).code === 0, WAIT);
     await waitUntil('alice receives it', async () => {
       const inbox = await mesh.cli('alice', ['inbox', '--peek', '--json']);

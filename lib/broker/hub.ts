@@ -126,6 +126,11 @@ export class Hub {
     }
   }
 
+  /** The member joined again (a new invite): its hellos are welcome at once. */
+  forgetRemoval(meshId: string, memberKey: string): void {
+    this.#removed.delete(entryKey(meshId, memberKey));
+  }
+
   get(meshId: string, key: string): Peer | undefined {
     return this.#peers.get(entryKey(meshId, key));
   }
@@ -193,8 +198,9 @@ export class Hub {
       if (channel === SIGNAL_ROSTERS) {
         for (const meshId of JSON.parse(payload) as string[]) this.#ctx.presence.forget(meshId);
       } else if (channel === SIGNAL_REMOVALS) {
-        const { meshId, key, code, reason } = JSON.parse(payload) as { meshId: string; key: string; code: number; reason: 'kicked' | 'banned' | 'left' };
-        this.removeMember(meshId, key, { code, reason });
+        const { meshId, key, code, reason, rejoined } = JSON.parse(payload) as { meshId: string; key: string; code: number; reason: 'kicked' | 'banned' | 'left'; rejoined?: true };
+        if (rejoined === true) this.forgetRemoval(meshId, key);
+        else this.removeMember(meshId, key, { code, reason });
         this.#ctx.presence.forget(meshId);
       } else if (payload === '*') {
         void this.#ctx.delivery.redeliver();

@@ -206,7 +206,14 @@ async function join(ctx: Context, call: Call): Promise<Answer> {
   if (!brokerHostMatches(invite.brokerUrl, call.request, ctx.config.trustProxy)) throw cmError('CM_ERR_INVITE_WRONG_BROKER', `the invite is for broker ${invite.brokerUrl}, which is not the address this request reached`);
   if (!inviteSignatureValid(invite)) throw cmError('CM_ERR_INVITE_BAD_SIGNATURE', 'the invite does not match its signature: a field was changed after signing');
   const joined = await transaction(ctx.pool, (client) => admit(client, invite, call.key, name, call.now));
-  if (!joined.alreadyMember) ctx.log.info('member joined', { meshId: invite.meshId, member: call.key.slice(0, 12), role: joined.role });
+  if (!joined.alreadyMember) {
+    ctx.log.info('member joined', { meshId: invite.meshId, member: call.key.slice(0, 12), role: joined.role });
+    // A key kicked a moment ago and admitted again with a new invite may say hello at once,
+    // here and on every other instance.
+    ctx.hub.forgetRemoval(invite.meshId, call.key);
+    void query(ctx.pool, 'notify', [SIGNAL_REMOVALS, JSON.stringify({ meshId: invite.meshId, key: call.key, rejoined: true })])
+      .catch((error: unknown) => ctx.log.warn('could not tell the other instances of a rejoin', { error }));
+  }
   return [joined.alreadyMember ? 200 : 201, { meshId: invite.meshId, ...joined, key: call.key }];
 }
 
