@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -73,6 +73,22 @@ describe('node broker.ts without DATABASE_URL', () => {
     dataDir = await mkdtemp(join(tmpdir(), 'cm-broker-embedded-'));
   });
   after(() => rm(dataDir, { recursive: true, force: true }));
+
+  // Only root hands the cluster to the `postgres` user; as a plain user there is nothing to check.
+  it('as root under a directory others cannot enter, stops with one line naming it, no uncaught exception', { skip: process.getuid?.() === 0 ? false : 'runs as root only' }, async () => {
+    const locked = await mkdtemp(join(tmpdir(), 'cm-locked-'));
+    await chmod(locked, 0o700);
+    try {
+      const result = await runBroker(brokerEnv({ BROKER_DATA_DIR: join(locked, 'data'), EMBEDDED_PG_PORT: String(await freePort()), DATABASE_URL: '' }));
+      assert.equal(result.code, 1);
+      const failed = result.logs.find((line) => line.msg === 'start failed');
+      assert.equal(failed?.code, 'CM_ERR_EMBEDDED_PG_START');
+      assert.match(String(failed?.error), new RegExp(`cannot enter ${locked}`));
+      assert.equal(result.logs.filter((line) => line.msg === 'uncaught exception').length, 0);
+    } finally {
+      await rm(locked, { recursive: true, force: true });
+    }
+  });
 
   it('runs on an embedded Postgres kept under BROKER_DATA_DIR, stops it on exit, and keeps the data', async () => {
     const env = brokerEnv({ BROKER_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(await freePort()) });
