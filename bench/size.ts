@@ -5,6 +5,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
 const ROOT = resolve(new URL('../', import.meta.url).pathname);
+// Piped into head: a reader that went away ends the listing quietly.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => process.exit(error.code === 'EPIPE' ? 0 : 1));
 const IMPORT = /(?:from|import)\s*\(?\s*'(\.[^']+\.ts)'/g;
 
 const seen = new Set<string>();
