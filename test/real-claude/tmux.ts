@@ -12,7 +12,7 @@ function tmux(...args: string[]): string {
   return result.stdout ?? '';
 }
 
-export interface Terminal {
+interface Terminal {
   screen(): string;
   type(...keys: string[]): void;
   alive(): boolean;
