@@ -5,6 +5,7 @@
 // A failure after the request was written out carries `details.requestSent: true`: the
 // daemon may have acted on it (a send may be queued), which the caller must not deny.
 
+import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { BrokerRefusal } from './broker-client.ts';
 import { cmError, ERROR_CODES } from './errors.ts';
@@ -31,6 +32,19 @@ export interface DaemonVersion {
 
 function notRunning(socketPath: string, why: string, requestSent = false) {
   return cmError('CM_ERR_DAEMON_NOT_RUNNING', `the daemon does not answer on ${socketPath} (${why})`, { details: { socket: socketPath, requestSent } });
+}
+
+// Inside a registered Claude session the environment names a file holding the session token
+// (the path, not the value, so it never shows in `ps eww`).
+export const SESSION_TOKEN_FILE_ENV = 'CLAUDEMESH_SESSION_TOKEN_FILE';
+const TOKEN_HEX = /^[0-9a-f]{64}$/;
+
+/** The token in the file CLAUDEMESH_SESSION_TOKEN_FILE names: undefined when unset, '' when it holds none. */
+export async function sessionTokenFrom(env: Readonly<Record<string, string | undefined>>): Promise<string | undefined> {
+  const file = env[SESSION_TOKEN_FILE_ENV];
+  if (file === undefined || file === '') return undefined;
+  const token = (await readFile(file, 'utf8').catch(() => '')).trim();
+  return TOKEN_HEX.test(token) ? token : '';
 }
 
 /** The header that makes a request a session's. */

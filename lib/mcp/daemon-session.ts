@@ -7,17 +7,14 @@
 // Nothing here exits or throws past its caller: a daemon that is down, starting or restarted
 // is retried by whoever asks next (an exited stdio server is never restarted by the client).
 
-import { readFile } from 'node:fs/promises';
 import { ensureDaemonReady } from '../../daemon/autostart.ts';
 import { daemonPaths } from '../../daemon/paths.ts';
-import { callDaemon, sessionHeader } from '../daemon-client.ts';
+import { callDaemon, SESSION_TOKEN_FILE_ENV, sessionHeader, sessionTokenFrom } from '../daemon-client.ts';
 import type { IpcAnswer } from '../daemon-client.ts';
 import { cmError, isCmError } from '../errors.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-const SESSION_TOKEN_FILE_ENV = 'CLAUDEMESH_SESSION_TOKEN_FILE';
-const TOKEN_HEX = /^[0-9a-f]{64}$/;
 const REGISTER_TIMEOUT_MS = 10_000;
 
 interface SessionFacts {
@@ -46,12 +43,9 @@ export class DaemonSession {
   }
 
   async #register(): Promise<string> {
-    const file = this.#env[SESSION_TOKEN_FILE_ENV];
-    if (file !== undefined && file !== '') {
-      const token = (await readFile(file, 'utf8').catch(() => '')).trim();
-      if (!TOKEN_HEX.test(token)) throw cmError('CM_ERR_UNAUTHORIZED', `${SESSION_TOKEN_FILE_ENV} names ${file}, which holds no session token`, { hint: 'start the session again with claudemesh launch' });
-      return token;
-    }
+    const token = await sessionTokenFrom(this.#env);
+    if (token === '') throw cmError('CM_ERR_UNAUTHORIZED', `${SESSION_TOKEN_FILE_ENV} names ${this.#env[SESSION_TOKEN_FILE_ENV]}, which holds no session token`, { hint: 'start the session again with claudemesh launch' });
+    if (token !== undefined) return token;
     const claudePid = Number(this.#env.CLAUDE_PID) > 0 ? Number(this.#env.CLAUDE_PID) : process.ppid;
     const env = this.#env;
     const body = {

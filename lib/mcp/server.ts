@@ -25,7 +25,7 @@ import { callTool, TOOLS } from './tools.ts';
 
 const PUSH_ENV = 'CLAUDEMESH_CHANNEL_PUSH';
 // After the input ends, answers still being worked out get this long to be written.
-const DRAIN_MS = 15_000;
+const EXIT_WAIT_MS = 15_000;
 const SUPPORTED_VERSIONS = ['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25'];
 const FALLBACK_VERSION = '2025-06-18';
 
@@ -71,7 +71,7 @@ export class McpServer {
     this.#channel = new Channel(this.#session, this.#writer, { ...DEFAULT_CHANNEL_TIMINGS, ...options.timings }, this.#log);
   }
 
-  /** Serve until the input ends and the requests in flight are answered (at most DRAIN_MS more). */
+  /** Serve until the input ends and the requests in flight are answered (at most EXIT_WAIT_MS more). */
   run(): Promise<void> {
     const inFlight = new Set<Promise<void>>();
     return new Promise((resolve) => {
@@ -81,7 +81,7 @@ export class McpServer {
         void handled.finally(() => inFlight.delete(handled));
       }, () => {
         this.#channel.close();
-        void Promise.race([Promise.allSettled([...inFlight]), sleep(DRAIN_MS)]).then(() => resolve());
+        void Promise.race([Promise.allSettled([...inFlight]), sleep(EXIT_WAIT_MS)]).then(() => resolve());
       });
     });
   }

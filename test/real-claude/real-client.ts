@@ -149,7 +149,7 @@ describe('claudemesh with the real Claude Code client', () => {
       assert.notEqual(messageId, '');
       const bobInbox = await ok(cli('bob', ['inbox', '--json', '--peek']));
       const row = (bobInbox.json.items as Array<Record<string, any>>).find((item) => item.body === 'please confirm the deploy');
-      assert.ok(typeof row?.surfacedAt === 'number', `bob's inbox marks it surfaced: ${JSON.stringify(row)}`);
+      assert.ok(typeof row?.surfacedAt === 'string' && !Number.isNaN(Date.parse(row.surfacedAt)), `bob's inbox marks it surfaced: ${JSON.stringify(row)}`);
       const status = await ok(cli('alice', ['msg', 'status', clientMessageId, '--json']));
       assert.match(JSON.stringify(status.json.broker?.recipients), /"state":"(surfaced|read)"/);
 

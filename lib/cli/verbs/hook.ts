@@ -8,12 +8,11 @@
 //
 // cli.ts runs this before loading the rest of the CLI, so a hook pays only for what it uses.
 
-import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { channelBlockers } from '../../claude/channels.ts';
 import { claudemeshHome } from '../../home.ts';
-import { ipcRequest, sessionHeader } from '../../daemon-client.ts';
+import { ipcRequest, sessionHeader, sessionTokenFrom } from '../../daemon-client.ts';
 import { daemonPaths } from '../../../daemon/paths.ts';
 import type { Verb } from '../verb.ts';
 
@@ -24,9 +23,7 @@ const HOOK_DEADLINE_MS = 800;
 const MIN_WORK_MS = 400;
 const STDIN_WAIT_MS = 300;
 const MAX_STDIN_BYTES = 256 * 1024;
-const TOKEN_HEX = /^[0-9a-f]{64}$/;
 const ACTIONS = ['working', 'idle', 'start', 'end'] as const;
-const SESSION_TOKEN_FILE_ENV = 'CLAUDEMESH_SESSION_TOKEN_FILE';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -75,13 +72,6 @@ function text(value: unknown): string | undefined {
   return typeof value === 'string' && value !== '' ? value : undefined;
 }
 
-async function sessionToken(env: Env): Promise<string | undefined> {
-  const file = env[SESSION_TOKEN_FILE_ENV];
-  if (file === undefined || file === '') return undefined;
-  const token = (await readFile(file, 'utf8').catch(() => '')).trim();
-  return TOKEN_HEX.test(token) ? token : undefined;
-}
-
 /** The one line a prompt gets about messages that no channel will show. */
 export function unreadNotice(count: number, from: readonly string[], more: number): string {
   const names = from.length === 0 ? '' : ` (${from.join(', ')}${more > 0 ? ` and ${more} more` : ''})`;
@@ -99,7 +89,8 @@ async function hookOnce(action: (typeof ACTIONS)[number], io: HookIo, debug: (li
     ...(text(io.env.CLAUDEMESH_MESH) === undefined ? {} : { mesh: io.env.CLAUDEMESH_MESH }),
     ...(text(input.reason) === undefined ? {} : { reason: input.reason }),
   };
-  const token = await sessionToken(io.env);
+  // A token file without a token: the hook looks the session up by its ids instead.
+  const token = (await sessionTokenFrom(io.env)) || undefined;
   const socket = daemonPaths(claudemeshHome(io.env)).socket;
   const waitMs = Math.max(MIN_WORK_MS / 2, HOOK_DEADLINE_MS - process.uptime() * 1000);
   const answer = await ipcRequest(socket, 'POST', '/v1/hook', body, waitMs, token === undefined ? {} : sessionHeader(token));

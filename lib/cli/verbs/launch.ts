@@ -13,6 +13,7 @@ import { mkdir, unlink, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { findClaude, INSTALL_CLAUDE_HINT } from '../../claude/claude-bin.ts';
+import { SESSION_TOKEN_FILE_ENV } from '../../daemon-client.ts';
 import { cmError } from '../../errors.ts';
 import { stringOption } from '../args.ts';
 import type { Verb } from '../verb.ts';
@@ -86,12 +87,12 @@ Environment: CLAUDEMESH_CLAUDE_BIN (the claude command, default: claude on PATH)
     context.stderr(provider === undefined
       ? 'claudemesh: Claude Code will ask whether to load the development channel server:claudemesh; accept it to receive messages\n'
       : `claudemesh: ${provider} is set, and channels exist only with Anthropic's own API: messages show through the hooks and the inbox tool\n`);
-    const env = { ...context.env, CLAUDEMESH_SESSION_TOKEN_FILE: tokenFile, CLAUDEMESH_MESH: String(registered.body.meshId), CLAUDEMESH_SESSION_NAME: String(registered.body.name) } as NodeJS.ProcessEnv;
+    const env = { ...context.env, [SESSION_TOKEN_FILE_ENV]: tokenFile, CLAUDEMESH_MESH: String(registered.body.meshId), CLAUDEMESH_SESSION_NAME: String(registered.body.name) } as NodeJS.ProcessEnv;
     let code = 1;
     try {
       code = await runClaudeProcess(bin, claudeArgs(sessionId, fresh, args.positionals, provider === undefined), env);
     } finally {
-      await askDaemon({ ...context, env: { ...context.env, CLAUDEMESH_SESSION_TOKEN_FILE: tokenFile } }, 'POST', '/v1/sessions/unregister', {}).catch(() => {});
+      await askDaemon({ ...context, env: { ...context.env, [SESSION_TOKEN_FILE_ENV]: tokenFile } }, 'POST', '/v1/sessions/unregister', {}).catch(() => {});
       await unlink(tokenFile).catch(() => {});
     }
     process.exit(code);
