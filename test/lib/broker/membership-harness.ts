@@ -77,7 +77,10 @@ export async function startMembershipHarness(label: string, env: Record<string, 
   // recorders here (their own tests run them for real).
   const context = {
     pool, log: quiet, config: result.config, now: () => clock.now,
-    hub: { removeMember: (meshId: string, key: string, close: { code: number; reason: string }) => removals.push({ meshId, key, closeCode: close.code, reason: close.reason }) },
+    hub: {
+      removeMember: (meshId: string, key: string, close: { code: number; reason: string }) => removals.push({ meshId, key, closeCode: close.code, reason: close.reason }),
+      forgetRemoval: () => undefined,
+    },
     presence: { invalidate: () => undefined },
   } as unknown as Context;
   const routes = membershipRoutes(context);
