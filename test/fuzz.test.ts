@@ -12,6 +12,7 @@ import { createLogger } from '../lib/log.ts';
 import { CLIENT_FRAME_TYPES } from '../lib/protocol.ts';
 import { signRequest } from '../lib/signed-request.ts';
 import { createDatabase, migrate } from '../lib/broker/db.ts';
+import { seededRandom } from '../bench/stats.ts';
 import { brokerEnv, startBroker } from './helpers/broker-process.ts';
 import type { BrokerProcess } from './helpers/broker-process.ts';
 import { createTestDatabase } from './helpers/db.ts';
@@ -27,18 +28,6 @@ const SOCKETS = 8;
 const ANSWER_WAIT_MS = 5_000;
 // RSS may move with the JIT and the pool; a leak per frame would move it far more.
 const RSS_GROWTH_LIMIT_BYTES = 64 * 1024 * 1024;
-
-/** mulberry32: small, fast, and the same sequence on every machine for one seed. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 const ODD_VALUES: unknown[] = [
   null, true, 0, -1, 1.5, 2 ** 53, 'x', '', '\u0000', '\u001b[2K\rFAKE', 'a'.repeat(70_000), [], [1, 'a', null], {}, { nested: { deeper: [] } },
@@ -125,7 +114,7 @@ describe(`fuzzing the broker (${FRAMES} frames, ${BODIES} HTTP bodies, seed ${SE
 
   it('answers or closes on every frame, stays up with flat memory, and a good client is unaffected', async (t) => {
     const wsUrl = `ws://127.0.0.1:${broker.port}/ws`;
-    const random = prng(SEED);
+    const random = seededRandom(SEED);
     const frames = Array.from({ length: FRAMES }, () => frameOf(random));
     const rssBefore = await metricValue(broker.baseUrl, 'process_resident_memory_bytes');
     const per = Math.ceil(FRAMES / SOCKETS);
@@ -154,7 +143,7 @@ describe(`fuzzing the broker (${FRAMES} frames, ${BODIES} HTTP bodies, seed ${SE
   });
 
   it('answers every generated HTTP body on every route with a JSON error or a result, never a 500', async (t) => {
-    const random = prng(SEED + 1);
+    const random = seededRandom(SEED + 1);
     const paths = ['/hook/set-status', '/mesh/create', '/mesh/invite', '/mesh/invite/revoke', '/mesh/join', '/mesh/leave', '/mesh/kick', '/mesh/ban', '/mesh/unban'];
     const statuses = new Map<number, number>();
     for (let i = 0; i < BODIES; i += 1) {
