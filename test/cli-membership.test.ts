@@ -54,11 +54,23 @@ describe('removed, banned, back again; and doctor', () => {
     assert.deepEqual(failed(result), [], JSON.stringify(result.checks, null, 1));
     assert.equal(result.code, 0);
     assert.deepEqual(result.checks.map((check) => check.name), [
-      'config', 'file-modes', 'daemon', 'daemon-version', 'broker:team', 'clock:team', 'websocket:team', 'identity:team', 'service',
+      'config', 'file-modes', 'daemon', 'daemon-version', 'broker:team', 'clock:team', 'websocket:team', 'identity:team', 'service', 'channels',
     ]);
     const human = await mesh.cli('alice', ['doctor']);
     assert.equal(human.code, 0, human.stdout);
     assert.match(human.stdout, /^ok {4}identity:team +the broker accepts requests signed by [0-9a-f]{12}…: member alice \(owner\); the daemon's connection is open$/m);
+  });
+
+  it('doctor says whether channels can be live here, and why not', async () => {
+    const bedrock = await (async () => {
+      let stdout = '';
+      await main(['doctor', '--json'], {
+        env: { ...mesh.env('alice'), CLAUDE_CODE_USE_BEDROCK: '1' }, home: mesh.home('alice'), now: Date.now, stdout: (text) => void (stdout += text), stderr: () => {},
+      });
+      return (JSON.parse(stdout) as { checks: Array<{ name: string; ok: boolean; detail: string }> }).checks.find((check) => check.name === 'channels');
+    })();
+    assert.equal(bedrock?.ok, true, 'channels off is a state, not a failure');
+    assert.match(bedrock?.detail ?? '', /^off: CLAUDE_CODE_USE_BEDROCK is set/);
   });
 
   it('doctor names the broken check and its hint: clock, file modes, broker down, stale socket', async () => {

@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { callBroker } from '../broker-client.ts';
+import { channelBlockers } from '../claude/channels.ts';
 import { configPath, readConfig } from '../client-config.ts';
 import type { ClientConfig, MeshIdentity } from '../client-config.ts';
 import { callDaemon, probeDaemon } from '../daemon-client.ts';
@@ -151,6 +152,22 @@ async function serviceCheck(context: CliContext): Promise<Check> {
 }
 
 /** Every check, in a stable order; network checks of all meshes run at once. */
+/**
+ * Whether a Claude session here can get messages pushed as channel notifications, and if
+ * not, why. Never a failure: without channels messages still reach Claude through the
+ * hook's unread line and the MCP tools (docs/claude-code.md).
+ */
+function channelsCheck(context: CliContext): Check {
+  const pid = Number(context.env.CLAUDE_PID);
+  const blockers = channelBlockers(context.env, Number.isSafeInteger(pid) && pid > 0 ? pid : undefined);
+  return blockers.length === 0
+    ? { name: 'channels', ok: true, detail: 'nothing here blocks channel push into a Claude session', hint: '' }
+    : {
+      name: 'channels', ok: true, detail: `off: ${blockers.join('; ')} (messages still arrive as the unread line and through the MCP tools)`,
+      hint: 'start Claude Code with claudemesh launch, or install the plugin (claudemesh install --plugin); see docs/claude-code.md',
+    };
+}
+
 export async function runChecks(context: CliContext): Promise<Check[]> {
   const { check, config } = await configCheck(context.home);
   const checks: Check[] = [check, await fileModes(context.home), ...(await daemonChecks(context.home))];
@@ -163,5 +180,5 @@ export async function runChecks(context: CliContext): Promise<Check[]> {
   const perMesh = await Promise.all(meshes.map(async (mesh) => [
     ...(await brokerHealth(mesh, context.now())), await websocketCheck(mesh), await identityCheck(mesh, links.get(mesh.meshId)),
   ]));
-  return [...checks, ...perMesh.flat(), await serviceCheck(context)];
+  return [...checks, ...perMesh.flat(), await serviceCheck(context), channelsCheck(context)];
 }

@@ -17,7 +17,8 @@ running; a stale socket fails), daemon-version (same as this CLI), and for each 
 broker (GET /health), websocket (an upgrade on /ws), clock (within 30 s of the broker's
 Date header; the broker refuses a hello 60 s off), identity (the broker accepts a request
 signed by your member key, and the daemon's connection state); then service (the unit for
-this CLAUDEMESH_HOME, if any). Exits 1 when a check fails. Starts nothing, changes nothing.
+this CLAUDEMESH_HOME, if any); channels (whether Claude Code can get messages pushed here,
+and why not: never a failure). Exits 1 when a check fails. Starts nothing, changes nothing.
 `,
   options: {},
   positionals: { min: 0, max: 0 },
