@@ -6,6 +6,7 @@
 import pg from 'pg';
 import type { WebSocket } from 'ws';
 import type { Context } from '../../broker.ts';
+import { query } from './db.ts';
 import { CLOSES } from '../protocol.ts';
 import type { Kind, Role } from '../protocol.ts';
 
@@ -191,6 +192,12 @@ export class Hub {
     client.on('notification', (message) => this.#heard(message.channel, message.payload ?? ''));
     await client.connect();
     await client.query(`LISTEN ${SIGNAL_DELIVERIES}; LISTEN ${SIGNAL_REMOVALS}; LISTEN ${SIGNAL_ROSTERS}`);
+  }
+
+  /** Tell every instance (this one too) something, fire and forget: a lost signal only logs. */
+  tell(channel: string, payload: unknown, what: string): void {
+    void query(this.#ctx.pool, 'notify', [channel, JSON.stringify(payload)])
+      .catch((error: unknown) => this.#ctx.log.warn(`could not tell the other instances of ${what}`, { error }));
   }
 
   #heard(channel: string, payload: string): void {

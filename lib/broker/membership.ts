@@ -127,8 +127,7 @@ function disconnect(ctx: Context, meshId: string, key: string, close: typeof CLO
   } catch (error) {
     ctx.log.error('closing the connections of a removed member failed', { meshId, reason: close.reason, error });
   }
-  void query(ctx.pool, 'notify', [SIGNAL_REMOVALS, JSON.stringify({ meshId, key, code: close.code, reason: close.reason })])
-    .catch((error: unknown) => ctx.log.error('could not tell the other instances of a removal', { meshId, reason: close.reason, error }));
+  ctx.hub.tell(SIGNAL_REMOVALS, { meshId, key, code: close.code, reason: close.reason }, 'a removal');
 }
 
 async function createMesh(ctx: Context, call: Call): Promise<Answer> {
@@ -211,8 +210,7 @@ async function join(ctx: Context, call: Call): Promise<Answer> {
     // A key kicked a moment ago and admitted again with a new invite may say hello at once,
     // here and on every other instance.
     ctx.hub.forgetRemoval(invite.meshId, call.key);
-    void query(ctx.pool, 'notify', [SIGNAL_REMOVALS, JSON.stringify({ meshId: invite.meshId, key: call.key, rejoined: true })])
-      .catch((error: unknown) => ctx.log.warn('could not tell the other instances of a rejoin', { error }));
+    ctx.hub.tell(SIGNAL_REMOVALS, { meshId: invite.meshId, key: call.key, rejoined: true }, 'a rejoin');
   }
   return [joined.alreadyMember ? 200 : 201, { meshId: invite.meshId, ...joined, key: call.key }];
 }

@@ -110,8 +110,7 @@ export class Presence {
     this.#signalTimer = undefined;
     const meshes = [...this.#changed];
     this.#changed.clear();
-    void query(this.#ctx.pool, 'notify', [SIGNAL_ROSTERS, JSON.stringify(meshes)])
-      .catch((error: unknown) => this.#ctx.log.warn('could not tell the other instances of a roster change', { error }));
+    this.#ctx.hub.tell(SIGNAL_ROSTERS, meshes, 'a roster change');
   }
 
   /** The roster, cached briefly; concurrent readers share one load. */

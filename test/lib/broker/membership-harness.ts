@@ -80,6 +80,7 @@ export async function startMembershipHarness(label: string, env: Record<string, 
     hub: {
       removeMember: (meshId: string, key: string, close: { code: number; reason: string }) => removals.push({ meshId, key, closeCode: close.code, reason: close.reason }),
       forgetRemoval: () => undefined,
+      tell: () => undefined,
     },
     presence: { invalidate: () => undefined },
   } as unknown as Context;
