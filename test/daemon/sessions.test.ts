@@ -11,17 +11,15 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import type { MeshIdentity } from '../../lib/client-config.ts';
-import { callBroker } from '../../lib/broker-client.ts';
-import { generateKeyPair } from '../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../lib/crypto.ts';
 import { ipcRequest, sessionHeader } from '../../lib/daemon-client.ts';
 import type { IpcAnswer } from '../../lib/daemon-client.ts';
-import { createInvite, encodeInvite } from '../../lib/invite.ts';
 import { Daemon } from '../../daemon/daemon.ts';
 import { closeIpc, listenIpc } from '../../daemon/ipc.ts';
 import { daemonPaths, ensureDaemonDir } from '../../daemon/paths.ts';
 import { sessionAlive, SessionRegistry } from '../../daemon/sessions.ts';
 import { startTestBroker } from '../helpers/broker.ts';
+import { enrolAliceAndBob } from '../helpers/pair.ts';
 import type { TestBroker } from '../helpers/broker.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
@@ -145,13 +143,7 @@ describe('sessions on one daemon', () => {
   before(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'cm-sessions-'));
     broker = await startTestBroker('daemon_sessions');
-    const aliceKeys = generateKeyPair();
-    const bobKeys = generateKeyPair();
-    const created = await callBroker({ brokerUrl: broker.baseUrl, method: 'POST', path: '/mesh/create', identity: aliceKeys, body: { name: 'team', ownerName: 'alice' } });
-    const meshId = String(created.body.meshId);
-    const token = encodeInvite(createInvite({ meshId, meshName: 'team', brokerUrl: broker.baseUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 1 }, aliceKeys.secretKey));
-    await callBroker({ brokerUrl: broker.baseUrl, method: 'POST', path: '/mesh/invite', identity: aliceKeys, meshId, body: { token } });
-    await callBroker({ brokerUrl: broker.baseUrl, method: 'POST', path: '/mesh/join', identity: bobKeys, body: { token, name: 'bob' } });
+    const { aliceKeys, bobKeys, meshId } = await enrolAliceAndBob(broker.baseUrl);
     alice = await run('alice', identity(aliceKeys, meshId, 'alice', aliceKeys.publicKey));
     bobIdentity = identity(bobKeys, meshId, 'bob', aliceKeys.publicKey);
     bob = await run('bob', bobIdentity);

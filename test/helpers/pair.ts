@@ -81,16 +81,22 @@ function identityOf(keys: SigningKeyPair, meshId: string, memberName: string, ow
   };
 }
 
+/** Mesh "team" on a broker, through its real routes: alice owns it, bob joined with her invite. */
+export async function enrolAliceAndBob(brokerUrl: string): Promise<{ aliceKeys: SigningKeyPair; bobKeys: SigningKeyPair; meshId: string }> {
+  const aliceKeys = generateKeyPair();
+  const bobKeys = generateKeyPair();
+  const created = await callBroker({ brokerUrl, method: 'POST', path: '/mesh/create', identity: aliceKeys, body: { name: 'team', ownerName: 'alice' } });
+  const meshId = String(created.body.meshId);
+  const token = encodeInvite(createInvite({ meshId, meshName: 'team', brokerUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 1 }, aliceKeys.secretKey));
+  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/invite', identity: aliceKeys, meshId, body: { token } });
+  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/join', identity: bobKeys, body: { token, name: 'bob' } });
+  return { aliceKeys, bobKeys, meshId };
+}
+
 export async function startPair(label: string): Promise<Pair> {
   const scratch = await mkdtemp(join(tmpdir(), `cm-${label}-`));
   const broker = await startTestBroker(label);
-  const aliceKeys = generateKeyPair();
-  const bobKeys = generateKeyPair();
-  const created = await callBroker({ brokerUrl: broker.baseUrl, method: 'POST', path: '/mesh/create', identity: aliceKeys, body: { name: 'team', ownerName: 'alice' } });
-  const meshId = String(created.body.meshId);
-  const token = encodeInvite(createInvite({ meshId, meshName: 'team', brokerUrl: broker.baseUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 1 }, aliceKeys.secretKey));
-  await callBroker({ brokerUrl: broker.baseUrl, method: 'POST', path: '/mesh/invite', identity: aliceKeys, meshId, body: { token } });
-  await callBroker({ brokerUrl: broker.baseUrl, method: 'POST', path: '/mesh/join', identity: bobKeys, body: { token, name: 'bob' } });
+  const { aliceKeys, bobKeys, meshId } = await enrolAliceAndBob(broker.baseUrl);
   const alice = await member(join(scratch, 'alice'), identityOf(aliceKeys, meshId, 'alice', aliceKeys.publicKey, broker.baseUrl));
   const bob = await member(join(scratch, 'bob'), identityOf(bobKeys, meshId, 'bob', aliceKeys.publicKey, broker.baseUrl));
   return {
