@@ -240,13 +240,13 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     }
     clearTimeout(timer);
     peer = attached.peer;
-    const roster = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
+    const { roster, fresh } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
     const { meshId, meshName, key, memberKey, kind, role, name } = peer;
     reply(encodeFrame('hello_ack', {
       ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name,
-      reattached: attached.reattached, ...rosterView(roster),
+      reattached: !fresh, ...rosterView(roster),
     }));
-    if (!attached.reattached) ctx.presence.announceJoined(peer, roster);
+    if (fresh) ctx.presence.announceJoined(peer, roster);
     void ctx.delivery.catchUp(peer);
   }
 

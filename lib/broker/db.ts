@@ -34,10 +34,11 @@ const rows = <T>(): T => undefined as T;
 const QUERY_ROWS = {
   member_for_hello: rows<{ id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string }>(),
   name_in_use: rows<{ taken: number }>(),
-  presence_connect: rows<{ id: string }>(),
+  presence_connect: rows<{ id: string; fresh: boolean }>(),
   presence_disconnect: rows<never>(),
   presence_gone: rows<never>(),
-  presence_leave_instance: rows<never>(),
+  presence_orphan_instance: rows<never>(),
+  presence_expire_orphans: rows<{ mesh_id: string; key: string; name: string; kind: Kind; member_key: string; role: Role; current: boolean }>(),
   roster_members: rows<{ key: string; name: string; role: Role }>(),
   roster_presences: rows<{
     key: string; kind: Kind; role: Role; name: string; status: Status; status_source: 'hook' | 'manual' | 'inferred'; summary: string;
@@ -91,7 +92,7 @@ const QUERY_ROWS = {
   instance_gone: rows<never>(),
   release_instance_claims: rows<never>(),
   notify: rows<never>(),
-  reap_instances: rows<{ instances: number; claims: number; meshes: string[] | null }>(),
+  reap_instances: rows<{ instances: number; claims: number; presences: number }>(),
 };
 type QueryName = keyof typeof QUERY_ROWS;
 export type Row<N extends QueryName> = (typeof QUERY_ROWS)[N];

@@ -23,10 +23,16 @@ const MAX_BUFFERED_BYTES = 1024 * 1024;
 const REMOVAL_MEMORY_MS = 10_000;
 const MAX_REMEMBERED_REMOVALS = 10_000;
 // Several instances on one database tell each other through Postgres LISTEN/NOTIFY: new
-// deliveries for connections another instance holds, and members removed (kick, ban, leave).
+// deliveries for connections another instance holds, members removed (kick, ban, leave),
+// roster changes and mesh events.
 export const SIGNAL_DELIVERIES = 'cm_deliveries';
 export const SIGNAL_REMOVALS = 'cm_removals';
 export const SIGNAL_ROSTERS = 'cm_rosters';
+// peer_joined / peer_left told on one instance reach the sockets every other instance holds
+const SIGNAL_EVENTS = 'cm_events';
+// pg_notify refuses payloads of 8000 bytes or more; an event that large is told locally only
+// (the others still see the change in their next roster)
+const MAX_SIGNAL_BYTES = 7_900;
 const LISTEN_RETRY_MS = 1_000;
 
 /** Who a proven hello says is on a connection. */
@@ -157,6 +163,14 @@ export class Hub {
     }
   }
 
+  /** Tell a mesh an event: this instance's sockets now, the other instances' through Postgres. */
+  announce(meshId: string, frame: string, exceptKey?: string): void {
+    this.broadcast(meshId, frame, exceptKey);
+    const payload = { from: this.#ctx.instanceId, meshId, frame, ...(exceptKey === undefined ? {} : { exceptKey }) };
+    if (Buffer.byteLength(JSON.stringify(payload)) < MAX_SIGNAL_BYTES) this.tell(SIGNAL_EVENTS, payload, 'a mesh event');
+    else this.#ctx.log.warn('mesh event too large to tell the other instances', { meshId });
+  }
+
   touch(peer: Peer): void {
     peer.lastActivity = this.#ctx.now();
   }
@@ -191,7 +205,7 @@ export class Hub {
     client.on('end', () => retry(new Error('connection ended')));
     client.on('notification', (message) => this.#heard(message.channel, message.payload ?? ''));
     await client.connect();
-    await client.query(`LISTEN ${SIGNAL_DELIVERIES}; LISTEN ${SIGNAL_REMOVALS}; LISTEN ${SIGNAL_ROSTERS}`);
+    await client.query(`LISTEN ${SIGNAL_DELIVERIES}; LISTEN ${SIGNAL_REMOVALS}; LISTEN ${SIGNAL_ROSTERS}; LISTEN ${SIGNAL_EVENTS}`);
   }
 
   /** Tell every instance (this one too) something, fire and forget: a lost signal only logs. */
@@ -202,7 +216,10 @@ export class Hub {
 
   #heard(channel: string, payload: string): void {
     try {
-      if (channel === SIGNAL_ROSTERS) {
+      if (channel === SIGNAL_EVENTS) {
+        const { from, meshId, frame, exceptKey } = JSON.parse(payload) as { from: string; meshId: string; frame: string; exceptKey?: string };
+        if (from !== this.#ctx.instanceId) this.broadcast(meshId, frame, exceptKey);
+      } else if (channel === SIGNAL_ROSTERS) {
         for (const meshId of JSON.parse(payload) as string[]) this.#ctx.presence.forget(meshId);
       } else if (channel === SIGNAL_REMOVALS) {
         const { meshId, key, code, reason, rejoined } = JSON.parse(payload) as { meshId: string; key: string; code: number; reason: 'kicked' | 'banned' | 'left'; rejoined?: true };

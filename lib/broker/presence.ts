@@ -37,6 +37,7 @@ export interface Roster {
   peers: Map<string, PeerView>;
 }
 type StatusSource = 'hook' | 'manual' | 'inferred';
+type GoneReason = 'lease_expired' | 'kicked' | 'banned' | 'left';
 
 /** The roster as `hello_ack` and `peers` carry it. */
 export function rosterView(roster: Roster): { peers: PeerView[]; members: MemberView[] } {
@@ -64,26 +65,34 @@ export class Presence {
   /**
    * Announce this instance and take back what a former life of the same instance id left
    * (a broker killed and restarted on the same host and port): its claims go back at once,
-   * its presences end. Then beat, and end what dead instances left.
+   * its presences keep their lease for whoever they reconnect to. Then beat.
    */
   async startInstance(): Promise<void> {
     const { pool, instanceId, timings } = this.#ctx;
     await query(pool, 'instance_beat', [instanceId]);
     await query(pool, 'release_instance_claims', [instanceId]);
-    await query(pool, 'presence_leave_instance', [instanceId]);
+    await query(pool, 'presence_orphan_instance', [instanceId, timings.leaseMs / 1000]);
     this.#beat = setInterval(() => void this.instanceTick(), timings.instanceBeatMs);
     this.#beat.unref();
   }
 
-  /** Periodic: this instance is alive; instances silent for DEAD_AFTER_BEATS beats are not. */
+  /**
+   * Periodic: this instance is alive; instances silent for DEAD_AFTER_BEATS beats are not
+   * (their claims go back, their presences keep a lease); and leases that no instance holds
+   * any more and that ran out end here, with `peer_left`.
+   */
   async instanceTick(): Promise<void> {
     const { pool, instanceId, timings, log } = this.#ctx;
     try {
       await query(pool, 'instance_beat', [instanceId]);
-      const reaped = (await query(pool, 'reap_instances', [(timings.instanceBeatMs * DEAD_AFTER_BEATS) / 1000, instanceId])).rows[0];
+      const reaped = (await query(pool, 'reap_instances', [(timings.instanceBeatMs * DEAD_AFTER_BEATS) / 1000, instanceId, timings.leaseMs / 1000])).rows[0];
       if (reaped !== undefined && reaped.instances > 0) {
-        log.warn('dead broker instances reaped', { instances: reaped.instances, claimsReleased: reaped.claims });
-        for (const meshId of reaped.meshes ?? []) this.invalidate(meshId);
+        log.warn('dead broker instances reaped', { instances: reaped.instances, claimsReleased: reaped.claims, presencesInLease: reaped.presences });
+      }
+      const { rows } = await query(pool, 'presence_expire_orphans', [instanceId]);
+      for (const row of rows) {
+        this.invalidate(row.mesh_id);
+        if (row.current) this.#announceLeft({ meshId: row.mesh_id, key: row.key, memberKey: row.member_key, name: row.name, kind: row.kind, role: row.role }, 'lease_expired');
       }
     } catch (error) {
       log.warn('instance heartbeat failed', { error });
@@ -154,19 +163,22 @@ export class Presence {
 
   // ---- a connection's life ----
 
-  /** Record a proven connection; a fresh one (not a reattach) starts idle and is announced. */
-  async connected(peer: Peer, reattached: boolean, groups: string[] | null): Promise<Roster> {
-    await query(this.#ctx.pool, 'presence_connect', [peer.meshId, peer.memberId, peer.key, peer.kind, peer.name, this.#ctx.instanceId, groups, !reattached]);
-    // A reattach inside the lease changes nothing others see: keep the cached roster, so a
-    // reconnect storm does not reload it per hello.
-    if (!reattached) this.invalidate(peer.meshId);
-    return this.roster(peer.meshId);
+  /**
+   * Record a proven connection. A fresh one starts idle and is announced; a reattach — here,
+   * or to a key another instance held inside its lease — changes nothing others see, so the
+   * cached roster stays (a reconnect storm does not reload it per hello).
+   */
+  async connected(peer: Peer, reattachedHere: boolean, groups: string[] | null): Promise<{ roster: Roster; fresh: boolean }> {
+    const { rows } = await query(this.#ctx.pool, 'presence_connect', [peer.meshId, peer.memberId, peer.key, peer.kind, peer.name, this.#ctx.instanceId, groups, reattachedHere]);
+    const fresh = rows[0]?.fresh ?? !reattachedHere;
+    if (fresh) this.invalidate(peer.meshId);
+    return { roster: await this.roster(peer.meshId), fresh };
   }
 
   announceJoined(peer: Peer, roster: Roster): void {
     const view = roster.peers.get(peer.key);
     if (view === undefined) return;
-    this.#ctx.hub.broadcast(peer.meshId, encodeFrame('system', { event: 'peer_joined', meshId: peer.meshId, peer: view, at: this.#at() }), peer.key);
+    this.#ctx.hub.announce(peer.meshId, encodeFrame('system', { event: 'peer_joined', meshId: peer.meshId, peer: view, at: this.#at() }), peer.key);
   }
 
   /** A socket closed: inside its lease a peer still lists as online, so the roster stands. */
@@ -177,22 +189,38 @@ export class Presence {
     void this.#ctx.delivery.releaseClaims(peer);
   }
 
-  /** The peer is gone for good. Recorded first, then told: list_peers never contradicts peer_left. */
-  gone(peer: Peer, reason: 'lease_expired' | 'kicked' | 'banned' | 'left'): void {
-    const { pool, log, instanceId, hub } = this.#ctx;
+  /**
+   * The peer is gone for good. Recorded first, then told: list_peers never contradicts
+   * peer_left. A lease that ran out on a row another connection took over (here or on another
+   * instance) tells nothing: that peer is still there.
+   */
+  gone(peer: Peer, reason: GoneReason): void {
+    const { pool, log, instanceId } = this.#ctx;
     void query(pool, 'presence_gone', [peer.meshId, peer.key, instanceId, reason !== 'lease_expired'])
-      .catch((error: unknown) => log.warn('could not record departure', { error }))
-      .finally(() => {
+      .then((result) => (result.rowCount ?? 0) > 0, (error: unknown) => {
+        log.warn('could not record departure', { error });
+        return true;
+      })
+      .then((ended) => {
+        if (!ended && reason === 'lease_expired') return;
         this.invalidate(peer.meshId);
-        const left = { key: peer.key, memberKey: peer.memberKey, name: peer.name, kind: peer.kind, role: peer.role };
-        hub.broadcast(peer.meshId, encodeFrame('system', { event: 'peer_left', meshId: peer.meshId, reason, at: this.#at(), peer: left }));
+        this.#announceLeft(peer, reason);
       });
   }
 
-  /** Shutdown: this instance's presences go offline now (nobody is left here to end a lease). */
+  #announceLeft(peer: Pick<Peer, 'meshId' | 'key' | 'memberKey' | 'name' | 'kind' | 'role'>, reason: GoneReason): void {
+    const left = { key: peer.key, memberKey: peer.memberKey, name: peer.name, kind: peer.kind, role: peer.role };
+    this.#ctx.hub.announce(peer.meshId, encodeFrame('system', { event: 'peer_left', meshId: peer.meshId, reason, at: this.#at(), peer: left }));
+  }
+
+  /**
+   * Shutdown: this instance's presences keep their lease with no instance behind them, so
+   * peers that reconnect to another instance inside it are a silent reattach (a rolling
+   * restart tells nobody anything); a living instance ends the rest after the lease.
+   */
   async leaveInstance(): Promise<number> {
     clearInterval(this.#beat);
-    const released = (await query(this.#ctx.pool, 'presence_leave_instance', [this.#ctx.instanceId])).rowCount ?? 0;
+    const released = (await query(this.#ctx.pool, 'presence_orphan_instance', [this.#ctx.instanceId, this.#ctx.timings.leaseMs / 1000])).rowCount ?? 0;
     await query(this.#ctx.pool, 'instance_gone', [this.#ctx.instanceId]);
     return released;
   }

@@ -17,18 +17,23 @@ WHERE p.mesh_id = $1 AND p.name = $2 AND m.key <> $3 AND m.left_at IS NULL AND m
 LIMIT 1;
 
 -- name: presence_connect
--- $8: a fresh connect (not a reattach) starts idle; a reattach keeps its status
+-- A key that was online a moment ago — held here in its lease ($8), or by another instance
+-- connected or inside its lease (a rolling restart, a balancer's choice) — reattaches: it keeps
+-- its status and nobody is told. Only a fresh connect starts idle and is announced (`fresh`).
+WITH prior AS (
+  SELECT disconnected_at IS NULL OR lease_until > now() AS online FROM presences WHERE mesh_id = $1 AND key = $3
+)
 INSERT INTO presences (mesh_id, member_id, key, kind, name, instance_id, groups)
 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7::text[], '{}'))
 ON CONFLICT (mesh_id, key) DO UPDATE SET
   member_id = EXCLUDED.member_id, kind = EXCLUDED.kind, name = EXCLUDED.name, instance_id = EXCLUDED.instance_id,
   groups = COALESCE($7::text[], presences.groups),
-  status = CASE WHEN $8 THEN 'idle' ELSE presences.status END,
-  status_source = CASE WHEN $8 THEN 'inferred' ELSE presences.status_source END,
-  status_at = CASE WHEN $8 THEN now() ELSE presences.status_at END,
-  connected_at = CASE WHEN $8 THEN now() ELSE presences.connected_at END,
+  status = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.status ELSE 'idle' END,
+  status_source = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.status_source ELSE 'inferred' END,
+  status_at = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.status_at ELSE now() END,
+  connected_at = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.connected_at ELSE now() END,
   disconnected_at = NULL, lease_until = NULL
-RETURNING id;
+RETURNING id, NOT ($8 OR COALESCE((SELECT online FROM prior), false)) AS fresh;
 
 -- name: presence_disconnect
 UPDATE presences SET disconnected_at = now(), lease_until = now() + make_interval(secs => $4)
@@ -36,15 +41,26 @@ WHERE mesh_id = $1 AND key = $2 AND instance_id = $3 AND disconnected_at IS NULL
 
 -- name: presence_gone
 -- the lease ran out (or, $4, the member was removed): offline from now on. A lease that
--- ran out does not touch a row a new connection has taken over meanwhile.
+-- ran out does not touch a row a new connection has taken over meanwhile (here or on
+-- another instance): no row, no `peer_left`.
 UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_until = now()
 WHERE mesh_id = $1 AND key = $2 AND instance_id = $3 AND (disconnected_at IS NOT NULL OR $4);
 
--- name: presence_leave_instance
--- shutdown: this instance's presences go offline now, leases included (nobody is left here
--- to end a lease, and a peer must not look online for a broker that is gone)
-UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_until = now()
+-- name: presence_orphan_instance
+-- instance $1 stops (shutdown, a former life of it, or it died): its presences keep or start
+-- a lease of $2 seconds with no instance behind it. A peer that reconnects anywhere inside
+-- the lease takes its row over silently; presence_expire_orphans ends the others.
+UPDATE presences SET instance_id = NULL, disconnected_at = COALESCE(disconnected_at, now()),
+  lease_until = COALESCE(lease_until, now() + make_interval(secs => $2))
 WHERE instance_id = $1 AND (disconnected_at IS NULL OR lease_until > now());
+
+-- name: presence_expire_orphans
+-- leases with no instance behind them that ran out: instance $1 takes each (row locks make
+-- that exactly one instance) and tells `peer_left` for the current members among them
+UPDATE presences p SET instance_id = $1
+FROM members m
+WHERE p.instance_id IS NULL AND p.lease_until <= now() AND m.id = p.member_id
+RETURNING p.mesh_id, p.key, p.name, p.kind, m.key AS member_key, m.role, (m.left_at IS NULL AND m.banned_at IS NULL) AS current;
 
 -- name: roster_members
 SELECT key, name, role FROM members
@@ -294,20 +310,22 @@ UPDATE deliveries SET claimed_until = NULL WHERE state = 'queued' AND claimed_by
 DELETE FROM instances WHERE id = $1;
 
 -- name: reap_instances
--- instances silent for $1 seconds are dead: release their claims, end their presences
+-- instances silent for $1 seconds are dead: release their claims; their presences start a
+-- lease of $3 seconds with no instance behind it (as presence_orphan_instance)
 WITH dead AS (
   DELETE FROM instances WHERE seen_at < now() - make_interval(secs => $1) AND id <> $2 RETURNING id
 ), released AS (
   UPDATE deliveries SET claimed_until = NULL
   WHERE state = 'queued' AND claimed_until IS NOT NULL AND claimed_by IN (SELECT id FROM dead)
   RETURNING 1
-), ended AS (
-  UPDATE presences SET disconnected_at = COALESCE(disconnected_at, now()), lease_until = now()
+), orphaned AS (
+  UPDATE presences SET instance_id = NULL, disconnected_at = COALESCE(disconnected_at, now()),
+    lease_until = COALESCE(lease_until, now() + make_interval(secs => $3))
   WHERE instance_id IN (SELECT id FROM dead) AND (disconnected_at IS NULL OR lease_until > now())
-  RETURNING mesh_id
+  RETURNING 1
 )
 SELECT (SELECT count(*)::int FROM dead) AS instances, (SELECT count(*)::int FROM released) AS claims,
-       (SELECT array_agg(DISTINCT mesh_id) FROM ended) AS meshes;
+       (SELECT count(*)::int FROM orphaned) AS presences;
 
 -- name: notify
 -- a signal to every instance (lib/broker/hub.ts listens); sent inside a transaction, it

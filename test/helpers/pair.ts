@@ -24,7 +24,7 @@ import { waitUntil } from './wait.ts';
 const WAIT_MS = 10_000;
 const TIMINGS = { link: { backoffStepsMs: [20, 50, 100], helloAckTimeoutMs: 2_000 }, pollIntervalMs: 50, reapIntervalMs: 100 };
 
-interface Member {
+export interface Member {
   /** the CLAUDEMESH_HOME of this member */
   home: string;
   identity: MeshIdentity;
@@ -47,7 +47,8 @@ export interface Pair {
 
 export const until = <T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>) => waitUntil(what, probe, { timeoutMs: WAIT_MS, pollMs: 20 });
 
-async function member(home: string, identity: MeshIdentity): Promise<Member> {
+/** A member's daemon, in this process, on its own home, connected before this returns. */
+export async function startMember(home: string, identity: MeshIdentity): Promise<Member> {
   const paths = daemonPaths(home);
   await ensureDaemonDir(paths);
   await writeConfig(home, { version: 1, meshes: [identity] });
@@ -74,9 +75,9 @@ async function member(home: string, identity: MeshIdentity): Promise<Member> {
   };
 }
 
-function identityOf(keys: SigningKeyPair, meshId: string, memberName: string, owner: string, brokerUrl: string): MeshIdentity {
+export function identityOf(keys: SigningKeyPair, meshId: string, memberName: string, owner: string, brokerUrl: string): MeshIdentity {
   return {
-    meshId, name: 'team', brokerUrl, role: memberName === 'alice' ? 'owner' : 'member', memberName, publicKey: keys.publicKey,
+    meshId, name: 'team', brokerUrl, role: keys.publicKey === owner ? 'owner' : 'member', memberName, publicKey: keys.publicKey,
     secretKey: keys.secretKey.toString('hex'), ownerPubkey: owner, createdAt: new Date().toISOString(), status: 'active',
   };
 }
@@ -97,8 +98,8 @@ export async function startPair(label: string): Promise<Pair> {
   const scratch = await mkdtemp(join(tmpdir(), `cm-${label}-`));
   const broker = await startTestBroker(label);
   const { aliceKeys, bobKeys, meshId } = await enrolAliceAndBob(broker.baseUrl);
-  const alice = await member(join(scratch, 'alice'), identityOf(aliceKeys, meshId, 'alice', aliceKeys.publicKey, broker.baseUrl));
-  const bob = await member(join(scratch, 'bob'), identityOf(bobKeys, meshId, 'bob', aliceKeys.publicKey, broker.baseUrl));
+  const alice = await startMember(join(scratch, 'alice'), identityOf(aliceKeys, meshId, 'alice', aliceKeys.publicKey, broker.baseUrl));
+  const bob = await startMember(join(scratch, 'bob'), identityOf(bobKeys, meshId, 'bob', aliceKeys.publicKey, broker.baseUrl));
   return {
     broker, scratch, alice, bob,
     async close() {

@@ -34,7 +34,7 @@ describe('migrate', () => {
 
   it('applies the shipped schema, then nothing on the second run', async () => {
     const first = await migrate(pool, quiet);
-    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql', '003_shared_state.sql']);
+    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql', '003_shared_state.sql', '004_orphan_leases.sql']);
     const second = await migrate(pool, quiet);
     assert.deepEqual(second.applied, []);
     assert.equal(second.alreadyApplied, first.applied.length);
