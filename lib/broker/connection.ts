@@ -24,7 +24,7 @@ import {
 } from '../protocol.ts';
 import type { Close, ClientFrame, HelloFrame, SessionHelloFrame } from '../protocol.ts';
 import { CLOCK_SKEW_MS } from '../signed-request.ts';
-import { failureOf, query } from './db.ts';
+import { failureOf } from './db.ts';
 import type { Peer, PeerIdentity } from './hub.ts';
 import type { CONNECTION_REJECT_REASONS } from './metrics.ts';
 import { rosterView } from './presence.ts';
@@ -106,7 +106,7 @@ async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<P
       return badSignature(`session_hello signature does not match session key ${frame.sessionKey.slice(0, 12)}…`);
     }
   }
-  const member = (await query(ctx.pool, 'member_for_hello', [frame.meshId, frame.memberKey])).rows[0];
+  const member = await ctx.presence.member(frame.meshId, frame.memberKey);
   // A ban outranks everything else about the row: it always closes 4002.
   if (member?.banned === true) return refusal('banned', CLOSES.banned, cmError('CM_ERR_BANNED', `member ${member.name} is banned from mesh ${frame.meshId}`));
   // Unknown mesh and unknown member answer alike: a stranger learns nothing about meshes.
@@ -119,7 +119,7 @@ async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<P
   const key = session ? frame.sessionKey : frame.memberKey;
   const name = frame.name ?? member.name;
   // A name is how people address a peer: nobody may take another member's, on the wire either.
-  if (name !== member.name && (await query(ctx.pool, 'name_in_use', [frame.meshId, name, frame.memberKey])).rowCount !== 0) {
+  if (name !== member.name && (await ctx.presence.nameTaken(frame.meshId, name, frame.memberKey))) {
     return refusal('name_taken', CLOSES.nameTaken, cmError('CM_ERR_NAME_TAKEN', `another member of mesh ${frame.meshId} or one of its sessions is called ${JSON.stringify(name)}`, {
       hint: 'pick another session name (claudemesh launch --name …)',
     }));
@@ -247,7 +247,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
       reattached: !fresh, ...rosterView(roster),
     }));
     if (fresh) ctx.presence.announceJoined(peer, roster);
-    void ctx.delivery.catchUp(peer);
+    void ctx.delivery.catchUpAfterHello(peer);
   }
 
   async function onMessage(data: RawData, isBinary: boolean): Promise<void> {

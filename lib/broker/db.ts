@@ -32,9 +32,9 @@ const HIJACKED_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit'
 
 const rows = <T>(): T => undefined as T;
 const QUERY_ROWS = {
-  member_for_hello: rows<{ id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string }>(),
-  name_in_use: rows<{ taken: number }>(),
-  presence_connect: rows<{ id: string; fresh: boolean }>(),
+  members_for_hello: rows<{ n: number; id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string }>(),
+  names_in_use: rows<{ n: number }>(),
+  presence_connect: rows<{ mesh_id: string; key: string; fresh: boolean }>(),
   presence_disconnect: rows<never>(),
   presence_gone: rows<never>(),
   presence_orphan_instance: rows<never>(),
@@ -56,6 +56,7 @@ const QUERY_ROWS = {
     id: string; message_id: string; priority: Priority; nonce: Buffer; ciphertext: Buffer; sender_key: string; sender_member_key: string;
     created_at: Date; client_message_id: string; hops: number; target: string;
   }>(),
+  keys_with_queued: rows<{ mesh_id: string; key: string }>(),
   release_claims: rows<never>(),
   ack_deliveries: rows<never>(),
   mark_deliveries: rows<never>(),

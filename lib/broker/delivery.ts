@@ -6,6 +6,7 @@
 // `client_ack`; a recipient that connects, reattaches or turns idle catches up at once.
 
 import type { Context } from '../../broker.ts';
+import { Batcher } from '../batch.ts';
 import { cmError } from '../errors.ts';
 import { encodeFrame } from '../protocol.ts';
 import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
@@ -66,6 +67,13 @@ export class Delivery {
   readonly #tick: NodeJS.Timeout;
   readonly #sweep: NodeJS.Timeout;
   #ticking = false;
+  // The hellos of one moment ask together which of them have anything queued; only those
+  // claim (most connects after a restart have nothing waiting).
+  readonly #queuedFor = new Batcher<Peer, boolean>(async (peers) => {
+    const { rows } = await query(this.#ctx.pool, 'keys_with_queued', [peers.map((peer) => peer.meshId), peers.map((peer) => peer.key)]);
+    const waiting = new Set(rows.map((row) => `${row.mesh_id}\n${row.key}`));
+    return peers.map((peer) => waiting.has(`${peer.meshId}\n${peer.key}`));
+  });
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
@@ -98,6 +106,17 @@ export class Delivery {
       }
       socket.send(pushFrame({ ...row, nonce: envelope.nonce, ciphertext: envelope.ciphertext }));
     }
+  }
+
+  /** A peer just said hello: catch up if anything waits for it. */
+  async catchUpAfterHello(peer: Peer): Promise<void> {
+    try {
+      if (!(await this.#queuedFor.run(peer))) return;
+    } catch (error) {
+      this.#ctx.log.warn('catch-up check failed; the redelivery tick will find what waits', { meshId: peer.meshId, key: peer.key.slice(0, 12), error });
+      return;
+    }
+    await this.catchUp(peer);
   }
 
   /** Claim and push everything this peer may take now. Concurrent calls coalesce. */

@@ -8,8 +8,10 @@ import type { IncomingMessage } from 'node:http';
 import { cmError, isCmError } from '../errors.ts';
 import { encodeFrame, MAX_GROUPS } from '../protocol.ts';
 import type { MemberView, PeerView, Status } from '../protocol.ts';
+import { Batcher } from '../batch.ts';
 import { KeyedTokenBuckets } from '../token-bucket.ts';
 import { query } from './db.ts';
+import type { Row } from './db.ts';
 import { parseJsonObject, readBody, sendJson, sourceOf, verifySignedCall } from './http.ts';
 import type { RouteEntry } from './http.ts';
 import { SIGNAL_ROSTERS } from './hub.ts';
@@ -38,6 +40,8 @@ export interface Roster {
 }
 type StatusSource = 'hook' | 'manual' | 'inferred';
 type GoneReason = 'lease_expired' | 'kicked' | 'banned' | 'left';
+type MemberRow = Omit<Row<'members_for_hello'>, 'n'>;
+interface Connect { peer: Peer; here: boolean; groups: string[] | null }
 
 /** The roster as `hello_ack` and `peers` carry it. */
 export function rosterView(roster: Roster): { peers: PeerView[]; members: MemberView[] } {
@@ -53,6 +57,11 @@ export class Presence {
   #beat: NodeJS.Timeout | undefined;
   readonly #changed = new Set<string>();
   #signalTimer: NodeJS.Timeout | undefined;
+  // The hello path's database work, batched: the hellos of one moment (a broker restart
+  // brings them all at once) share one statement per step.
+  readonly #members = new Batcher<{ meshId: string; memberKey: string }, MemberRow | undefined>((asked) => this.#lookUpMembers(asked));
+  readonly #names = new Batcher<{ meshId: string; name: string; memberKey: string }, boolean>((asked) => this.#namesTaken(asked));
+  readonly #connects = new Batcher<Connect, boolean>((connects) => this.#record(connects));
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
@@ -163,16 +172,66 @@ export class Presence {
 
   // ---- a connection's life ----
 
+  // ---- a hello ----
+
+  /** The member a hello names, as stored (undefined: no such member of that mesh). */
+  member(meshId: string, memberKey: string): Promise<MemberRow | undefined> {
+    return this.#members.run({ meshId, memberKey });
+  }
+
+  /** Whether another current member holds `name` in the mesh, as its own or for a session. */
+  nameTaken(meshId: string, name: string, memberKey: string): Promise<boolean> {
+    return this.#names.run({ meshId, name, memberKey });
+  }
+
   /**
    * Record a proven connection. A fresh one starts idle and is announced; a reattach — here,
    * or to a key another instance held inside its lease — changes nothing others see, so the
    * cached roster stays (a reconnect storm does not reload it per hello).
    */
   async connected(peer: Peer, reattachedHere: boolean, groups: string[] | null): Promise<{ roster: Roster; fresh: boolean }> {
-    const { rows } = await query(this.#ctx.pool, 'presence_connect', [peer.meshId, peer.memberId, peer.key, peer.kind, peer.name, this.#ctx.instanceId, groups, reattachedHere]);
-    const fresh = rows[0]?.fresh ?? !reattachedHere;
-    if (fresh) this.invalidate(peer.meshId);
+    const fresh = await this.#connects.run({ peer, here: reattachedHere, groups });
     return { roster: await this.roster(peer.meshId), fresh };
+  }
+
+  async #lookUpMembers(asked: Array<{ meshId: string; memberKey: string }>): Promise<Array<MemberRow | undefined>> {
+    const { rows } = await query(this.#ctx.pool, 'members_for_hello', [asked.map((each) => each.meshId), asked.map((each) => each.memberKey)]);
+    const found: Array<MemberRow | undefined> = asked.map(() => undefined);
+    for (const { n, ...row } of rows) found[n - 1] = row;
+    return found;
+  }
+
+  async #namesTaken(asked: Array<{ meshId: string; name: string; memberKey: string }>): Promise<boolean[]> {
+    const { rows } = await query(this.#ctx.pool, 'names_in_use', [asked.map((each) => each.meshId), asked.map((each) => each.name), asked.map((each) => each.memberKey)]);
+    const taken = new Set(rows.map((row) => row.n - 1));
+    return asked.map((_, index) => taken.has(index));
+  }
+
+  /** One statement per round; a key that comes twice in a batch waits for the next round. */
+  async #record(connects: Connect[]): Promise<boolean[]> {
+    const fresh = new Map<Connect, boolean>();
+    const keyOf = (meshId: string, key: string) => `${meshId}\n${key}`;
+    for (let left = connects; left.length > 0;) {
+      const round: Connect[] = [];
+      const later: Connect[] = [];
+      const seen = new Set<string>();
+      for (const each of left) {
+        const key = keyOf(each.peer.meshId, each.peer.key);
+        (seen.has(key) ? later : round).push(each);
+        seen.add(key);
+      }
+      left = later;
+      const { rows } = await query(this.#ctx.pool, 'presence_connect', [
+        round.map((c) => c.peer.meshId), round.map((c) => c.peer.memberId), round.map((c) => c.peer.key), round.map((c) => c.peer.kind),
+        round.map((c) => c.peer.name), round.map((c) => (c.groups === null ? null : JSON.stringify(c.groups))), round.map((c) => c.here), this.#ctx.instanceId,
+      ]);
+      const freshKeys = new Set(rows.filter((row) => row.fresh).map((row) => keyOf(row.mesh_id, row.key)));
+      for (const each of round) fresh.set(each, freshKeys.has(keyOf(each.peer.meshId, each.peer.key)));
+    }
+    // Once per mesh for the whole batch, before anyone reads the roster: the hellos of this
+    // batch then share one roster load.
+    for (const meshId of new Set(connects.filter((each) => fresh.get(each) === true).map((each) => each.peer.meshId))) this.invalidate(meshId);
+    return connects.map((each) => fresh.get(each) ?? false);
   }
 
   announceJoined(peer: Peer, roster: Roster): void {

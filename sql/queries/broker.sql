@@ -3,37 +3,49 @@
 -- code names is missing or one here is named by no code. Hot paths are batched: one
 -- statement for many sends, acks or recipients.
 
--- name: member_for_hello
-SELECT m.id, m.name, m.role, m.left_at IS NOT NULL AS left, m.banned_at IS NOT NULL AS banned, s.name AS mesh_name
-FROM members m JOIN meshes s ON s.id = m.mesh_id
-WHERE m.mesh_id = $1 AND m.key = $2;
+-- name: members_for_hello
+-- the hellos that arrived together ($1 meshes, $2 member keys, by position n): who each one is
+SELECT i.n::int AS n, m.id, m.name, m.role, m.left_at IS NOT NULL AS left, m.banned_at IS NOT NULL AS banned, s.name AS mesh_name
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(mesh_id, key, n)
+JOIN members m ON m.mesh_id = i.mesh_id AND m.key = i.key
+JOIN meshes s ON s.id = m.mesh_id;
 
--- name: name_in_use
--- a name another current member holds, as its own or for one of its sessions
-SELECT 1 AS taken FROM members WHERE mesh_id = $1 AND name = $2 AND key <> $3 AND left_at IS NULL AND banned_at IS NULL
-UNION ALL
-SELECT 1 FROM presences p JOIN members m ON m.id = p.member_id
-WHERE p.mesh_id = $1 AND p.name = $2 AND m.key <> $3 AND m.left_at IS NULL AND m.banned_at IS NULL
-LIMIT 1;
+-- name: names_in_use
+-- of the names asked for ($1 meshes, $2 names, $3 the asking member keys, by position n): those
+-- another current member holds, as its own or for one of its sessions
+SELECT i.n::int AS n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS i(mesh_id, name, key, n)
+WHERE EXISTS (SELECT 1 FROM members m WHERE m.mesh_id = i.mesh_id AND m.name = i.name AND m.key <> i.key AND m.left_at IS NULL AND m.banned_at IS NULL)
+   OR EXISTS (SELECT 1 FROM presences p JOIN members m ON m.id = p.member_id
+              WHERE p.mesh_id = i.mesh_id AND p.name = i.name AND m.key <> i.key AND m.left_at IS NULL AND m.banned_at IS NULL);
 
 -- name: presence_connect
--- A key that was online a moment ago — held here in its lease ($8), or by another instance
--- connected or inside its lease (a rolling restart, a balancer's choice) — reattaches: it keeps
--- its status and nobody is told. Only a fresh connect starts idle and is announced (`fresh`).
-WITH prior AS (
-  SELECT disconnected_at IS NULL OR lease_until > now() AS online FROM presences WHERE mesh_id = $1 AND key = $3
+-- The proven hellos that arrived together, one row each (no key twice). A key that was
+-- online a moment ago — held here in its lease ($7), or by another instance connected or
+-- inside its lease (a rolling restart, a balancer's choice) — reattaches: it keeps its status
+-- and nobody is told. Only a fresh connect starts idle and is announced (`fresh`). $6: each
+-- one's groups as a JSON array, or null to keep the groups it had.
+WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[])
+    AS i(mesh_id, member_id, key, kind, name, groups, here)
+), prior AS (
+  SELECT p.mesh_id, p.key, p.disconnected_at IS NULL OR p.lease_until > now() AS online
+  FROM presences p JOIN input i ON i.mesh_id = p.mesh_id AND i.key = p.key
+), written AS (
+  INSERT INTO presences AS p (mesh_id, member_id, key, kind, name, instance_id, groups)
+  SELECT mesh_id, member_id, key, kind, name, $8, COALESCE(ARRAY(SELECT jsonb_array_elements_text(groups::jsonb)), '{}') FROM input
+  ON CONFLICT (mesh_id, key) DO UPDATE SET
+    member_id = EXCLUDED.member_id, kind = EXCLUDED.kind, name = EXCLUDED.name, instance_id = EXCLUDED.instance_id,
+    groups = CASE WHEN (SELECT i.groups IS NULL FROM input i WHERE i.mesh_id = p.mesh_id AND i.key = p.key) THEN p.groups ELSE EXCLUDED.groups END,
+    status = CASE WHEN p.disconnected_at IS NULL OR p.lease_until > now() OR (SELECT i.here FROM input i WHERE i.mesh_id = p.mesh_id AND i.key = p.key) THEN p.status ELSE 'idle' END,
+    status_source = CASE WHEN p.disconnected_at IS NULL OR p.lease_until > now() OR (SELECT i.here FROM input i WHERE i.mesh_id = p.mesh_id AND i.key = p.key) THEN p.status_source ELSE 'inferred' END,
+    status_at = CASE WHEN p.disconnected_at IS NULL OR p.lease_until > now() OR (SELECT i.here FROM input i WHERE i.mesh_id = p.mesh_id AND i.key = p.key) THEN p.status_at ELSE now() END,
+    connected_at = CASE WHEN p.disconnected_at IS NULL OR p.lease_until > now() OR (SELECT i.here FROM input i WHERE i.mesh_id = p.mesh_id AND i.key = p.key) THEN p.connected_at ELSE now() END,
+    disconnected_at = NULL, lease_until = NULL
+  RETURNING p.mesh_id, p.key
 )
-INSERT INTO presences (mesh_id, member_id, key, kind, name, instance_id, groups)
-VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7::text[], '{}'))
-ON CONFLICT (mesh_id, key) DO UPDATE SET
-  member_id = EXCLUDED.member_id, kind = EXCLUDED.kind, name = EXCLUDED.name, instance_id = EXCLUDED.instance_id,
-  groups = COALESCE($7::text[], presences.groups),
-  status = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.status ELSE 'idle' END,
-  status_source = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.status_source ELSE 'inferred' END,
-  status_at = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.status_at ELSE now() END,
-  connected_at = CASE WHEN $8 OR presences.disconnected_at IS NULL OR presences.lease_until > now() THEN presences.connected_at ELSE now() END,
-  disconnected_at = NULL, lease_until = NULL
-RETURNING id, NOT ($8 OR COALESCE((SELECT online FROM prior), false)) AS fresh;
+SELECT w.mesh_id, w.key, NOT (i.here OR COALESCE(o.online, false)) AS fresh
+FROM written w JOIN input i ON i.mesh_id = w.mesh_id AND i.key = w.key
+LEFT JOIN prior o ON o.mesh_id = w.mesh_id AND o.key = w.key;
 
 -- name: presence_disconnect
 UPDATE presences SET disconnected_at = now(), lease_until = now() + make_interval(secs => $4)
@@ -149,6 +161,12 @@ FROM pick, messages m
 WHERE d.id = pick.id AND m.id = d.message_id
 RETURNING d.id, d.message_id, d.priority, d.nonce, d.ciphertext, m.sender_key, m.sender_member_key,
           m.created_at, m.client_message_id, m.hops, m.target;
+
+-- name: keys_with_queued
+-- of the keys that just connected ($1 meshes, $2 keys): those with something to catch up on
+SELECT DISTINCT i.mesh_id, i.key
+FROM unnest($1::text[], $2::text[]) AS i(mesh_id, key)
+WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.mesh_id = i.mesh_id AND d.recipient_key = i.key AND d.state = 'queued');
 
 -- name: release_claims
 UPDATE deliveries SET claimed_until = NULL

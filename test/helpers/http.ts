@@ -26,3 +26,10 @@ export async function metricValue(baseUrl: string, series: string): Promise<numb
   return Number(line.slice(series.length + 1));
 }
 
+
+/** The sum of every labelled series of a metric (0 when none was counted yet). */
+export async function metricSum(baseUrl: string, name: string): Promise<number> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  return text.split('\n').filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
