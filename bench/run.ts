@@ -1,12 +1,14 @@
 // `just bench`: the load benchmark (docs/benchmarks.md). Starts Postgres (embedded unless
 // DATABASE_URL is set), then for each point a fresh database and broker process; runs
 // each point RUNS times with a fixed seed and reports the median run.
-// Usage: node bench/run.ts [--quick] [--only burst,steady,held,storm,daemon] [--runs N] [--out FILE]
+// Usage: node bench/run.ts [--quick] [--only burst,steady,held,storm,connect,daemon] [--runs N] [--out FILE]
 //        [--write-docs]  (replaces the generated section of docs/benchmarks.md)
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
+import { connectStorm } from './connect-storm.ts';
+import type { ConnectStormResult } from './connect-storm.ts';
 import { startPostgres } from './harness.ts';
 import { daemonPath } from './daemon.ts';
 import type { DaemonResult } from './daemon.ts';
@@ -49,6 +51,7 @@ const postgres = await startPostgres();
 const bursts: BurstResult[] = [];
 const held: HeldResult[] = [];
 const storms: StormResult[] = [];
+const connects: ConnectStormResult[] = [];
 const daemonRuns: DaemonResult[] = [];
 const started = Date.now();
 try {
@@ -77,6 +80,13 @@ try {
     log(`reconnect storm ${sockets}`);
     storms.push((await repeat('storm', () => reconnectStorm(postgres, { sockets, senders: 10 }), (r) => r.reattachedMs)).median);
   }
+  if (wanted('connect')) {
+    const shapes: Array<[number, number]> = values.quick ? [[10, 20], [1, 200]] : [[10, 100], [1, 1_000]];
+    for (const [meshes, perMesh] of shapes) {
+      log(`connect storm ${meshes}×${perMesh}`);
+      connects.push((await repeat('connect', () => connectStorm(postgres, { meshes, perMesh }), (r) => r.helloAckMs.max)).median);
+    }
+  }
   if (wanted('daemon')) {
     log('daemon path');
     const sizes = values.quick ? { latencyMessages: 50, throughputMessages: 500, cliCommands: 10 } : { latencyMessages: 200, throughputMessages: 2_000, cliCommands: 30 };
@@ -103,6 +113,11 @@ for (const r of storms) {
   lines.push('');
   lines.push(`${r.point}: ${r.reattached}/${r.sockets} reattached silently in ${fmt(r.reattachedMs / 1000, 2)} s; ${r.messagesDuringStorm} messages sent meanwhile, lost ${r.lost}, duplicates ${r.duplicates}; broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB`);
 }
+for (const r of connects) {
+  lines.push('');
+  const refusals = Object.entries(r.refusals).map(([code, count]) => `${code} ×${count}`).join(', ');
+  lines.push(`${r.point}: ${r.accepted}/${r.peers} accepted${r.refused > 0 ? ` (refused: ${refusals})` : ''}; hello_ack p50 ${fmt(r.helloAckMs.p50)} ms / p99 ${fmt(r.helloAckMs.p99)} ms / last ${fmt(r.helloAckMs.max)} ms; broker CPU ${fmt(r.brokerCpuSeconds)} s, PG CPU ${fmt(r.postgresCpuSeconds)} s, broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB`);
+}
 for (const r of daemonRuns) {
   lines.push('');
   lines.push(`${r.point}: one send at a time (${r.latencyMessages}), IPC answer (after the outbox commit) p50 ${fmt(r.ipcAnswerMs.p50)} ms / p99 ${fmt(r.ipcAnswerMs.p99)} ms; IPC → recipient daemon's inbox p50 ${fmt(r.sendToInboxMs.p50)} ms / p95 ${fmt(r.sendToInboxMs.p95)} ms / p99 ${fmt(r.sendToInboxMs.p99)} ms; outbox throughput ${r.throughputMessages} messages in ${fmt(r.throughputSeconds, 2)} s = ${fmt(r.messagesPerSecond, 0)} msg/s, lost ${r.lost}`);
@@ -113,7 +128,7 @@ const report = lines.join('\n');
 process.stdout.write(`${report}\n`);
 await mkdir(OUT_DIR, { recursive: true });
 const out = values.out ?? `${OUT_DIR}latest.json`;
-await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, daemon: daemonRuns, report }, null, 2));
+await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, connects, daemon: daemonRuns, report }, null, 2));
 process.stderr.write(`results written to ${out}\n`);
 
 if (values['write-docs']) {

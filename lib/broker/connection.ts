@@ -27,7 +27,7 @@ import { CLOCK_SKEW_MS } from '../signed-request.ts';
 import { failureOf } from './db.ts';
 import type { Peer, PeerIdentity } from './hub.ts';
 import type { CONNECTION_REJECT_REASONS } from './metrics.ts';
-import { rosterView } from './presence.ts';
+import { encodeWithRoster } from './presence.ts';
 
 export const WS_PATH = '/ws';
 export const HELLO_TIMEOUT_MS = 10_000;
@@ -166,7 +166,7 @@ async function dispatch(ctx: Context, peer: Peer, frame: ClientFrame, reply: (te
     case 'leave_group':
       return reply(encodeFrame('ok', { ...id, of: 'leave_group', groups: await presence.leaveGroup(peer.meshId, peer.key, frame.group) }));
     case 'list_peers':
-      return reply(encodeFrame('peers', { ...id, ...rosterView(await presence.roster(peer.meshId)) }));
+      return reply(encodeWithRoster('peers', id, await presence.roster(peer.meshId)));
     case 'message_status':
       return reply(JSON.stringify(await delivery.status(peer, frame.messageId, frame.id)));
   }
@@ -242,10 +242,9 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     peer = attached.peer;
     const { roster, fresh } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
     const { meshId, meshName, key, memberKey, kind, role, name } = peer;
-    reply(encodeFrame('hello_ack', {
-      ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name,
-      reattached: !fresh, ...rosterView(roster),
-    }));
+    reply(encodeWithRoster('hello_ack', {
+      ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name, reattached: !fresh,
+    }, roster));
     if (fresh) ctx.presence.announceJoined(peer, roster);
     void ctx.delivery.catchUpAfterHello(peer);
   }

@@ -7,7 +7,7 @@ import type { Context } from '../../broker.ts';
 import type { IncomingMessage } from 'node:http';
 import { cmError, isCmError } from '../errors.ts';
 import { encodeFrame, MAX_GROUPS } from '../protocol.ts';
-import type { MemberView, PeerView, Status } from '../protocol.ts';
+import type { MemberView, PeerView, ServerFrameOf, Status } from '../protocol.ts';
 import { Batcher } from '../batch.ts';
 import { KeyedTokenBuckets } from '../token-bucket.ts';
 import { query } from './db.ts';
@@ -43,9 +43,19 @@ type GoneReason = 'lease_expired' | 'kicked' | 'banned' | 'left';
 type MemberRow = Omit<Row<'members_for_hello'>, 'n'>;
 interface Connect { peer: Peer; here: boolean; groups: string[] | null }
 
-/** The roster as `hello_ack` and `peers` carry it. */
-export function rosterView(roster: Roster): { peers: PeerView[]; members: MemberView[] } {
-  return { peers: [...roster.peers.values()], members: [...roster.members.values()] };
+// A roster is the same for every peer of its mesh until it changes: its JSON is made once
+// and spliced into each `hello_ack` and `peers` frame (a storm of a thousand hellos into one
+// mesh would otherwise encode the same thousand peers a thousand times).
+const rosterJson = new WeakMap<Roster, string>();
+
+/** A `hello_ack` or `peers` frame: its own fields, then the roster as it carries it. */
+export function encodeWithRoster<T extends 'hello_ack' | 'peers'>(type: T, fields: Omit<ServerFrameOf<T>, 'type' | 'peers' | 'members'>, roster: Roster): string {
+  let json = rosterJson.get(roster);
+  if (json === undefined) {
+    json = `"peers":${JSON.stringify([...roster.peers.values()])},"members":${JSON.stringify([...roster.members.values()])}`;
+    rosterJson.set(roster, json);
+  }
+  return `${encodeFrame(type, fields as Omit<ServerFrameOf<T>, 'type'>).slice(0, -1)},${json}}`;
 }
 
 export class Presence {
