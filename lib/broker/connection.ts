@@ -240,12 +240,12 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     }
     clearTimeout(timer);
     peer = attached.peer;
-    const { roster, fresh } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
+    const { roster, fresh, batchMates } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
     const { meshId, meshName, key, memberKey, kind, role, name } = peer;
     reply(encodeWithRoster('hello_ack', {
       ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name, reattached: !fresh,
     }, roster));
-    if (fresh) ctx.presence.announceJoined(peer, roster);
+    if (fresh) ctx.presence.announceJoined(peer, roster, batchMates);
     void ctx.delivery.catchUpAfterHello(peer);
   }
 

@@ -156,16 +156,19 @@ export class Hub {
     for (const peer of source) if (peer.socket !== null) yield peer;
   }
 
-  /** Send an encoded frame to every open socket of a mesh except `exceptKey`. */
-  broadcast(meshId: string, frame: string, exceptKey?: string): void {
+  /** Send an encoded frame to every open socket of a mesh except `exceptKey` (and those `skip` names). */
+  broadcast(meshId: string, frame: string, exceptKey?: string, skip?: ReadonlySet<string>): void {
     for (const peer of this.online(meshId)) {
-      if (peer.key !== exceptKey && peer.socket?.readyState === peer.socket?.OPEN) peer.socket?.send(frame);
+      if (peer.key !== exceptKey && skip?.has(peer.key) !== true && peer.socket?.readyState === peer.socket?.OPEN) peer.socket?.send(frame);
     }
   }
 
-  /** Tell a mesh an event: this instance's sockets now, the other instances' through Postgres. */
-  announce(meshId: string, frame: string, exceptKey?: string): void {
-    this.broadcast(meshId, frame, exceptKey);
+  /**
+   * Tell a mesh an event: this instance's sockets now (but those `skip` names, which know it
+   * already), the other instances' through Postgres.
+   */
+  announce(meshId: string, frame: string, exceptKey?: string, skip?: ReadonlySet<string>): void {
+    this.broadcast(meshId, frame, exceptKey, skip);
     const payload = { from: this.#ctx.instanceId, meshId, frame, ...(exceptKey === undefined ? {} : { exceptKey }) };
     if (Buffer.byteLength(JSON.stringify(payload)) < MAX_SIGNAL_BYTES) this.tell(SIGNAL_EVENTS, payload, 'a mesh event');
     else this.#ctx.log.warn('mesh event too large to tell the other instances', { meshId });

@@ -71,7 +71,7 @@ export class Presence {
   // brings them all at once) share one statement per step.
   readonly #members = new Batcher<{ meshId: string; memberKey: string }, MemberRow | undefined>((asked) => this.#lookUpMembers(asked));
   readonly #names = new Batcher<{ meshId: string; name: string; memberKey: string }, boolean>((asked) => this.#namesTaken(asked));
-  readonly #connects = new Batcher<Connect, boolean>((connects) => this.#record(connects));
+  readonly #connects = new Batcher<Connect, { fresh: boolean; batchMates: ReadonlySet<string> }>((connects) => this.#record(connects));
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
@@ -199,9 +199,9 @@ export class Presence {
    * or to a key another instance held inside its lease — changes nothing others see, so the
    * cached roster stays (a reconnect storm does not reload it per hello).
    */
-  async connected(peer: Peer, reattachedHere: boolean, groups: string[] | null): Promise<{ roster: Roster; fresh: boolean }> {
-    const fresh = await this.#connects.run({ peer, here: reattachedHere, groups });
-    return { roster: await this.roster(peer.meshId), fresh };
+  async connected(peer: Peer, reattachedHere: boolean, groups: string[] | null): Promise<{ roster: Roster; fresh: boolean; batchMates: ReadonlySet<string> }> {
+    const { fresh, batchMates } = await this.#connects.run({ peer, here: reattachedHere, groups });
+    return { roster: await this.roster(peer.meshId), fresh, batchMates };
   }
 
   async #lookUpMembers(asked: Array<{ meshId: string; memberKey: string }>): Promise<Array<MemberRow | undefined>> {
@@ -218,7 +218,7 @@ export class Presence {
   }
 
   /** One statement per round; a key that comes twice in a batch waits for the next round. */
-  async #record(connects: Connect[]): Promise<boolean[]> {
+  async #record(connects: Connect[]): Promise<Array<{ fresh: boolean; batchMates: ReadonlySet<string> }>> {
     const fresh = new Map<Connect, boolean>();
     const keyOf = (meshId: string, key: string) => `${meshId}\n${key}`;
     for (let left = connects; left.length > 0;) {
@@ -240,14 +240,26 @@ export class Presence {
     }
     // Once per mesh for the whole batch, before anyone reads the roster: the hellos of this
     // batch then share one roster load.
-    for (const meshId of new Set(connects.filter((each) => fresh.get(each) === true).map((each) => each.peer.meshId))) this.invalidate(meshId);
-    return connects.map((each) => fresh.get(each) ?? false);
+    const mates = new Map<string, Set<string>>();
+    for (const each of connects) {
+      if (fresh.get(each) !== true) continue;
+      const keys = mates.get(each.peer.meshId) ?? new Set<string>();
+      keys.add(each.peer.key);
+      mates.set(each.peer.meshId, keys);
+    }
+    for (const meshId of mates.keys()) this.invalidate(meshId);
+    return connects.map((each) => ({ fresh: fresh.get(each) ?? false, batchMates: mates.get(each.peer.meshId) ?? new Set() }));
   }
 
-  announceJoined(peer: Peer, roster: Roster): void {
+  /**
+   * Tell the mesh a fresh peer joined. Peers that joined in the same batch are not told of
+   * each other: the roster in their `hello_ack` was read after the whole batch was recorded,
+   * so it lists them all (a storm of n new peers costs n frames each, not n² in all).
+   */
+  announceJoined(peer: Peer, roster: Roster, batchMates: ReadonlySet<string>): void {
     const view = roster.peers.get(peer.key);
     if (view === undefined) return;
-    this.#ctx.hub.announce(peer.meshId, encodeFrame('system', { event: 'peer_joined', meshId: peer.meshId, peer: view, at: this.#at() }), peer.key);
+    this.#ctx.hub.announce(peer.meshId, encodeFrame('system', { event: 'peer_joined', meshId: peer.meshId, peer: view, at: this.#at() }), peer.key, batchMates);
   }
 
   /** A socket closed: inside its lease a peer still lists as online, so the roster stands. */
