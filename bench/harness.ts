@@ -56,7 +56,9 @@ export interface RunWorld {
   broker: BrokerProcess;
   brokerUrl: string;
   wsUrl: string;
-  /** start sampling CPU and memory */
+  /** one per broker instance (all on the same database) */
+  wsUrls: string[];
+  /** start sampling CPU and memory (of every instance together) */
   measure(): () => { broker: Usage; postgres: Usage | undefined };
   eventLoopP99Ms(): Promise<number>;
   close(): Promise<void>;
@@ -71,7 +73,7 @@ function startFlags(): string[] {
   return words.slice(1, words.indexOf('broker.ts'));
 }
 
-export async function startRun(postgres: Postgres, extraEnv: Record<string, string> = {}): Promise<RunWorld> {
+export async function startRun(postgres: Postgres, extraEnv: Record<string, string> = {}, instances = 1): Promise<RunWorld> {
   databases += 1;
   const name = `bench_${process.pid}_${databases}`;
   const admin = new pg.Client({ connectionString: postgres.adminUrl });
@@ -83,25 +85,34 @@ export async function startRun(postgres: Postgres, extraEnv: Record<string, stri
   // The broker runs with the Node flags of `npm start` (what operators run), unless
   // BENCH_BROKER_NODE_ARGS replaces them (e.g. "--cpu-prof" to profile it).
   const nodeArgs = process.env.BENCH_BROKER_NODE_ARGS === undefined ? startFlags() : process.env.BENCH_BROKER_NODE_ARGS.split(' ');
-  const broker = await startBroker(brokerEnv({ ...BENCH_BROKER_ENV, ...extraEnv, DATABASE_URL: url.toString() }), nodeArgs);
-  const brokerPid = broker.child.pid ?? 0;
+  // Several instances share the one database, as behind a balancer; the first migrates.
+  const brokers: BrokerProcess[] = [];
+  for (let index = 0; index < instances; index += 1) {
+    brokers.push(await startBroker(brokerEnv({ ...BENCH_BROKER_ENV, ...extraEnv, DATABASE_URL: url.toString() }), nodeArgs));
+  }
+  const broker = brokers[0]!;
+  const brokerPids = brokers.map((each) => each.child.pid ?? 0);
   return {
     broker,
     brokerUrl: broker.baseUrl,
     wsUrl: `ws://127.0.0.1:${broker.port}/ws`,
+    wsUrls: brokers.map((each) => `ws://127.0.0.1:${each.port}/ws`),
     measure() {
-      const brokerSampler = new Sampler(() => [brokerPid]);
+      const brokerSampler = new Sampler(() => brokerPids);
       const pgSampler = postgres.postmasterPid === undefined ? undefined : new Sampler(() => childrenOf(postgres.postmasterPid ?? 0));
       brokerSampler.start();
       pgSampler?.start();
       return () => ({ broker: brokerSampler.stop(), postgres: pgSampler?.stop() });
     },
     async eventLoopP99Ms() {
-      const text = await (await fetch(`${broker.baseUrl}/metrics`)).text();
-      return Number(/^nodejs_eventloop_delay_p99_seconds (\S+)$/m.exec(text)?.[1]) * 1000;
+      const p99s = await Promise.all(brokers.map(async (each) => {
+        const text = await (await fetch(`${each.baseUrl}/metrics`)).text();
+        return Number(/^nodejs_eventloop_delay_p99_seconds (\S+)$/m.exec(text)?.[1]) * 1000;
+      }));
+      return Math.max(...p99s);
     },
     async close() {
-      await broker.stop('SIGTERM');
+      await Promise.all(brokers.map((each) => each.stop('SIGTERM')));
       const client = new pg.Client({ connectionString: postgres.adminUrl });
       await client.connect();
       await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

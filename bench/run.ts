@@ -1,7 +1,7 @@
 // `just bench`: the load benchmark (docs/benchmarks.md). Starts Postgres (embedded unless
 // DATABASE_URL is set), then for each point a fresh database and broker process; runs
 // each point RUNS times with a fixed seed and reports the median run.
-// Usage: node bench/run.ts [--quick] [--only burst,steady,held,storm,connect,daemon] [--runs N] [--out FILE]
+// Usage: node bench/run.ts [--quick] [--only burst,instances,steady,held,storm,connect,daemon] [--runs N] [--out FILE]
 //        [--write-docs]  (replaces the generated section of docs/benchmarks.md)
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -62,6 +62,14 @@ try {
       log(point);
       bursts.push((await repeat(point, (run) => directTraffic(postgres, { peers, perPeer, seed: SEED + run, point }), (r) => r.sendToPushMs.p99)).median);
     }
+  }
+  if (wanted('instances')) {
+    // The cost of the hop between instances: the same burst with peers spread over two
+    // brokers on one database, so about half of all messages cross through LISTEN/NOTIFY.
+    const [peers, perPeer] = values.quick ? [100, 100] : [100, 1_000];
+    const point = `burst ${peers}×${perPeer} across 2 instances`;
+    log(point);
+    bursts.push((await repeat(point, (run) => directTraffic(postgres, { peers, perPeer, seed: SEED + run, point, instances: 2 }), (r) => r.sendToPushMs.p99)).median);
   }
   if (wanted('steady')) {
     const seconds = values.quick ? 10 : 30;

@@ -39,8 +39,12 @@ export interface BurstResult {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const yieldToLoop = () => new Promise((resolve) => setImmediate(resolve));
 
-async function connectAll(peers: BenchPeer[], wsUrl: string): Promise<void> {
-  for (let start = 0; start < peers.length; start += 50) await Promise.all(peers.slice(start, start + 50).map((peer) => peer.connect(wsUrl)));
+/** Connect in groups of 50; with several instances, peers are spread across them in turn. */
+async function connectAll(peers: BenchPeer[], wsUrl: string | readonly string[]): Promise<void> {
+  const urls = typeof wsUrl === 'string' ? [wsUrl] : wsUrl;
+  for (let start = 0; start < peers.length; start += 50) {
+    await Promise.all(peers.slice(start, start + 50).map((peer, index) => peer.connect(urls[(start + index) % urls.length]!)));
+  }
 }
 
 async function waitUntil(done: () => boolean, limitMs: number): Promise<void> {
@@ -54,7 +58,7 @@ interface Plan { from: BenchPeer; frame: string; cmid: string; to: string }
 async function connectedPeers(world: RunWorld, count: number, label: string): Promise<BenchPeer[]> {
   const mesh = await seedMesh(world.brokerUrl, count, label);
   const peers = mesh.members.map((member) => new BenchPeer(mesh.meshId, member));
-  await connectAll(peers, world.wsUrl);
+  await connectAll(peers, world.wsUrls);
   return peers;
 }
 
@@ -146,8 +150,8 @@ function burstResult(run: BurstRun): BurstResult {
 }
 
 /** Every peer sends `perPeer` messages to uniformly random others; `rate` (msg/s) paces them, else all at once. */
-export async function directTraffic(postgres: Postgres, options: { peers: number; perPeer: number; seed: number; point: string; rate?: number }): Promise<BurstResult> {
-  const world = await startRun(postgres);
+export async function directTraffic(postgres: Postgres, options: { peers: number; perPeer: number; seed: number; point: string; rate?: number; instances?: number }): Promise<BurstResult> {
+  const world = await startRun(postgres, {}, options.instances);
   try {
     const peers = await connectedPeers(world, options.peers, options.point);
     const random = seededRandom(options.seed);
