@@ -63,3 +63,33 @@ describe('two instances on one database', () => {
     assert.deepEqual(closed, { code: 4001, reason: 'kicked' });
   });
 });
+
+describe('capacity across instances', () => {
+  let a: TestBroker;
+  let b: TestBroker;
+  let mesh: SeededMesh;
+  before(async () => {
+    const env = { MAX_CONNECTIONS_PER_MESH: '2' };
+    a = await startTestBroker('capacity', { env, instanceId: 'a' });
+    b = await startTestBroker('capacity', { env, instanceId: 'b', database: a.database });
+    mesh = await seedMesh(a.db.pool, 3);
+  });
+  after(async () => {
+    await b.close();
+    await a.close();
+  });
+
+  it('counts the live connections of every instance, and a reconnect elsewhere frees its slot', async () => {
+    const [first, second, third] = mesh.members as [typeof mesh.members[0], typeof mesh.members[0], typeof mesh.members[0]];
+    const onA = await TestPeer.connect(a.wsUrl, { meshId: mesh.meshId, member: first });
+    const onB = await TestPeer.connect(b.wsUrl, { meshId: mesh.meshId, member: second });
+    const refused = await TestPeer.connect(a.wsUrl, { meshId: mesh.meshId, member: third, noWait: true });
+    const error = await refused.waitFor((frame) => frame.type === 'error');
+    assert.equal(error.code, 'CM_ERR_CAPACITY', 'the mesh is full across both instances');
+    // The member on B moves to A: its own connection is not counted against it.
+    await onB.close();
+    const moved = await TestPeer.connect(a.wsUrl, { meshId: mesh.meshId, member: second });
+    assert.equal(moved.ack?.type, 'hello_ack');
+    for (const peer of [onA, moved]) await peer.close();
+  });
+});

@@ -72,7 +72,10 @@ export function createUpgrade(ctx: Context, isDraining: () => boolean, onSocket:
 }
 
 /** Check a hello in a fixed order, cheapest first; the database is asked last. */
-async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<PeerIdentity | Refusal> {
+/** Live connections other instances hold, in the hello's mesh and for its member. */
+interface Elsewhere { mesh: number; member: number }
+
+async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<{ identity: PeerIdentity; elsewhere: Elsewhere } | Refusal> {
   const now = ctx.now();
   const refusal = (reason: RejectReason, close: Close, error: CmError): Refusal => ({ error, close, reason });
   if (frame.challenge === undefined) {
@@ -124,7 +127,10 @@ async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<P
       hint: 'pick another session name (claudemesh launch --name …)',
     }));
   }
-  return { meshId: frame.meshId, meshName: member.mesh_name, memberId: member.id, memberKey: frame.memberKey, role: member.role, key, kind: session ? 'session' : 'member', name };
+  return {
+    identity: { meshId: frame.meshId, meshName: member.mesh_name, memberId: member.id, memberKey: frame.memberKey, role: member.role, key, kind: session ? 'session' : 'member', name },
+    elsewhere: { mesh: member.elsewhere, member: member.member_elsewhere },
+  };
 }
 
 /** The request id of a frame that failed validation, so that even its error can be correlated. */
@@ -224,11 +230,12 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
   }, ctx.timings.helloTimeoutMs);
 
   async function sayHello(frame: Hello): Promise<void> {
-    const identity = await verifyHello(ctx, frame, nonce);
-    if ('error' in identity) return refuse(identity, frame.id);
+    const verified = await verifyHello(ctx, frame, nonce);
+    if ('error' in verified) return refuse(verified, frame.id);
+    const { identity, elsewhere } = verified;
     // The socket may have closed while we were checking: never attach a dead socket.
     if (socket.readyState !== socket.OPEN) return;
-    const attached = hub.attach(identity, socket);
+    const attached = hub.attach(identity, socket, elsewhere);
     if (!attached.ok && attached.reason === 'removed') {
       return refuse({ reason: 'unauthorized', close: CLOSES.unauthorized, error: cmError('CM_ERR_UNAUTHORIZED', `member ${identity.name} was just removed from mesh ${identity.meshId}`) }, frame.id);
     }

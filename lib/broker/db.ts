@@ -32,7 +32,7 @@ const HIJACKED_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit'
 
 const rows = <T>(): T => undefined as T;
 const QUERY_ROWS = {
-  members_for_hello: rows<{ n: number; id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string }>(),
+  members_for_hello: rows<{ n: number; id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string; elsewhere: number; member_elsewhere: number }>(),
   names_in_use: rows<{ n: number }>(),
   presence_connect: rows<{ mesh_id: string; key: string; fresh: boolean }>(),
   presence_disconnect: rows<never>(),

@@ -80,7 +80,7 @@ export class Hub {
    * is taken over: the older socket closes `session_replaced`, and capacity is not checked —
    * a reattaching peer is never refused for capacity.
    */
-  attach(identity: PeerIdentity, socket: WebSocket): AttachResult {
+  attach(identity: PeerIdentity, socket: WebSocket, elsewhere: { mesh: number; member: number } = { mesh: 0, member: 0 }): AttachResult {
     const now = this.#ctx.now();
     const removedAt = this.#removed.get(entryKey(identity.meshId, identity.memberKey));
     if (removedAt !== undefined && now - removedAt < REMOVAL_MEMORY_MS) return { ok: false, reason: 'removed' };
@@ -93,10 +93,11 @@ export class Hub {
       return { ok: true, peer: existing, reattached: true };
     }
     // Capacity counts open sockets only: a lease reserves a reattach, not a slot, so closed
-    // connections never lock a mesh. One member may not take more than its share.
+    // connections never lock a mesh. One member may not take more than its share. Those
+    // other instances hold (`elsewhere`, from Postgres at the hello) count too.
     const mesh = this.#byMesh.get(identity.meshId);
-    let live = 0;
-    let mine = 0;
+    let live = elsewhere.mesh;
+    let mine = elsewhere.member;
     for (const peer of mesh ?? []) {
       if (peer.socket === null) continue;
       live += 1;

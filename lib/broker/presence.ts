@@ -205,7 +205,7 @@ export class Presence {
   }
 
   async #lookUpMembers(asked: Array<{ meshId: string; memberKey: string }>): Promise<Array<MemberRow | undefined>> {
-    const { rows } = await query(this.#ctx.pool, 'members_for_hello', [asked.map((each) => each.meshId), asked.map((each) => each.memberKey)]);
+    const { rows } = await query(this.#ctx.pool, 'members_for_hello', [asked.map((each) => each.meshId), asked.map((each) => each.memberKey), this.#ctx.instanceId]);
     const found: Array<MemberRow | undefined> = asked.map(() => undefined);
     for (const { n, ...row } of rows) found[n - 1] = row;
     return found;

@@ -4,8 +4,12 @@
 -- statement for many sends, acks or recipients.
 
 -- name: members_for_hello
--- the hellos that arrived together ($1 meshes, $2 member keys, by position n): who each one is
-SELECT i.n::int AS n, m.id, m.name, m.role, m.left_at IS NOT NULL AS left, m.banned_at IS NOT NULL AS banned, s.name AS mesh_name
+-- the hellos that arrived together ($1 meshes, $2 member keys, by position n): who each one
+-- is, and how many live connections other instances than $3 hold in its mesh and for it
+-- (capacity holds across instances; this instance counts its own sockets itself)
+SELECT i.n::int AS n, m.id, m.name, m.role, m.left_at IS NOT NULL AS left, m.banned_at IS NOT NULL AS banned, s.name AS mesh_name,
+       (SELECT count(*)::int FROM presences p WHERE p.mesh_id = i.mesh_id AND p.key <> i.key AND p.disconnected_at IS NULL AND p.instance_id <> $3) AS elsewhere,
+       (SELECT count(*)::int FROM presences p WHERE p.mesh_id = i.mesh_id AND p.key <> i.key AND p.member_id = m.id AND p.disconnected_at IS NULL AND p.instance_id <> $3) AS member_elsewhere
 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(mesh_id, key, n)
 JOIN members m ON m.mesh_id = i.mesh_id AND m.key = i.key
 JOIN meshes s ON s.id = m.mesh_id;
