@@ -54,6 +54,20 @@ describe('two instances on one database', () => {
     for (const peer of [sender, onB, groupOnB]) await peer.close();
   });
 
+  it('a key that connects to the other instance takes its connection over, silently', async () => {
+    const [owner, alice] = mesh.members;
+    const watcher = await TestPeer.connect(a.wsUrl, { meshId: mesh.meshId, member: owner! });
+    const first = await TestPeer.connect(a.wsUrl, { meshId: mesh.meshId, member: alice! });
+    const second = await TestPeer.connect(b.wsUrl, { meshId: mesh.meshId, member: alice! });
+    assert.equal(second.ack?.reattached, true, 'it was online a moment ago: a reattach');
+    const closed = await Promise.race([first.closed, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), WITHIN_MS))]);
+    assert.deepEqual(closed, { code: 1000, reason: 'session_replaced' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const events = watcher.frames.filter((frame) => frame.type === 'system' && frame.peer?.key === alice!.publicKey);
+    assert.deepEqual(events.filter((frame) => frame.event === 'peer_left'), [], 'the move is not a departure');
+    for (const peer of [watcher, second]) await peer.close();
+  });
+
   it('a kick on one instance closes the member on the other with 4001', async () => {
     const [owner, , , dave] = mesh.members;
     const victim = await TestPeer.connect(b.wsUrl, { meshId: mesh.meshId, member: dave! });

@@ -83,6 +83,11 @@ describe('a rolling restart of two instances behind a balancer', () => {
       });
     }
 
+    // The joins of the start reach the other instance's sockets a moment later: let them
+    // land, then listen from a clean slate.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    for (const events of heard.values()) events.length = 0;
+
     const sent: Sent[] = [];
     const failures: string[] = [];
     let sending = true;

@@ -34,7 +34,7 @@ const rows = <T>(): T => undefined as T;
 const QUERY_ROWS = {
   members_for_hello: rows<{ n: number; id: string; name: string; role: Role; left: boolean; banned: boolean; mesh_name: string; elsewhere: number; member_elsewhere: number }>(),
   names_in_use: rows<{ n: number }>(),
-  presence_connect: rows<{ mesh_id: string; key: string; fresh: boolean }>(),
+  presence_connect: rows<{ mesh_id: string; key: string; fresh: boolean; connected_elsewhere: string | null }>(),
   presence_disconnect: rows<never>(),
   presence_gone: rows<never>(),
   presence_orphan_instance: rows<never>(),

@@ -28,6 +28,8 @@ const MAX_REMEMBERED_REMOVALS = 10_000;
 export const SIGNAL_DELIVERIES = 'cm_deliveries';
 export const SIGNAL_REMOVALS = 'cm_removals';
 export const SIGNAL_ROSTERS = 'cm_rosters';
+// a key that connected here while another instance still held a socket for it
+export const SIGNAL_TAKEOVERS = 'cm_takeovers';
 // peer_joined / peer_left told on one instance reach the sockets every other instance holds
 const SIGNAL_EVENTS = 'cm_events';
 // pg_notify refuses payloads of 8000 bytes or more; an event that large is told locally only
@@ -209,7 +211,7 @@ export class Hub {
     client.on('end', () => retry(new Error('connection ended')));
     client.on('notification', (message) => this.#heard(message.channel, message.payload ?? ''));
     await client.connect();
-    await client.query(`LISTEN ${SIGNAL_DELIVERIES}; LISTEN ${SIGNAL_REMOVALS}; LISTEN ${SIGNAL_ROSTERS}; LISTEN ${SIGNAL_EVENTS}`);
+    await client.query(`LISTEN ${SIGNAL_DELIVERIES}; LISTEN ${SIGNAL_REMOVALS}; LISTEN ${SIGNAL_ROSTERS}; LISTEN ${SIGNAL_EVENTS}; LISTEN ${SIGNAL_TAKEOVERS}`);
   }
 
   /** Tell every instance (this one too) something, fire and forget: a lost signal only logs. */
@@ -220,7 +222,10 @@ export class Hub {
 
   #heard(channel: string, payload: string): void {
     try {
-      if (channel === SIGNAL_EVENTS) {
+      if (channel === SIGNAL_TAKEOVERS) {
+        const { by, taken } = JSON.parse(payload) as { by: string; taken: Array<[string, string]> };
+        if (by !== this.#ctx.instanceId) for (const [meshId, key] of taken) this.#release(meshId, key);
+      } else if (channel === SIGNAL_EVENTS) {
         const { from, meshId, frame, exceptKey } = JSON.parse(payload) as { from: string; meshId: string; frame: string; exceptKey?: string };
         if (from !== this.#ctx.instanceId) this.broadcast(meshId, frame, exceptKey);
       } else if (channel === SIGNAL_ROSTERS) {
@@ -243,16 +248,35 @@ export class Hub {
     }
   }
 
+  /**
+   * Another instance took this key over: close the socket held here (`session_replaced`, as
+   * a newer connection would here) and forget the entry without a word to the mesh — the
+   * peer is still there. Its claims go back for the instance that holds it now.
+   */
+  #release(meshId: string, key: string): void {
+    const peer = this.#peers.get(entryKey(meshId, key));
+    if (peer === undefined || !this.#forget(peer)) return;
+    const socket = peer.socket;
+    peer.socket = null;
+    socket?.close(CLOSES.replaced.code, CLOSES.replaced.reason);
+    void this.#ctx.delivery.releaseClaims(peer);
+  }
+
   #drop(peer: Peer, reason: 'lease_expired' | 'kicked' | 'banned' | 'left'): void {
+    if (this.#forget(peer)) this.#ctx.presence.gone(peer, reason);
+  }
+
+  /** Take the entry out of the maps; false when a newer entry already replaced it. */
+  #forget(peer: Peer): boolean {
     clearTimeout(peer.leaseTimer);
     peer.leaseTimer = undefined;
     const key = entryKey(peer.meshId, peer.key);
-    if (this.#peers.get(key) !== peer) return;
+    if (this.#peers.get(key) !== peer) return false;
     this.#peers.delete(key);
     const mesh = this.#byMesh.get(peer.meshId);
     mesh?.delete(peer);
     if (mesh?.size === 0) this.#byMesh.delete(peer.meshId);
-    this.#ctx.presence.gone(peer, reason);
+    return true;
   }
 
   // Half-open sockets (NAT, sleeping laptops) never close by themselves: a socket quiet for

@@ -14,7 +14,7 @@ import { query } from './db.ts';
 import type { Row } from './db.ts';
 import { parseJsonObject, readBody, sendJson, sourceOf, verifySignedCall } from './http.ts';
 import type { RouteEntry } from './http.ts';
-import { SIGNAL_ROSTERS } from './hub.ts';
+import { SIGNAL_ROSTERS, SIGNAL_TAKEOVERS } from './hub.ts';
 import type { Peer } from './hub.ts';
 
 export const TTL_SWEEP_INTERVAL_MS = 15_000;
@@ -236,6 +236,10 @@ export class Presence {
         round.map((c) => c.peer.name), round.map((c) => (c.groups === null ? null : JSON.stringify(c.groups))), round.map((c) => c.here), this.#ctx.instanceId,
       ]);
       const freshKeys = new Set(rows.filter((row) => row.fresh).map((row) => keyOf(row.mesh_id, row.key)));
+      // The same key still connected on another instance (a client that reconnected before
+      // that instance saw its socket close): the newer connection wins there too.
+      const taken = rows.filter((row) => row.connected_elsewhere !== null).map((row) => [row.mesh_id, row.key]);
+      if (taken.length > 0) this.#ctx.hub.tell(SIGNAL_TAKEOVERS, { by: this.#ctx.instanceId, taken }, 'a connection taken over');
       for (const each of round) fresh.set(each, freshKeys.has(keyOf(each.peer.meshId, each.peer.key)));
     }
     // Once per mesh for the whole batch, before anyone reads the roster: the hellos of this

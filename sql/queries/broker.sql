@@ -26,13 +26,15 @@ WHERE EXISTS (SELECT 1 FROM members m WHERE m.mesh_id = i.mesh_id AND m.name = i
 -- The proven hellos that arrived together, one row each (no key twice). A key that was
 -- online a moment ago — held here in its lease ($7), or by another instance connected or
 -- inside its lease (a rolling restart, a balancer's choice) — reattaches: it keeps its status
--- and nobody is told. Only a fresh connect starts idle and is announced (`fresh`). $6: each
--- one's groups as a JSON array, or null to keep the groups it had.
+-- and nobody is told. Only a fresh connect starts idle and is announced (`fresh`). A key
+-- still connected on another instance is taken from it (`connected_elsewhere`: that instance
+-- closes its socket). $6: each one's groups as a JSON array, or null to keep its groups.
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[])
     AS i(mesh_id, member_id, key, kind, name, groups, here)
 ), prior AS (
-  SELECT p.mesh_id, p.key, p.disconnected_at IS NULL OR p.lease_until > now() AS online
+  SELECT p.mesh_id, p.key, p.disconnected_at IS NULL OR p.lease_until > now() AS online,
+         CASE WHEN p.disconnected_at IS NULL AND p.instance_id <> $8 THEN p.instance_id END AS connected_elsewhere
   FROM presences p JOIN input i ON i.mesh_id = p.mesh_id AND i.key = p.key
 ), written AS (
   INSERT INTO presences AS p (mesh_id, member_id, key, kind, name, instance_id, groups)
@@ -47,7 +49,7 @@ WITH input AS (
     disconnected_at = NULL, lease_until = NULL
   RETURNING p.mesh_id, p.key
 )
-SELECT w.mesh_id, w.key, NOT (i.here OR COALESCE(o.online, false)) AS fresh
+SELECT w.mesh_id, w.key, NOT (i.here OR COALESCE(o.online, false)) AS fresh, o.connected_elsewhere
 FROM written w JOIN input i ON i.mesh_id = w.mesh_id AND i.key = w.key
 LEFT JOIN prior o ON o.mesh_id = w.mesh_id AND o.key = w.key;
 
