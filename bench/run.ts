@@ -1,7 +1,7 @@
 // `just bench`: the load benchmark (docs/benchmarks.md). Starts Postgres (embedded unless
 // DATABASE_URL is set), then for each point a fresh database and broker process; runs
 // each point RUNS times with a fixed seed and reports the median run.
-// Usage: node bench/run.ts [--quick] [--only burst,instances,steady,held,storm,connect,daemon] [--runs N] [--out FILE]
+// Usage: node bench/run.ts [--quick] [--only burst,mesh,instances,steady,held,storm,connect,idle,daemon] [--runs N] [--out FILE]
 //        [--write-docs]  (replaces the generated section of docs/benchmarks.md)
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -10,6 +10,8 @@ import { parseArgs } from 'node:util';
 import { connectStorm } from './connect-storm.ts';
 import type { ConnectStormResult } from './connect-storm.ts';
 import { startPostgres } from './harness.ts';
+import { idleSockets } from './idle-sockets.ts';
+import type { IdleResult } from './idle-sockets.ts';
 import { daemonPath } from './daemon.ts';
 import type { DaemonResult } from './daemon.ts';
 import { directTraffic, heldPriority, reconnectStorm } from './scenarios.ts';
@@ -52,6 +54,7 @@ const bursts: BurstResult[] = [];
 const held: HeldResult[] = [];
 const storms: StormResult[] = [];
 const connects: ConnectStormResult[] = [];
+const idles: IdleResult[] = [];
 const daemonRuns: DaemonResult[] = [];
 const started = Date.now();
 try {
@@ -62,6 +65,13 @@ try {
       log(point);
       bursts.push((await repeat(point, (run) => directTraffic(postgres, { peers, perPeer, seed: SEED + run, point }), (r) => r.sendToPushMs.p99)).median);
     }
+  }
+  if (wanted('mesh')) {
+    // One big mesh: every push, roster and join reaches a thousand members.
+    const [peers, perPeer] = values.quick ? [300, 10] : [1_000, 10];
+    const point = `mesh of ${peers}, burst ${peers}×${perPeer}`;
+    log(point);
+    bursts.push((await repeat(point, (run) => directTraffic(postgres, { peers, perPeer, seed: SEED + run, point }), (r) => r.sendToPushMs.p99)).median);
   }
   if (wanted('instances')) {
     // The cost of the hop between instances: the same burst with peers spread over two
@@ -95,6 +105,11 @@ try {
       connects.push((await repeat('connect', () => connectStorm(postgres, { meshes, perMesh }), (r) => r.helloAckMs.max)).median);
     }
   }
+  if (wanted('idle')) {
+    const [meshes, perMesh] = values.quick ? [10, 100] : [100, 100];
+    log(`idle sockets ${meshes}×${perMesh}`);
+    idles.push((await repeat('idle', () => idleSockets(postgres, { meshes, perMesh }), (r) => r.eventLoopP99Ms)).median);
+  }
   if (wanted('daemon')) {
     log('daemon path');
     const sizes = values.quick ? { latencyMessages: 50, throughputMessages: 500, cliCommands: 10 } : { latencyMessages: 200, throughputMessages: 2_000, cliCommands: 30 };
@@ -126,6 +141,10 @@ for (const r of connects) {
   const refusals = Object.entries(r.refusals).map(([code, count]) => `${code} ×${count}`).join(', ');
   lines.push(`${r.point}: ${r.accepted}/${r.peers} accepted${r.refused > 0 ? ` (refused: ${refusals})` : ''}; hello_ack p50 ${fmt(r.helloAckMs.p50)} ms / p99 ${fmt(r.helloAckMs.p99)} ms / last ${fmt(r.helloAckMs.max)} ms; broker CPU ${fmt(r.brokerCpuSeconds)} s, PG CPU ${fmt(r.postgresCpuSeconds)} s, broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB`);
 }
+for (const r of idles) {
+  lines.push('');
+  lines.push(`${r.point}: ${r.connected}/${r.sockets} connected in ${fmt(r.connectSeconds)} s, ${r.stillOpen} still open after ${fmt(r.idleSeconds, 0)} s idle (a ping cycle); broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB, CPU ${fmt(r.brokerCpuSeconds)} s while idle; /health answered p50 ${fmt(r.healthMs.p50)} ms / p99 ${fmt(r.healthMs.p99)} ms / max ${fmt(r.healthMs.max)} ms while idle (event loop p99 since start, connects included: ${fmt(r.eventLoopP99Ms)} ms)`);
+}
 for (const r of daemonRuns) {
   lines.push('');
   lines.push(`${r.point}: one send at a time (${r.latencyMessages}), IPC answer (after the outbox commit) p50 ${fmt(r.ipcAnswerMs.p50)} ms / p99 ${fmt(r.ipcAnswerMs.p99)} ms; IPC → recipient daemon's inbox p50 ${fmt(r.sendToInboxMs.p50)} ms / p95 ${fmt(r.sendToInboxMs.p95)} ms / p99 ${fmt(r.sendToInboxMs.p99)} ms; outbox throughput ${r.throughputMessages} messages in ${fmt(r.throughputSeconds, 2)} s = ${fmt(r.messagesPerSecond, 0)} msg/s, lost ${r.lost}`);
@@ -136,7 +155,7 @@ const report = lines.join('\n');
 process.stdout.write(`${report}\n`);
 await mkdir(OUT_DIR, { recursive: true });
 const out = values.out ?? `${OUT_DIR}latest.json`;
-await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, connects, daemon: daemonRuns, report }, null, 2));
+await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, connects, idles, daemon: daemonRuns, report }, null, 2));
 process.stderr.write(`results written to ${out}\n`);
 
 if (values['write-docs']) {
