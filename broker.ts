@@ -1,5 +1,6 @@
-// The claudemesh broker: config → database → migrations → HTTP + WebSocket → signals.
-// Run: `node broker.ts` (Node ≥ 22.18), or `npm start`. Imported (by tests and benchmarks),
+// The claudemesh broker: config → port → database → migrations → HTTP + WebSocket → signals.
+// Run: `node broker.ts` (Node ≥ 22.18), or `npm start`; `node broker.ts doctor|validate`
+// checks without starting (lib/broker-doctor.ts). Imported (by tests and benchmarks),
 // it only defines createBroker, the composition root: the one place where the parts are
 // made and given the context they share. How the parts fit: docs/architecture.md.
 
