@@ -15,7 +15,7 @@ import pg from 'pg';
 import { cmError } from './errors.ts';
 import { CLUSTER_SUBDIR, LOCATION_FILE, placeAsRoot } from './embedded-pg-root.ts';
 import type { Relocation } from './embedded-pg-root.ts';
-import { bindError, describePid, listeningPid, pidAlive, processInfo } from './processes.ts';
+import { bindError, describePid, listeningPid, processAlive, processInfo } from './processes.ts';
 
 const EMBEDDED_SUPERUSER = 'claudemesh';
 const EMBEDDED_DATABASE = 'claudemesh';
@@ -68,7 +68,7 @@ export function lockHolder(baseDir: string): Promise<LockRecord | undefined> {
   return readFile(join(baseDir, LOCK_FILE), 'utf8').then((text) => {
     const record = JSON.parse(text) as LockRecord;
     const info = processInfo(record.pid);
-    const alive = info === undefined ? pidAlive(record.pid) : info.startTicks === record.startTicks;
+    const alive = info === undefined ? processAlive(record.pid) : info.startTicks === record.startTicks;
     return alive ? record : undefined;
   }, () => undefined);
 }
@@ -118,7 +118,7 @@ async function until(check: () => boolean, timeoutMs: number): Promise<boolean> 
 async function clearOrphan(dataDir: string, onLog: (line: string) => void): Promise<void> {
   const pidFile = join(dataDir, 'postmaster.pid');
   const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).split('\n', 1)[0]);
-  if (!pidAlive(pid)) return;
+  if (!processAlive(pid)) return;
   const info = processInfo(pid);
   if (info !== undefined && !/postgres/.test(info.cmdline)) {
     // the pid was reused by an unrelated process: the file is stale, and Postgres would refuse to start on it
@@ -133,7 +133,7 @@ async function clearOrphan(dataDir: string, onLog: (line: string) => void): Prom
   }
   onLog(`stopping Postgres pid ${pid}, left running on ${dataDir} by a broker that did not stop it`);
   process.kill(pid, 'SIGINT');
-  if (!(await until(() => !pidAlive(pid), ORPHAN_STOP_MS))) {
+  if (!(await until(() => !processAlive(pid), ORPHAN_STOP_MS))) {
     throw cmError('CM_ERR_DATA_DIR_IN_USE', `Postgres pid ${pid}, left running on ${dataDir}, did not stop within ${ORPHAN_STOP_MS} ms`, { hint: `stop it (kill ${pid}), then start again` });
   }
 }

@@ -34,8 +34,8 @@ export function processInfo(pid: number): ProcessInfo | undefined {
   }
 }
 
-/** Whether a process with this pid exists (also when it belongs to another user). */
-export function pidAlive(pid: number): boolean {
+/** Is a process with this pid alive? EPERM means alive but not ours. */
+export function processAlive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);

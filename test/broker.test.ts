@@ -3,15 +3,13 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { lintExposition } from './helpers/prom-lint.ts';
 import { brokerEnv, runBroker, startBroker, startFailure } from './helpers/broker-process.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import type { TestDatabase } from './helpers/db.ts';
-import { freePort } from './helpers/ports.ts';
+import { freePort, takenPort } from './helpers/ports.ts';
 import { waitUntil } from './helpers/wait.ts';
 import { listeningPid } from '../lib/processes.ts';
 
@@ -132,10 +130,7 @@ describe('node broker.ts: a start that never strands the operator', () => {
   });
 
   it('says which port clashed and who holds it, before any database work', async () => {
-    const blocker = createServer();
-    blocker.listen(0, '127.0.0.1');
-    await once(blocker, 'listening');
-    const { port } = blocker.address() as AddressInfo;
+    const { port, release } = await takenPort();
     try {
       const result = await runBroker(brokerEnv({ BROKER_PORT: String(port), DATABASE_URL: `postgres://u:p@127.0.0.1:${await freePort()}/db` }));
       assert.equal(result.code, 1);
@@ -143,7 +138,7 @@ describe('node broker.ts: a start that never strands the operator', () => {
       assert.match(String(line.error), new RegExp(`BROKER_PORT ${port} on 127\\.0\\.0\\.1 is already in use by pid ${process.pid} `));
       assert.ok(!result.logs.some((entry) => entry.msg === 'waiting for database'), 'the port is checked first');
     } finally {
-      blocker.close();
+      await release();
     }
   });
 

@@ -14,3 +14,17 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** A port held by a plain TCP listener of this process (not HTTP): what stands in a broker's way. */
+export async function takenPort(): Promise<{ port: number; release(): Promise<void> }> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const address = server.address();
+  return {
+    port: typeof address === 'object' && address !== null ? address.port : 0,
+    release: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}

@@ -3,11 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +15,7 @@ import { brokerEnv } from '../helpers/broker-process.ts';
 import { startTestBroker } from '../helpers/broker.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import type { TestDatabase } from '../helpers/db.ts';
-import { freePort } from '../helpers/ports.ts';
+import { freePort, takenPort } from '../helpers/ports.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const quiet = createLogger({ write: () => {} });
@@ -122,16 +119,13 @@ describe('node broker.ts doctor', () => {
     } finally {
       await broker.close();
     }
-    const blocker = createServer();
-    blocker.listen(0, '127.0.0.1');
-    await once(blocker, 'listening');
+    const { port, release } = await takenPort();
     try {
-      const { port } = blocker.address() as AddressInfo;
       const taken = await checks(['doctor'], brokerEnv({ DATABASE_URL: database.url, BROKER_PORT: String(port) }));
       assert.equal(taken.code, 1);
       assert.match(taken.byName.get('port')?.detail ?? '', new RegExp(`is in use by pid ${process.pid} `));
     } finally {
-      blocker.close();
+      await release();
     }
   });
 

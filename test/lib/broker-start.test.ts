@@ -4,8 +4,6 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { WebSocket } from 'ws';
@@ -14,7 +12,7 @@ import { isCmError } from '../../lib/errors.ts';
 import { createLogger } from '../../lib/log.ts';
 import { createTestDatabase } from '../helpers/db.ts';
 import type { TestDatabase } from '../helpers/db.ts';
-import { freePort } from '../helpers/ports.ts';
+import { freePort, takenPort } from '../helpers/ports.ts';
 
 const quiet = createLogger({ write: () => {} });
 const gateOptions = (port: number) => ({ host: '127.0.0.1', port, version: '9.9.9-test', gitSha: 'abc1234', log: quiet });
@@ -133,10 +131,7 @@ describe('openGate', () => {
   });
 
   it('says which port clashed and who holds it: a process, or another claudemesh broker', async () => {
-    const blocker = createServer();
-    blocker.listen(0, '127.0.0.1');
-    await once(blocker, 'listening');
-    const { port } = blocker.address() as AddressInfo;
+    const { port, release } = await takenPort();
     try {
       const error = await openGate(gateOptions(port)).then(() => assert.fail('bound a taken port'), (failure: unknown) => failure);
       assert.ok(isCmError(error));
@@ -144,7 +139,7 @@ describe('openGate', () => {
       assert.match(error.message, new RegExp(`BROKER_PORT ${port} on 127\\.0\\.0\\.1 is already in use by pid ${process.pid} \\(`));
       assert.match(error.hint, /BROKER_PORT/);
     } finally {
-      blocker.close();
+      await release();
     }
     const taken = await freePort();
     const first = await openGate(gateOptions(taken));

@@ -3,18 +3,15 @@
 // and — as root — a cluster kept where the postgres user can reach it, found again later.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { embeddedPostgres } from '../../lib/embedded-pg.ts';
 import { isCmError } from '../../lib/errors.ts';
-import { freePort } from '../helpers/ports.ts';
+import { freePort, takenPort } from '../helpers/ports.ts';
 
 const asRoot = process.getuid?.() === 0;
 const made: string[] = [];
@@ -61,10 +58,7 @@ describe('embeddedPostgres', () => {
   });
 
   it('tells a taken port before making a cluster for nothing', async () => {
-    const blocker = createServer();
-    blocker.listen(0, '127.0.0.1');
-    await once(blocker, 'listening');
-    const { port } = blocker.address() as AddressInfo;
+    const { port, release } = await takenPort();
     const baseDir = join(await tempDir('cm-epg-port-'), 'data');
     try {
       const refused = await rejection(embeddedPostgres({ baseDir, port }));
@@ -72,7 +66,7 @@ describe('embeddedPostgres', () => {
       assert.match(refused.message, new RegExp(`port ${port} \\(EMBEDDED_PG_PORT\\) is in use by pid ${process.pid} `));
       assert.match(refused.hint, /EMBEDDED_PG_PORT/);
     } finally {
-      blocker.close();
+      await release();
     }
     assert.equal(existsSync(join(baseDir, 'postgres', 'PG_VERSION')), false, 'no cluster was made');
     assert.equal(existsSync(join(baseDir, 'cluster.lock')), false, 'the data dir was released');

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
-import { bindError, describePid, listeningPid, pidAlive, processInfo } from '../../lib/processes.ts';
+import { bindError, describePid, listeningPid, processAlive, processInfo } from '../../lib/processes.ts';
 
 const onLinux = process.platform === 'linux' ? false : 'reads /proc, which only Linux has';
 
@@ -47,14 +47,14 @@ describe('processes', () => {
     assert.equal(me?.pid, process.pid);
     assert.equal(me?.ppid, process.ppid);
     assert.match(me?.startTicks ?? '', /^\d+$/);
-    assert.equal(pidAlive(process.pid), true);
+    assert.equal(processAlive(process.pid), true);
     const child = spawn(process.execPath, ['-e', '']);
     const pid = child.pid ?? 0;
     await once(child, 'exit');
-    assert.equal(pidAlive(pid), false);
+    assert.equal(processAlive(pid), false);
     assert.equal(processInfo(pid), undefined);
     assert.equal(describePid(pid), `pid ${pid}`);
-    assert.equal(pidAlive(-1), false);
+    assert.equal(processAlive(-1), false);
     assert.equal(processInfo(0), undefined);
   });
 
