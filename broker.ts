@@ -9,6 +9,7 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type pg from 'pg';
 import type { WebSocket } from 'ws';
 import { openGate, diagnoseDb } from './lib/broker-start.ts';
@@ -93,7 +94,7 @@ interface BrokerOptions {
   instanceId?: string;
   now?: () => number;
   timings?: Partial<Timings>;
-  /** a server already bound (the process binds its port first); else listen() binds one */
+  /** a server already bound (the process binds its port first); listen() serves on it once ready */
   server?: Server;
 }
 
@@ -153,9 +154,9 @@ export function createBroker(options: BrokerOptions): Broker {
     return { status: draining ? 'draining' : up ? 'ok' : 'degraded', db: up ? 'up' : 'down', version: options.version, gitSha: options.gitSha, uptime: Math.round((Date.now() - startedAt) / 1000) };
   }
   const httpServer = options.server ?? createServer();
-  httpServer.on('request', createHttpHandler({ log, metrics: ctx.metrics, health, routes: [hookRoute(ctx), ...membershipRoutes(ctx)] }));
+  const handleRequest = createHttpHandler({ log, metrics: ctx.metrics, health, routes: [hookRoute(ctx), ...membershipRoutes(ctx)] });
   // A malformed request line or oversized headers answer 400 and never throw.
-  httpServer.on('clientError', (_error, socket) => (socket.writable ? socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n') : socket.destroy()));
+  const handleClientError = (_error: Error, socket: Duplex): void => void (socket.writable ? socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n') : socket.destroy());
   const upgrade = createUpgrade(ctx, () => draining, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -164,7 +165,6 @@ export function createBroker(options: BrokerOptions): Broker {
     socket.on('error', (error) => log.debug('socket error', { error }));
     serveConnection(ctx, socket);
   });
-  httpServer.on('upgrade', upgrade.handle);
   db.startMonitor();
   const queueDepthTimer = setInterval(() => {
     if (!db.healthy) return;
@@ -200,6 +200,8 @@ export function createBroker(options: BrokerOptions): Broker {
     async listen() {
       await ctx.presence.startInstance();
       await ctx.hub.listen();
+      // Served from here on; a server the process bound earlier answered "starting" until now.
+      httpServer.on('request', handleRequest).on('clientError', handleClientError).on('upgrade', upgrade.handle);
       return new Promise((resolve, reject) => {
         if (httpServer.listening) return resolve(httpServer.address() as AddressInfo);
         httpServer.once('error', reject);
@@ -266,7 +268,7 @@ async function start(config: BrokerConfig, log: Logger, state: ProcessState): Pr
   // Stable per host and port: a broker killed and restarted in the same place is the same
   // instance and takes back at once what its former life held (port 0 means a fresh one).
   const instanceId = config.instanceId ?? (config.port === 0 ? undefined : `${hostname()}:${config.port}`);
-  state.broker = createBroker({ config, db, log, version: VERSION, gitSha, server: state.gate.handOver(), ...(instanceId === undefined ? {} : { instanceId }) });
+  state.broker = createBroker({ config, db, log, version: VERSION, gitSha, server: state.gate.server, ...(instanceId === undefined ? {} : { instanceId }) });
   const address = await state.broker.listen();
   log.info('broker listening', {
     url: `http://${address.address}:${address.port}`, ws: `ws://${address.address}:${address.port}/ws`, version: VERSION, gitSha,

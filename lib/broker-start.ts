@@ -95,12 +95,12 @@ export async function listenFailure(error: NodeJS.ErrnoException, host: string, 
 export interface StartGate {
   /** what /health reports while the broker starts: the step, and the last database problem */
   waiting(step: string, problem?: DbProblem): void;
-  /** stop answering "starting" and hand the bound server to the broker */
-  handOver(): Server;
+  /** the bound server; the gate steps aside the moment another 'request' handler is attached (the broker's, once it is ready) */
+  readonly server: Server;
   close(): Promise<void>;
 }
 
-/** Bind `host:port` now and answer "starting" on it until handOver(); a bind failure throws one CmError. */
+/** Bind `host:port` now and answer "starting" on it until the broker serves; a bind failure throws one CmError. */
 export async function openGate(options: { host: string; port: number; version: string; gitSha: string; log: Logger }): Promise<StartGate> {
   let step = 'starting';
   let problem: DbProblem | undefined;
@@ -133,16 +133,17 @@ export async function openGate(options: { host: string; port: number; version: s
   });
   server.removeAllListeners('error');
   server.on('error', (error) => options.log.error('http server error', { error }));
+  // No request ever meets two handlers, nor none: ours go in the same tick the broker's come.
+  const stepAside = (event: string | symbol): void => {
+    if (event !== 'request') return;
+    server.off('newListener', stepAside).off('request', onRequest).off('upgrade', onUpgrade).off('clientError', onClientError);
+  };
+  server.on('newListener', stepAside);
   return {
+    server,
     waiting(next, nextProblem) {
       step = next;
       problem = nextProblem;
-    },
-    handOver() {
-      server.off('request', onRequest);
-      server.off('upgrade', onUpgrade);
-      server.off('clientError', onClientError);
-      return server;
     },
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -162,7 +162,7 @@ export async function placeAsRoot(baseDir: string, nativeDir: string, relocation
     if (relocation === undefined) throw cmError('CM_ERR_EMBEDDED_PG_START', why, { hint: 'run from a directory others may traverse, run as a plain user, or set DATABASE_URL to your own Postgres' });
     await sharedDir(relocation.dir, user);
     binaries = await copyBinaries(nativeDir, relocation.dir);
-    notes.push(`binaries copied to ${binaries}: ${why}`);
+    notes.push(`binaries run from a copy in ${binaries}: ${why}`);
   }
   const inPlace = join(baseDir, CLUSTER_SUBDIR);
   const inPlaceResult = async (): Promise<RootPlacement> => {

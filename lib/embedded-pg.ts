@@ -8,11 +8,11 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chown, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import pg from 'pg';
-import { cmError } from './errors.ts';
+import { cmError, isCmError } from './errors.ts';
 import { CLUSTER_SUBDIR, LOCATION_FILE, placeAsRoot } from './embedded-pg-root.ts';
 import type { Relocation } from './embedded-pg-root.ts';
 import { bindError, describePid, listeningPid, processAlive, processInfo } from './processes.ts';
@@ -84,12 +84,18 @@ async function lockDataDir(baseDir: string): Promise<() => Promise<void>> {
     const text = await readFile(path, 'utf8').catch(() => '');
     if (text.includes(`"pid":${process.pid},`)) await rm(path, { force: true });
   };
+  // Written whole under a private name, then linked into place: link() fails if the lock
+  // exists, so no one ever reads a lock half written.
+  const draft = `${path}.${process.pid}`;
   for (let attempt = 0; attempt < 2; attempt += 1) {
     try {
-      await writeFile(path, `${JSON.stringify(mine)}\n`, { flag: 'wx', mode: 0o644 });
+      await writeFile(draft, `${JSON.stringify(mine)}\n`, { mode: 0o644 });
+      await link(draft, path);
       return release;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw refused(error);
+    } finally {
+      await rm(draft, { force: true });
     }
     const holder = await lockHolder(baseDir);
     if (holder !== undefined) {
@@ -268,7 +274,10 @@ export async function embeddedPostgres(options: EmbeddedOptions): Promise<Embedd
     if (!existsSync(join(placement.dataDir, 'PG_VERSION'))) await initdb(placement.nativeDir, placement.dataDir, password, placement.user, onLog);
   } catch (error) {
     await release();
-    throw error;
+    if (isCmError(error)) throw error;
+    throw cmError('CM_ERR_EMBEDDED_PG_START', `could not prepare the embedded Postgres of ${baseDir}: ${(error as Error).message}`, {
+      hint: 'fix what the message names (disk space, permissions), or set DATABASE_URL to your own Postgres', cause: error,
+    });
   }
   const { dataDir, user, nativeDir } = placement;
   const url = superuserUrl(password, port, 'postgres');

@@ -84,7 +84,7 @@ describe('node broker.ts without DATABASE_URL', () => {
     const cluster = String(where?.dataDir);
     assert.ok(cluster.startsWith(`${shared}/`), `cluster in ${cluster}`);
     const placement = (where?.placement as string[] | undefined)?.join('\n') ?? '';
-    assert.match(placement, new RegExp(`binaries copied to ${shared}/postgres-[^:]+: the "postgres" user cannot enter ${locked} \\(mode 700`));
+    assert.match(placement, new RegExp(`binaries run from a copy in ${shared}/postgres-[^:]+: the "postgres" user cannot enter ${locked} \\(mode 700`));
     assert.match(placement, new RegExp(`cluster kept in ${cluster} \\(recorded in ${clone}/data/postgres-location\\)`));
     assert.equal((await fetch(`${first.baseUrl}/health`)).status, 200);
     assert.equal((await first.stop('SIGTERM')).code, 0);

@@ -91,7 +91,7 @@ describe('diagnoseDb', () => {
 });
 
 describe('openGate', () => {
-  it('answers /health 503 "starting" with the last error, refuses routes and upgrades as retryable, then hands the server over', async () => {
+  it('answers /health 503 "starting" with the last error, refuses routes and upgrades as retryable, then steps aside for the broker', async () => {
     const port = await freePort();
     const gate = await openGate(gateOptions(port));
     const base = `http://127.0.0.1:${port}`;
@@ -120,10 +120,10 @@ describe('openGate', () => {
       assert.equal(response.statusCode, 503);
       assert.equal(response.headers['retry-after'], '2');
 
-      const server = gate.handOver();
+      const { server } = gate;
       assert.equal(server.listening, true);
-      assert.deepEqual(['request', 'upgrade', 'clientError'].map((event) => server.listenerCount(event)), [0, 0, 0], 'the broker gets a server with no starting handlers left');
       server.on('request', (_request, reply) => reply.end('mine now'));
+      assert.deepEqual(['request', 'upgrade', 'clientError'].map((event) => server.listenerCount(event)), [1, 0, 0], 'the gate stepped aside as the broker came');
       assert.equal(await (await fetch(`${base}/health`)).text(), 'mine now');
     } finally {
       await gate.close();
