@@ -138,7 +138,13 @@ async function clearOrphan(dataDir: string, onLog: (line: string) => void): Prom
     });
   }
   onLog(`stopping Postgres pid ${pid}, left running on ${dataDir} by a broker that did not stop it`);
-  process.kill(pid, 'SIGINT');
+  try {
+    process.kill(pid, 'SIGINT');
+  } catch (error) {
+    throw cmError('CM_ERR_DATA_DIR_IN_USE', `the cluster in ${dataDir} is run by Postgres pid ${pid}, which this user may not stop (${(error as NodeJS.ErrnoException).code})`, {
+      hint: `stop it as its owner (kill ${pid}), then start again`,
+    });
+  }
   if (!(await until(() => !processAlive(pid), ORPHAN_STOP_MS))) {
     throw cmError('CM_ERR_DATA_DIR_IN_USE', `Postgres pid ${pid}, left running on ${dataDir}, did not stop within ${ORPHAN_STOP_MS} ms`, { hint: `stop it (kill ${pid}), then start again` });
   }
@@ -269,9 +275,11 @@ export async function embeddedPostgres(options: EmbeddedOptions): Promise<Embedd
     const passwordFile = join(baseDir, PASSWORD_FILE);
     if (!existsSync(passwordFile)) await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
     password = (await readFile(passwordFile, 'utf8')).trim();
-    // A clash on the port is told now, not after a new cluster was made for nothing.
-    if (!existsSync(join(placement.dataDir, 'PG_VERSION'))) await requirePortFree(port);
-    if (!existsSync(join(placement.dataDir, 'PG_VERSION'))) await initdb(placement.nativeDir, placement.dataDir, password, placement.user, onLog);
+    if (!existsSync(join(placement.dataDir, 'PG_VERSION'))) {
+      // A clash on the port is told now, not after a new cluster was made for nothing.
+      await requirePortFree(port);
+      await initdb(placement.nativeDir, placement.dataDir, password, placement.user, onLog);
+    }
   } catch (error) {
     await release();
     if (isCmError(error)) throw error;
