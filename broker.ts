@@ -1,15 +1,22 @@
-// The claudemesh broker: config → database → migrations → HTTP + WebSocket → signals.
-// Run: `node broker.ts` (Node ≥ 22.18), or `npm start`. Imported (by tests and benchmarks),
+// The claudemesh broker: config → port → database → migrations → HTTP + WebSocket → signals.
+// Run: `node broker.ts` (Node ≥ 22.18), or `npm start`; `node broker.ts doctor|validate`
+// checks without starting (lib/broker-doctor.ts). Imported (by tests and benchmarks),
 // it only defines createBroker, the composition root: the one place where the parts are
 // made and given the context they share. How the parts fit: docs/architecture.md.
 
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
+import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type pg from 'pg';
 import type { WebSocket } from 'ws';
-import { isCmError } from './lib/errors.ts';
+import { openGate, diagnoseDb } from './lib/broker-start.ts';
+import type { StartGate } from './lib/broker-start.ts';
+import { embeddedPostgres } from './lib/embedded-pg.ts';
+import type { EmbeddedPostgres } from './lib/embedded-pg.ts';
+import { cmError, isCmError } from './lib/errors.ts';
 import { createLogger } from './lib/log.ts';
 import type { Logger } from './lib/log.ts';
 import { CLOSES } from './lib/protocol.ts';
@@ -17,8 +24,8 @@ import { resolveGitSha, VERSION } from './lib/version.ts';
 import { loadConfig, redactUrl } from './lib/broker/config.ts';
 import type { BrokerConfig } from './lib/broker/config.ts';
 import { createUpgrade, HELLO_TIMEOUT_MS, serveConnection } from './lib/broker/connection.ts';
-import { createDatabase, embeddedPostgres, migrate, query } from './lib/broker/db.ts';
-import type { Database, EmbeddedPostgres } from './lib/broker/db.ts';
+import { createDatabase, migrate, query } from './lib/broker/db.ts';
+import type { Database } from './lib/broker/db.ts';
 import { CLAIM_MS, Delivery, REDELIVERY_TICK_MS, SWEEP_INTERVAL_MS } from './lib/broker/delivery.ts';
 import { createHttpHandler } from './lib/broker/http.ts';
 import type { HealthReport } from './lib/broker/http.ts';
@@ -87,6 +94,8 @@ interface BrokerOptions {
   instanceId?: string;
   now?: () => number;
   timings?: Partial<Timings>;
+  /** a server already bound (the process binds its port first); listen() serves on it once ready */
+  server?: Server;
 }
 
 /** Wait for `work`, but never past `deadline`; a late or failed step does not block shutdown. */
@@ -144,9 +153,10 @@ export function createBroker(options: BrokerOptions): Broker {
     const up = await db.ping();
     return { status: draining ? 'draining' : up ? 'ok' : 'degraded', db: up ? 'up' : 'down', version: options.version, gitSha: options.gitSha, uptime: Math.round((Date.now() - startedAt) / 1000) };
   }
-  const httpServer = createServer(createHttpHandler({ log, metrics: ctx.metrics, health, routes: [hookRoute(ctx), ...membershipRoutes(ctx)] }));
+  const httpServer = options.server ?? createServer();
+  const handleRequest = createHttpHandler({ log, metrics: ctx.metrics, health, routes: [hookRoute(ctx), ...membershipRoutes(ctx)] });
   // A malformed request line or oversized headers answer 400 and never throw.
-  httpServer.on('clientError', (_error, socket) => (socket.writable ? socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n') : socket.destroy()));
+  const handleClientError = (_error: Error, socket: Duplex): void => void (socket.writable ? socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n') : socket.destroy());
   const upgrade = createUpgrade(ctx, () => draining, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -155,7 +165,6 @@ export function createBroker(options: BrokerOptions): Broker {
     socket.on('error', (error) => log.debug('socket error', { error }));
     serveConnection(ctx, socket);
   });
-  httpServer.on('upgrade', upgrade.handle);
   db.startMonitor();
   const queueDepthTimer = setInterval(() => {
     if (!db.healthy) return;
@@ -191,7 +200,10 @@ export function createBroker(options: BrokerOptions): Broker {
     async listen() {
       await ctx.presence.startInstance();
       await ctx.hub.listen();
+      // Served from here on; a server the process bound earlier answered "starting" until now.
+      httpServer.on('request', handleRequest).on('clientError', handleClientError).on('upgrade', upgrade.handle);
       return new Promise((resolve, reject) => {
+        if (httpServer.listening) return resolve(httpServer.address() as AddressInfo);
         httpServer.once('error', reject);
         httpServer.listen(config.port, config.host, () => {
           httpServer.off('error', reject);
@@ -208,38 +220,55 @@ export function createBroker(options: BrokerOptions): Broker {
 
 // ---- the process ----------------------------------------------------------------------------
 
-/** Wait until the database answers, retrying with backoff; a slow Postgres is not fatal. */
-async function waitForDatabase(db: Database, log: Logger, stopping: () => boolean): Promise<boolean> {
-  for (let attempt = 0; !stopping(); attempt += 1) {
+interface ProcessState { gate?: StartGate; embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean }
+
+/**
+ * Wait until the database answers, retrying with backoff: a slow or restarting Postgres is
+ * not fatal, and every retry line says why it failed and what to do. A database that
+ * refuses us (wrong password, no such database or role) would refuse forever: that stops.
+ */
+async function waitForDatabase(db: Database, url: string, log: Logger, state: ProcessState): Promise<boolean> {
+  for (let attempt = 0; !state.stopping; attempt += 1) {
     if (await db.ping()) return true;
+    const problem = diagnoseDb(db.lastError, url);
+    state.gate?.waiting('waiting for the database', problem);
+    if (problem.fatal) throw cmError('CM_ERR_DB_REJECTED', `the database refused the broker: ${problem.message} (${problem.code})`, { hint: problem.hint });
     const delay = DB_WAIT_BACKOFF_MS[Math.min(attempt, DB_WAIT_BACKOFF_MS.length - 1)] ?? 5_000;
-    log.warn('waiting for database', { attempt: attempt + 1, retryInMs: delay });
+    log.warn('waiting for database', { attempt: attempt + 1, retryInMs: delay, code: problem.code, error: problem.message, hint: problem.hint });
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
   return false;
 }
 
-async function start(config: BrokerConfig, log: Logger, state: { embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean }): Promise<void> {
+async function start(config: BrokerConfig, log: Logger, state: ProcessState): Promise<void> {
+  const gitSha = resolveGitSha(config.gitSha);
+  // The port first: a clash is told at once, and /health answers "starting" all along.
+  state.gate = await openGate({ host: config.host, port: config.port, version: VERSION, gitSha, log });
   let url = config.databaseUrl;
   if (url === undefined) {
+    state.gate.waiting('starting the embedded Postgres');
     const pgLog = log.child({ component: 'postgres' });
-    state.embedded = await embeddedPostgres({ baseDir: config.dataDir, port: config.embeddedPgPort, onLog: (line) => pgLog.debug(line) });
+    state.embedded = await embeddedPostgres({
+      baseDir: config.dataDir, port: config.embeddedPgPort, onLog: (line) => pgLog.debug(line), onNotice: (message) => log.warn(message),
+      relocation: { dir: config.embeddedPgRelocateDir, cluster: !config.dataDirChosen },
+    });
     await state.embedded.start();
     url = await state.embedded.brokerDatabaseUrl();
     log.info('embedded postgres', {
-      dataDir: state.embedded.dataDir, port: state.embedded.port,
+      dataDir: state.embedded.dataDir, port: state.embedded.port, ...(state.embedded.notes.length === 0 ? {} : { placement: state.embedded.notes }),
       hint: 'data lives in this directory; set DATABASE_URL=postgres://user:pass@host:5432/db to use your own Postgres instead',
     });
   }
   const db = createDatabase({ url, log, statementTimeoutMs: config.dbStatementTimeoutMs });
   state.db = db;
-  if (!(await waitForDatabase(db, log, () => state.stopping))) return;
+  state.gate.waiting('waiting for the database');
+  if (!(await waitForDatabase(db, url, log, state))) return;
+  state.gate.waiting('applying migrations');
   await migrate(db.pool, log);
-  const gitSha = resolveGitSha(config.gitSha);
   // Stable per host and port: a broker killed and restarted in the same place is the same
   // instance and takes back at once what its former life held (port 0 means a fresh one).
   const instanceId = config.instanceId ?? (config.port === 0 ? undefined : `${hostname()}:${config.port}`);
-  state.broker = createBroker({ config, db, log, version: VERSION, gitSha, ...(instanceId === undefined ? {} : { instanceId }) });
+  state.broker = createBroker({ config, db, log, version: VERSION, gitSha, server: state.gate.server, ...(instanceId === undefined ? {} : { instanceId }) });
   const address = await state.broker.listen();
   log.info('broker listening', {
     url: `http://${address.address}:${address.port}`, ws: `ws://${address.address}:${address.port}/ws`, version: VERSION, gitSha,
@@ -249,6 +278,11 @@ async function start(config: BrokerConfig, log: Logger, state: { embedded?: Embe
 }
 
 async function main(): Promise<void> {
+  const verb = process.argv[2];
+  if (verb !== undefined) {
+    const { runCommand } = await import('./lib/broker-doctor.ts');
+    process.exit(await runCommand(process.argv.slice(2), process.env));
+  }
   const result = loadConfig(process.env);
   if (!result.ok) {
     const log = createLogger();
@@ -258,24 +292,28 @@ async function main(): Promise<void> {
   }
   const { config } = result;
   const log = createLogger({ level: config.logLevel });
-  const state: { embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean } = { stopping: false };
+  const state: ProcessState = { stopping: false };
 
-  async function stop(reason: string, code: number): Promise<void> {
+  // After a failed start the `start failed` line is the last word: no shutdown chatter after it.
+  async function stop(reason: string, code: number, quiet = false): Promise<void> {
     if (state.stopping) return;
     state.stopping = true;
     setTimeout(() => {
       log.error('shutdown timed out', { limitMs: SHUTDOWN_HARD_LIMIT_MS });
       process.exit(EXIT_FAILURE);
     }, SHUTDOWN_HARD_LIMIT_MS).unref();
-    log.info('shutdown signal', { reason });
+    if (!quiet) log.info('shutdown signal', { reason });
     try {
       if (state.broker !== undefined) await state.broker.close();
-      else await state.db?.close();
+      else {
+        await state.gate?.close();
+        await state.db?.close();
+      }
       await state.embedded?.stop();
     } catch (error) {
       log.error('shutdown step failed', { error });
     }
-    log.info('shutdown complete', { exitCode: code });
+    if (!quiet) log.info('shutdown complete', { exitCode: code });
     process.exit(code);
   }
 
@@ -293,7 +331,8 @@ async function main(): Promise<void> {
   } catch (error) {
     if (isCmError(error)) log.error('start failed', { code: error.code, error: error.message, hint: error.hint });
     else log.error('start failed', { error });
-    await stop('start failed', EXIT_FAILURE);
+    // A database that refuses the broker's credentials is a configuration to fix, like a bad variable.
+    await stop('start failed', isCmError(error) && error.code === 'CM_ERR_DB_REJECTED' ? EXIT_BAD_CONFIG : EXIT_FAILURE, true);
   }
 }
 

@@ -13,6 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { open, readFile, unlink } from 'node:fs/promises';
 import { cmError } from '../lib/errors.ts';
+import { processAlive } from '../lib/processes.ts';
 import { probeDaemon } from '../lib/daemon-client.ts';
 import type { DaemonVersion } from '../lib/daemon-client.ts';
 import { DAEMON_FILE_MODE, ensureDaemonDir } from './paths.ts';
@@ -20,16 +21,8 @@ import type { DaemonPaths } from './paths.ts';
 
 const STALE_RETRIES = 2;
 
-/** Is a process with this pid alive? EPERM means alive but not ours. */
-export function processAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+// The daemon's modules import it from here.
+export { processAlive } from '../lib/processes.ts';
 
 /**
  * Could this pid be a claudemesh daemon? Where /proc exists, its command line must name the

@@ -6,6 +6,11 @@
 export const ERROR_CODES = {
   CM_ERR_CONFIG_INVALID: { status: 500, hint: 'fix the listed environment variables and start again' },
   CM_ERR_EMBEDDED_PG_START: { status: 500, hint: 'set DATABASE_URL to use your own Postgres, or free the data dir and port' },
+  // starting the broker process (each stops the start with one line; see docs/errors.md)
+  CM_ERR_DATA_DIR_IN_USE: { status: 500, hint: 'stop the broker that uses it, or give this one its own BROKER_DATA_DIR and EMBEDDED_PG_PORT' },
+  CM_ERR_PORT_IN_USE: { status: 500, hint: 'stop what listens there, or choose a free port' },
+  CM_ERR_LISTEN_FAILED: { status: 500, hint: 'set BROKER_HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for all) and BROKER_PORT to a port this user may bind' },
+  CM_ERR_DB_REJECTED: { status: 500, hint: 'fix DATABASE_URL (user, password, database name) or the database (role, pg_hba.conf), then start again' },
   CM_ERR_MIGRATION_CHECKSUM: { status: 500, hint: 'never edit an applied migration: restore the file and add a new numbered migration instead' },
   CM_ERR_MIGRATION_NAME: { status: 500, hint: 'name migrations NNN_description.sql with unique increasing numbers' },
   CM_ERR_QUERY_MISSING: { status: 500, hint: 'restore sql/queries/broker.sql from the release: every query the code names must be there, and nothing else' },

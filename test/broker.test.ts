@@ -1,19 +1,20 @@
 // The broker as an operator runs it: a real child process, real signals, real exit codes.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { lintExposition } from './helpers/prom-lint.ts';
-import { brokerEnv, runBroker, startBroker } from './helpers/broker-process.ts';
+import { brokerEnv, runBroker, startBroker, startFailure } from './helpers/broker-process.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import type { TestDatabase } from './helpers/db.ts';
-import { freePort } from './helpers/ports.ts';
+import { freePort, takenPort } from './helpers/ports.ts';
+import { waitUntil } from './helpers/wait.ts';
+import { listeningPid } from '../lib/processes.ts';
 
 const SHUTDOWN_LIMIT_MS = 5_000;
+const RETRIES_MS = 1_000;
 
 describe('node broker.ts', () => {
   let database: TestDatabase;
@@ -67,43 +68,85 @@ describe('node broker.ts', () => {
   });
 });
 
-describe('node broker.ts without DATABASE_URL', () => {
-  let dataDir: string;
+describe('node broker.ts: a start that never strands the operator', () => {
+  let database: TestDatabase;
   before(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'cm-broker-embedded-'));
+    database = await createTestDatabase('broker_start');
   });
-  after(() => rm(dataDir, { recursive: true, force: true }));
+  after(() => database.drop());
 
-  // Only root hands the cluster to the `postgres` user; as a plain user there is nothing to check.
-  it('as root under a directory others cannot enter, stops with one line naming it, no uncaught exception', { skip: process.getuid?.() === 0 ? false : 'runs as root only' }, async () => {
-    const locked = await mkdtemp(join(tmpdir(), 'cm-locked-'));
-    await chmod(locked, 0o700);
-    try {
-      const result = await runBroker(brokerEnv({ BROKER_DATA_DIR: join(locked, 'data'), EMBEDDED_PG_PORT: String(await freePort()), DATABASE_URL: '' }));
-      assert.equal(result.code, 1);
-      const failed = result.logs.find((line) => line.msg === 'start failed');
-      assert.equal(failed?.code, 'CM_ERR_EMBEDDED_PG_START');
-      assert.match(String(failed?.error), new RegExp(`cannot enter ${locked}`));
-      assert.equal(result.logs.filter((line) => line.msg === 'uncaught exception').length, 0);
-    } finally {
-      await rm(locked, { recursive: true, force: true });
+  it('exits 2 on a wrong password, at once, with the fix in one line', async () => {
+    const url = new URL(database.url);
+    url.password = 'wrong-password';
+    const result = await runBroker(brokerEnv({ DATABASE_URL: url.toString() }));
+    assert.equal(result.code, 2);
+    const line = startFailure(result, 'CM_ERR_DB_REJECTED');
+    assert.match(String(line.error), /password authentication failed .*\(28P01\)/);
+    assert.match(String(line.hint), /password for user .* in DATABASE_URL/);
+    assert.doesNotMatch(result.stderr, /wrong-password/, 'the password never reaches the log');
+  });
+
+  it('exits 2 on a database that does not exist', async () => {
+    const url = new URL(database.url);
+    url.pathname = '/cm_missing_database';
+    const result = await runBroker(brokerEnv({ DATABASE_URL: url.toString() }));
+    assert.equal(result.code, 2);
+    assert.match(String(startFailure(result, 'CM_ERR_DB_REJECTED').hint), /CREATE DATABASE cm_missing_database/);
+  });
+
+  it('serves /health 503 with the cause while the database is unreachable, refuses sockets, and says why in every retry line', async () => {
+    const port = await freePort();
+    const env = brokerEnv({ DATABASE_URL: `postgres://u:p@127.0.0.1:${await freePort()}/db`, BROKER_PORT: String(port) });
+    const child = runBroker(env, 20_000);
+    const base = `http://127.0.0.1:${port}`;
+    const health = await waitUntil('a "starting" /health naming the last error', async () => {
+      const response = await fetch(`${base}/health`).catch(() => undefined);
+      if (response === undefined) return undefined;
+      const body = (await response.json()) as { status: string; error?: { code: string; hint: string } };
+      return response.status === 503 && body.error !== undefined ? body : undefined;
+    });
+    assert.equal(health.status, 'starting');
+    assert.equal(health.error?.code, 'ECONNREFUSED');
+    assert.match(health.error?.hint ?? '', /nothing listens at 127\.0\.0\.1/);
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+    socket.on('error', () => undefined);
+    const [, refused] = (await once(socket, 'unexpected-response')) as [unknown, { statusCode: number }];
+    assert.equal(refused.statusCode, 503);
+    const route = await fetch(`${base}/mesh/join`, { method: 'POST', body: '{}' });
+    assert.equal(route.status, 503);
+    assert.equal(((await route.json()) as { code: string }).code, 'CM_ERR_DB_UNAVAILABLE');
+    await sleep(RETRIES_MS); // the first retry comes 250 ms after the first line
+    const pid = await waitUntil('the broker pid', () => listeningPid(port));
+    process.kill(pid, 'SIGTERM');
+    const result = await child;
+    assert.equal(result.code, 0);
+    const retries = result.logs.filter((line) => line.msg === 'waiting for database');
+    assert.ok(retries.length >= 2, `${retries.length} retry lines`);
+    for (const line of retries) {
+      assert.equal(line.code, 'ECONNREFUSED');
+      assert.match(String(line.error), /ECONNREFUSED/);
+      assert.match(String(line.hint), /nothing listens at/);
     }
   });
 
-  it('runs on an embedded Postgres kept under BROKER_DATA_DIR, stops it on exit, and keeps the data', async () => {
-    const env = brokerEnv({ BROKER_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(await freePort()) });
-    delete env.DATABASE_URL;
-    const first = await startBroker(env);
-    const where = first.logs.find((line) => line.msg === 'embedded postgres');
-    assert.equal(where?.dataDir, join(dataDir, 'postgres'));
-    assert.match(String(where?.hint), /DATABASE_URL/);
-    assert.ok(first.logs.some((line) => line.msg === 'migration applied'));
-    assert.equal((await fetch(`${first.baseUrl}/health`)).status, 200);
-    assert.equal((await first.stop('SIGTERM')).code, 0);
-    assert.equal(existsSync(join(dataDir, 'postgres', 'postmaster.pid')), false, 'Postgres stopped with the broker');
+  it('says which port clashed and who holds it, before any database work', async () => {
+    const { port, release } = await takenPort();
+    try {
+      const result = await runBroker(brokerEnv({ BROKER_PORT: String(port), DATABASE_URL: `postgres://u:p@127.0.0.1:${await freePort()}/db` }));
+      assert.equal(result.code, 1);
+      const line = startFailure(result, 'CM_ERR_PORT_IN_USE');
+      assert.match(String(line.error), new RegExp(`BROKER_PORT ${port} on 127\\.0\\.0\\.1 is already in use by pid ${process.pid} `));
+      assert.ok(!result.logs.some((entry) => entry.msg === 'waiting for database'), 'the port is checked first');
+    } finally {
+      await release();
+    }
+  });
 
-    const second = await startBroker(env);
-    assert.ok(!second.logs.some((line) => line.msg === 'migration applied'), 'schema kept from the first run');
-    assert.equal((await second.stop('SIGTERM')).code, 0);
+  it('refuses an invalid BROKER_HOST with the other config problems, exit 2', async () => {
+    const result = await runBroker(brokerEnv({ BROKER_HOST: '999.1.1.1', LOG_LEVEL: 'loud', DATABASE_URL: database.url }));
+    assert.equal(result.code, 2);
+    const problems = result.logs.filter((line) => line.msg === 'config problem');
+    assert.deepEqual(problems.map((line) => line.variable).sort(), ['BROKER_HOST', 'LOG_LEVEL']);
+    assert.equal(problems.find((line) => line.variable === 'BROKER_HOST')?.received, '999.1.1.1');
   });
 });

@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { embeddedPostgres } from '../lib/broker/db.ts';
-import type { EmbeddedPostgres } from '../lib/broker/db.ts';
+import { embeddedPostgres } from '../lib/embedded-pg.ts';
+import type { EmbeddedPostgres } from '../lib/embedded-pg.ts';
 import { freePort } from './helpers/ports.ts';
 
 const DEFAULT_PATTERNS = ['test/**/*.test.ts'];

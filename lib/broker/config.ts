@@ -2,13 +2,17 @@
 // and nowhere else. All problems are collected and reported at once, each with the value
 // received and an example fix, so an operator fixes the environment in one round.
 
-import { resolve } from 'node:path';
+import { isIP } from 'node:net';
+import { isAbsolute, resolve } from 'node:path';
 
 export const DEFAULTS = {
   BROKER_HOST: '127.0.0.1',
   BROKER_PORT: 7900,
   BROKER_DATA_DIR: './data',
   EMBEDDED_PG_PORT: 7901,
+  // As root, where the embedded Postgres's binaries and a new cluster go when the postgres
+  // user cannot reach the data dir or the clone (a clone under /root).
+  EMBEDDED_PG_RELOCATE_DIR: '/var/lib/claudemesh',
   STATUS_TTL_SECONDS: 60,
   HOOK_FRESH_WINDOW_SECONDS: 30,
   MAX_CONNECTIONS_PER_MESH: 100,
@@ -42,7 +46,10 @@ export interface BrokerConfig {
   host: string;
   port: number;
   dataDir: string;
+  /** BROKER_DATA_DIR was set: the embedded cluster is kept there or the start stops, never moved */
+  dataDirChosen: boolean;
   embeddedPgPort: number;
+  embeddedPgRelocateDir: string;
   statusTtlSeconds: number;
   hookFreshWindowSeconds: number;
   maxConnectionsPerMesh: number;
@@ -150,13 +157,40 @@ function databaseUrl(env: Env, problems: ConfigProblem[]): string | undefined {
   return raw;
 }
 
+/** What is wrong with a BROKER_HOST value, or undefined: an IP address or a host name (not resolved here). */
+function hostProblem(host: string): string | undefined {
+  if (isIP(host) !== 0) return undefined;
+  if (/^[\d.]+$/.test(host)) return 'is not an IPv4 address: four numbers from 0 to 255 separated by dots';
+  if (host.startsWith('[')) return 'must be an IPv6 address without brackets (BROKER_HOST=::1)';
+  if (host.includes(':')) return 'is not a valid IPv6 address';
+  const labels = host.split('.');
+  if (host.length > 253 || !labels.every((label) => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label))) {
+    return 'must be an IP address (127.0.0.1 for this machine only, 0.0.0.0 for every interface) or a host name (letters, digits, hyphens, dots)';
+  }
+  return undefined;
+}
+
+function hostOf(env: Env, problems: ConfigProblem[]): string {
+  const raw = env.BROKER_HOST;
+  if (raw === undefined || raw === '') return DEFAULTS.BROKER_HOST;
+  const problem = hostProblem(raw);
+  if (problem === undefined) return raw;
+  problems.push({ variable: 'BROKER_HOST', received: raw.slice(0, 80), problem, fix: 'BROKER_HOST=127.0.0.1' });
+  return DEFAULTS.BROKER_HOST;
+}
+
+function relocateDirOf(env: Env, problems: ConfigProblem[]): string {
+  const raw = env.EMBEDDED_PG_RELOCATE_DIR;
+  if (raw === undefined || raw === '') return DEFAULTS.EMBEDDED_PG_RELOCATE_DIR;
+  if (isAbsolute(raw)) return raw;
+  problems.push({ variable: 'EMBEDDED_PG_RELOCATE_DIR', received: raw, problem: 'must be an absolute path', fix: `EMBEDDED_PG_RELOCATE_DIR=${DEFAULTS.EMBEDDED_PG_RELOCATE_DIR}` });
+  return DEFAULTS.EMBEDDED_PG_RELOCATE_DIR;
+}
+
 /** Validate the whole environment. Pure: reads only `env` (and the cwd to resolve paths). */
 export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult {
   const problems: ConfigProblem[] = [];
-  const host = env.BROKER_HOST === undefined || env.BROKER_HOST === '' ? DEFAULTS.BROKER_HOST : env.BROKER_HOST;
-  if (/\s/.test(host)) {
-    problems.push({ variable: 'BROKER_HOST', received: host, problem: 'must be a host name or IP address without spaces', fix: 'BROKER_HOST=0.0.0.0' });
-  }
+  const host = hostOf(env, problems);
   const gitSha = env.GIT_SHA === undefined || env.GIT_SHA === '' ? undefined : env.GIT_SHA.trim().toLowerCase();
   // A short operator token could be guessed by anyone who can reach the broker.
   const adminToken = env.BROKER_ADMIN_TOKEN === undefined || env.BROKER_ADMIN_TOKEN === '' ? undefined : env.BROKER_ADMIN_TOKEN;
@@ -176,7 +210,9 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): ConfigResult 
     host,
     port: integer(env, 'BROKER_PORT', 0, 65_535, problems),
     dataDir: resolve(cwd, env.BROKER_DATA_DIR === undefined || env.BROKER_DATA_DIR === '' ? DEFAULTS.BROKER_DATA_DIR : env.BROKER_DATA_DIR),
+    dataDirChosen: env.BROKER_DATA_DIR !== undefined && env.BROKER_DATA_DIR !== '',
     embeddedPgPort: integer(env, 'EMBEDDED_PG_PORT', 1, 65_535, problems),
+    embeddedPgRelocateDir: relocateDirOf(env, problems),
     statusTtlSeconds: integer(env, 'STATUS_TTL_SECONDS', 1, 86_400, problems),
     hookFreshWindowSeconds: integer(env, 'HOOK_FRESH_WINDOW_SECONDS', 1, 86_400, problems),
     maxConnectionsPerMesh: integer(env, 'MAX_CONNECTIONS_PER_MESH', 1, 1_000_000, problems),

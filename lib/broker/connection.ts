@@ -43,17 +43,23 @@ type RejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
 /** A refused hello: the error to send, the close to make, the metrics label. */
 interface Refusal { error: CmError; close: Close; reason: RejectReason }
 
+/** Answer an upgrade request with a plain HTTP status (no WebSocket) and close the socket. */
+export function refuseUpgrade(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
+  if (socket.writable) {
+    const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n${extra}` +
+      `Content-Length: ${Buffer.byteLength(message)}\r\n\r\n${message}`);
+  }
+  socket.destroy();
+}
+
 /** The upgrade handler for node:http, and the `ws` server it hands sockets to. */
 export function createUpgrade(ctx: Context, isDraining: () => boolean, onSocket: (socket: WebSocket) => void) {
   // Payloads are ciphertext: compression gains nothing and costs memory per socket.
   const wss = new WebSocketServer({ noServer: true, maxPayload: ctx.config.maxMessageBytes, clientTracking: false, perMessageDeflate: false });
   const refuse = (socket: Duplex, reason: RejectReason, status: number, message: string): void => {
     ctx.metrics.connectionsRejected.inc({ reason });
-    if (socket.writable) {
-      socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
-        `Content-Length: ${Buffer.byteLength(message)}\r\n\r\n${message}`);
-    }
-    socket.destroy();
+    refuseUpgrade(socket, status, message);
   };
   const handle = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => socket.destroy());

