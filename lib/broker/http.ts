@@ -9,7 +9,7 @@ import type { CmError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { CLOCK_SKEW_MS, verifySignedRequest } from '../signed-request.ts';
 import type { VerifiedRequest } from '../signed-request.ts';
-import { query } from './db.ts';
+import { failureOf, query } from './db.ts';
 import type pg from 'pg';
 import { formatPrometheus, PROMETHEUS_CONTENT_TYPE } from './metrics.ts';
 import type { BrokerMetrics, HTTP_ROUTES } from './metrics.ts';
@@ -139,8 +139,11 @@ export function createHttpHandler(options: { log: Logger; metrics: BrokerMetrics
       if (response.headersSent) response.destroy();
       else if (isCmError(error)) sendError(response, error);
       else {
-        log.error('http handler failed', { path, error });
-        sendError(response, cmError('CM_ERR_INTERNAL', `request to ${path} failed unexpectedly`));
+        // A database that did not answer is an outage to retry (503), not a bug (500).
+        const failure = failureOf(error, `request to ${path}`);
+        if (failure.code === 'CM_ERR_DB_UNAVAILABLE') log.warn('http request failed: database unavailable', { path, error });
+        else log.error('http handler failed', { path, error });
+        sendError(response, failure);
       }
     }
   };

@@ -12,6 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { embeddedPostgres } from '../../../lib/embedded-pg.ts';
 import type { EmbeddedPostgres } from '../../../lib/embedded-pg.ts';
+import { callBroker } from '../../../lib/broker-client.ts';
+import { generateKeyPair } from '../../../lib/crypto.ts';
 import { createLogger } from '../../../lib/log.ts';
 import { createDatabase, transaction, withClient } from '../../../lib/broker/db.ts';
 import { migrate } from '../../../lib/broker/db.ts';
@@ -109,6 +111,11 @@ describe('Postgres restarting under the broker', () => {
       await sleep(OUTAGE_MS);
       assert.equal(broker.child.exitCode, null, 'the broker is still running while Postgres is down');
       await waitUntil('a send refused as database unavailable', () => acks.some((ack) => ack.queued === false && ack.code === 'CM_ERR_DB_UNAVAILABLE'));
+      // The signed HTTP routes say the same: an outage to retry (503), not a bug (500).
+      await assert.rejects(
+        callBroker({ brokerUrl: broker.baseUrl, method: 'POST', path: '/mesh/create', identity: generateKeyPair(), body: { name: 'during-outage', ownerName: 'owner' } }),
+        { code: 'CM_ERR_DB_UNAVAILABLE', status: 503 },
+      );
       await cluster.start();
       const before = acks.length;
       await waitUntil('sends acked again after Postgres returned', () => acks.slice(before).some((ack) => ack.queued === true), { timeoutMs: 15_000 });
