@@ -364,13 +364,17 @@ export class BrokerLink {
     return true;
   }
 
-  /** Fresh roster from the broker when connected; the last known one otherwise. */
+  /**
+   * The roster as the broker gives it now; undefined when it cannot (not connected, or the
+   * broker could not answer — its database down, say). A stale roster is never passed off
+   * as fresh: a name it lacks may just be newer than it.
+   */
   async refreshRoster(timeoutMs?: number): Promise<Roster | undefined> {
-    if (!this.isOpen) return this.#roster;
+    if (!this.isOpen) return undefined;
     try {
       await this.request({ type: 'list_peers' }, timeoutMs);
     } catch {
-      // keep the last known roster; the caller decides whether stale is good enough
+      return undefined;
     }
     return this.#roster;
   }

@@ -10,7 +10,7 @@ import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import { backoffDelay, BrokerLink } from '../../daemon/broker-link.ts';
 import { isTerminalClose } from '../../lib/protocol.ts';
-import { challengeFrame, helloAck, member } from '../helpers/frames.ts';
+import { challengeFrame, helloAck, member, peersFrame } from '../helpers/frames.ts';
 import type { LinkTimings } from '../../daemon/broker-link.ts';
 
 // Frames as a scripted broker writes them (the link parses them with lib/protocol.ts).
@@ -164,6 +164,28 @@ describe('BrokerLink', () => {
     await until('reconnected', () => broker.hellos.length === 2 && member.isOpen);
     await member.close();
     await assert.rejects(member.request({ type: 'list_peers' }), { code: 'CM_ERR_BROKER_UNREACHABLE' }, 'a request on a closed link is an error');
+  });
+
+  it('never passes a stale roster off as fresh: a roster the broker could not give is none', async () => {
+    let failing = false;
+    const broker = await fakeBroker({
+      onHello: ack,
+      onFrame: (socket, frame) => {
+        if (frame.type !== 'list_peers') return;
+        socket.send(failing
+          ? JSON.stringify({ type: 'error', id: frame.id, code: 'CM_ERR_DB_UNAVAILABLE', message: 'list_peers could not be completed: the database did not answer; retry it' })
+          : peersFrame(frame.id, [member(String(broker.hellos[0]?.memberKey), 'me', 'owner')]));
+      },
+    });
+    const { link: linked } = link(broker.url);
+    linked.start();
+    await until('open', () => linked.isOpen);
+    assert.equal((await linked.refreshRoster())?.members.length, 1, 'the broker answered: a roster');
+    failing = true;
+    assert.equal(await linked.refreshRoster(), undefined, 'its database is down: no fresh roster');
+    assert.equal(linked.roster?.members.length, 1, 'the last one is still kept, as the last one');
+    await linked.close();
+    assert.equal(await linked.refreshRoster(), undefined, 'not connected: no fresh roster');
   });
 
   it('terminates a socket that stays silent past the idle timeout', async () => {
