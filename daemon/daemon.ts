@@ -28,7 +28,7 @@ import type { MembershipRecord } from './roster-store.ts';
 import { meshForTarget, planSend } from './send-plan.ts';
 import type { RosterView } from './send-plan.ts';
 import { publicSession, sessionAlive, SessionRegistry } from './sessions.ts';
-import { reported, storageFailure } from './storage.ts';
+import { reported, storing } from './storage.ts';
 import type { SessionRecord } from './sessions.ts';
 
 const PRUNE_INTERVAL_MS = 3600 * 1000;
@@ -314,12 +314,7 @@ export class Daemon {
     refuseIfRemoved(mesh.name, this.membership(mesh));
     const view = await this.rosterView(mesh, link);
     const encrypted = planSend(input.to, input.text, view, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
-    let result: ReturnType<Outbox['enqueue']>;
-    try {
-      result = this.outbox.enqueue(clientMessageId, request, encrypted);
-    } catch (error) {
-      throw storageFailure(error, this.paths.dir, `message ${clientMessageId} was not queued`) ?? error;
-    }
+    const result = storing(this.paths.dir, `message ${clientMessageId} was not queued`, () => this.outbox.enqueue(clientMessageId, request, encrypted));
     if (result.status === 202) this.#sender.wake();
     return sendOutcome(result.status, result.row, mesh.name, link.isOpen, this.meshState.known(mesh.meshId)?.roster);
   }

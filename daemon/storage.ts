@@ -62,6 +62,15 @@ export function storageFailure(error: unknown, dir: string, outcome?: string): C
   });
 }
 
+/** Run a write that answers a request; a failure of the disk becomes CM_ERR_DAEMON_STORAGE. */
+export function storing<T>(dir: string, outcome: string, write: () => T): T {
+  try {
+    return write();
+  } catch (error) {
+    throw storageFailure(error, dir, outcome) ?? error;
+  }
+}
+
 /**
  * `handler`, with any failure reported as an event (`storage_failed` with the error's code,
  * message and hint, or `daemon_error`) instead of thrown into the caller's event loop.
