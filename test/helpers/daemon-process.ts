@@ -16,7 +16,7 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const START_WAIT_MS = 30_000;
 const STOP_WAIT_MS = 10_000;
 // Reconnects in milliseconds, as every daemon test runs.
-export const DAEMON_TIMINGS = JSON.stringify({ link: { backoffStepsMs: [20, 50, 100], helloAckTimeoutMs: 3_000 }, pollIntervalMs: 50 });
+const DAEMON_TIMINGS = JSON.stringify({ link: { backoffStepsMs: [20, 50, 100], helloAckTimeoutMs: 3_000 }, pollIntervalMs: 50 });
 
 export interface DaemonProcess {
   child: ChildProcess;
