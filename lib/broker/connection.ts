@@ -275,6 +275,9 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     clearTimeout(timer);
     peer = attached.peer;
     const roster = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
+    // Closed while its presence was written: the close's record may have gone first and been
+    // overwritten, leaving the peer online for good. Record the close again, after the connect.
+    if (peer.socket === null) return ctx.presence.detached(peer);
     const { meshId, meshName, key, memberKey, kind, role, name } = peer;
     reply(encodeFrame('hello_ack', {
       ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name,
