@@ -8,17 +8,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { callBroker } from '../../lib/broker-client.ts';
 import { writeConfig } from '../../lib/client-config.ts';
-import { generateKeyPair } from '../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../lib/crypto.ts';
 import { ipcRequest, sessionHeader } from '../../lib/daemon-client.ts';
-import { createInvite, encodeInvite } from '../../lib/invite.ts';
 import { startTestBroker } from '../helpers/broker.ts';
 import type { TestBroker } from '../helpers/broker.ts';
 import { runCli } from '../helpers/cli.ts';
 import { daemonEnv, meshIdentity, startDaemonProcess } from '../helpers/daemon-process.ts';
 import type { DaemonProcess } from '../helpers/daemon-process.ts';
+import { enrolMesh } from '../helpers/pair.ts';
 import { TestPeer } from '../helpers/peer.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
@@ -26,16 +24,9 @@ const WAIT_MS = 15_000;
 
 interface Mesh { broker: TestBroker; meshId: string; owner: SigningKeyPair; member: SigningKeyPair }
 
-/** A mesh on `broker` through its real routes: the owner `alice` and one member. */
 async function enrol(broker: TestBroker, name: string, memberName: string): Promise<Mesh> {
-  const owner = generateKeyPair();
-  const member = generateKeyPair();
-  const brokerUrl = broker.baseUrl;
-  const meshId = String((await callBroker({ brokerUrl, method: 'POST', path: '/mesh/create', identity: owner, body: { name, ownerName: 'alice' } })).body.meshId);
-  const token = encodeInvite(createInvite({ meshId, meshName: name, brokerUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 1 }, owner.secretKey));
-  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/invite', identity: owner, meshId, body: { token } });
-  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/join', identity: member, body: { token, name: memberName } });
-  return { broker, meshId, owner, member };
+  const { owner, members, meshId } = await enrolMesh(broker.baseUrl, name, [memberName]);
+  return { broker, meshId, owner, member: members[0]! };
 }
 
 describe('one daemon in two meshes', () => {

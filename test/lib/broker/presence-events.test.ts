@@ -8,9 +8,9 @@ import { after, before, describe, it } from 'node:test';
 import { BrokerRefusal, callBroker } from '../../../lib/broker-client.ts';
 import { generateKeyPair } from '../../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../../lib/crypto.ts';
-import { createInvite, encodeInvite } from '../../../lib/invite.ts';
 import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
+import { enrolMesh } from '../../helpers/pair.ts';
 import { seedMesh, TestPeer } from '../../helpers/peer.ts';
 import type { Frame } from '../../helpers/peer.ts';
 
@@ -41,20 +41,15 @@ describe('peer events', () => {
   });
 
   it('announces a kicked or banned member as gone, and refuses a removal by key prefix, of oneself or signed by a session', async () => {
-    const owner = generateKeyPair();
+    const { owner, members: [bob, carol], meshId } = await enrolMesh(t.baseUrl, 'team', ['bob', 'carol']);
+    assert.ok(bob !== undefined && carol !== undefined);
     // The answer as "status code": refusals come back as BrokerRefusal.
-    const call = (identity: SigningKeyPair, path: string, meshId?: string, body?: Record<string, unknown>) =>
-      callBroker({ brokerUrl: t.baseUrl, method: 'POST', path, identity, ...(meshId === undefined ? {} : { meshId }), ...(body === undefined ? {} : { body }) })
+    const call = (identity: SigningKeyPair, path: string, body: Record<string, unknown>) =>
+      callBroker({ brokerUrl: t.baseUrl, method: 'POST', path, identity, meshId, body })
         .then((answer) => ({ status: answer.status, body: answer.body }), (error: unknown) => {
           if (!(error instanceof BrokerRefusal)) throw error;
           return { status: error.status, body: { code: error.code } as Record<string, unknown> };
         });
-    const meshId = String((await call(owner, '/mesh/create', undefined, { name: 'team', ownerName: 'owner' })).body.meshId);
-    const token = encodeInvite(createInvite({ meshId, meshName: 'team', brokerUrl: t.baseUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 2 }, owner.secretKey));
-    await call(owner, '/mesh/invite', meshId, { token });
-    const [bob, carol] = [generateKeyPair(), generateKeyPair()];
-    await call(bob, '/mesh/join', undefined, { token, name: 'bob' });
-    await call(carol, '/mesh/join', undefined, { token, name: 'carol' });
     const watcher = await TestPeer.connect(t.wsUrl, { meshId, member: owner });
     const bobPeer = await TestPeer.connect(t.wsUrl, { meshId, member: bob });
     const carolPeer = await TestPeer.connect(t.wsUrl, { meshId, member: carol });
@@ -62,25 +57,25 @@ describe('peer events', () => {
     const ownerSessionPeer = await TestPeer.connect(t.wsUrl, { meshId, member: owner, session: ownerSession });
 
     const refused = [
-      await call(owner, '/mesh/kick', meshId, { key: bob.publicKey.slice(0, 12) }),
-      await call(owner, '/mesh/kick', meshId, { key: owner.publicKey }),
-      await call(ownerSession, '/mesh/kick', meshId, { key: bob.publicKey }),
-      await call(ownerSession, '/mesh/ban', meshId, { key: carol.publicKey }),
+      await call(owner, '/mesh/kick', { key: bob.publicKey.slice(0, 12) }),
+      await call(owner, '/mesh/kick', { key: owner.publicKey }),
+      await call(ownerSession, '/mesh/kick', { key: bob.publicKey }),
+      await call(ownerSession, '/mesh/ban', { key: carol.publicKey }),
     ].map((answer) => `${answer.status} ${String(answer.body.code)}`);
     assert.deepEqual(refused, ['400 CM_ERR_BAD_REQUEST', '403 CM_ERR_FORBIDDEN', '403 CM_ERR_FORBIDDEN', '403 CM_ERR_FORBIDDEN']);
     const members = async () => ((await callBroker({ brokerUrl: t.baseUrl, method: 'GET', path: '/mesh/members', identity: owner, meshId })).body.members as Array<{ name: string }>).map((member) => member.name).sort();
-    assert.deepEqual(await members(), ['bob', 'carol', 'owner'], 'nothing changed');
+    assert.deepEqual(await members(), ['alice', 'bob', 'carol'], 'nothing changed');
 
-    assert.equal((await call(owner, '/mesh/kick', meshId, { key: bob.publicKey })).status, 200);
+    assert.equal((await call(owner, '/mesh/kick', { key: bob.publicKey })).status, 200);
     assert.deepEqual(await bobPeer.closed, { code: 4001, reason: 'kicked' });
-    assert.equal((await call(owner, '/mesh/ban', meshId, { key: carol.publicKey })).status, 200);
+    assert.equal((await call(owner, '/mesh/ban', { key: carol.publicKey })).status, 200);
     assert.deepEqual(await carolPeer.closed, { code: 4002, reason: 'banned' });
     for (const peer of [watcher, ownerSessionPeer]) {
       await peer.waitFor((frame) => frame.type === 'system' && frame.event === 'peer_left' && frame.peer?.key === carol.publicKey);
       assert.deepEqual(events(peer, bob.publicKey).filter((event) => event.startsWith('peer_left')), ['peer_left:kicked']);
       assert.deepEqual(events(peer, carol.publicKey).filter((event) => event.startsWith('peer_left')), ['peer_left:banned']);
     }
-    assert.deepEqual(await members(), ['owner']);
+    assert.deepEqual(await members(), ['alice']);
     await watcher.close();
     await ownerSessionPeer.close();
   });
