@@ -23,7 +23,7 @@ import { CLOSES } from './lib/protocol.ts';
 import { resolveGitSha, VERSION } from './lib/version.ts';
 import { loadConfig, redactUrl } from './lib/broker/config.ts';
 import type { BrokerConfig } from './lib/broker/config.ts';
-import { createUpgrade, HELLO_TIMEOUT_MS, serveConnection } from './lib/broker/connection.ts';
+import { createUpgrade, HELLO_TIMEOUT_MS, serveConnection, unsentBytes } from './lib/broker/connection.ts';
 import { createDatabase, migrate, query } from './lib/broker/db.ts';
 import type { Database } from './lib/broker/db.ts';
 import { CLAIM_MS, Delivery, REDELIVERY_TICK_MS, SWEEP_INTERVAL_MS } from './lib/broker/delivery.ts';
@@ -125,14 +125,14 @@ async function closeSockets(sockets: Set<WebSocket>, deadline: number): Promise<
 }
 
 /** Make every part once, in order; each gets the same context and uses the others at call time. */
-function createContext(options: BrokerOptions, liveConnections: () => number): Context {
+function createContext(options: BrokerOptions, sockets: ReadonlySet<WebSocket>): Context {
   const { db } = options;
   const now = options.now ?? Date.now;
   // The object is complete before any socket or timer uses it.
   const ctx = {
     config: options.config, log: options.log, pool: db.pool, now, instanceId: options.instanceId ?? randomUUID(),
     timings: { ...DEFAULT_TIMINGS, ...options.timings },
-    metrics: createBrokerMetrics({ liveConnections, dbHealthy: () => db.healthy }),
+    metrics: createBrokerMetrics({ liveConnections: () => sockets.size, unsent: () => unsentBytes(sockets), dbHealthy: () => db.healthy }),
   } as { -readonly [K in keyof Context]: Context[K] };
   ctx.hub = new Hub(ctx);
   ctx.presence = new Presence(ctx);
@@ -147,7 +147,7 @@ export function createBroker(options: BrokerOptions): Broker {
   const startedAt = Date.now();
   let draining = false;
   let closing: Promise<void> | undefined;
-  const ctx = createContext(options, () => sockets.size);
+  const ctx = createContext(options, sockets);
 
   async function health(): Promise<HealthReport> {
     const up = await db.ping();

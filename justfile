@@ -41,9 +41,10 @@ bench *args:
     node bench/run.ts {{args}}
 
 # the long reliability runs (docs/reliability.md): 20,000 fuzzed frames and 5,000 HTTP bodies,
-# then the fault scenarios (Postgres stopped and killed, brokers killed, a locked database)
+# five whole-machine reboots under 1,000-message bursts, then the fault scenarios (Postgres
+# stopped and killed, brokers killed, a locked database, slow consumers, a failing disk)
 chaos:
-    FUZZ_FRAMES=20000 node test/run.ts test/fuzz.test.ts test/broker-faults.test.ts test/lib/broker/db-restart.test.ts test/lib/broker/db.test.ts
+    FUZZ_FRAMES=20000 REBOOT_ROUNDS=5 REBOOT_MESSAGES=500 node test/run.ts test/fuzz.test.ts test/reboot.test.ts test/broker-faults.test.ts test/lib/broker/db-restart.test.ts test/lib/broker/db.test.ts test/lib/broker/connection-backpressure.test.ts test/daemon/storage.test.ts
 
 # what an auditor reads for the broker: files reached from broker.ts, plus sql/, with lines
 size:

@@ -28,6 +28,7 @@ import { mayBeDaemon, processAlive, readPidFile } from './lock.ts';
 import { DAEMON_FILE_MODE, daemonPaths, ensureDaemonDir } from './paths.ts';
 import type { DaemonPaths } from './paths.ts';
 import { serviceFor, unitEnabled } from './service.ts';
+import { storageFailure } from './storage.ts';
 
 const SERVICE_WAIT_MS = 8_000;
 const SPAWN_WAIT_MS = 10_000;
@@ -133,6 +134,13 @@ async function loggedError(paths: DaemonPaths, offset: number): Promise<string |
 }
 
 export async function ensureDaemonReady(options: EnsureOptions): Promise<ReadyResult> {
+  // A home that is full or read-only fails at the first file written here: say so, by path.
+  return ensure(options).catch((error: unknown) => {
+    throw storageFailure(error, daemonPaths(options.home).dir, 'the daemon could not be started') ?? error;
+  });
+}
+
+async function ensure(options: EnsureOptions): Promise<ReadyResult> {
   const paths = daemonPaths(options.home);
   const probeMs = options.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
   const now = options.now ?? Date.now;

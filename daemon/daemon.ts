@@ -28,6 +28,7 @@ import type { MembershipRecord } from './roster-store.ts';
 import { meshForTarget, planSend } from './send-plan.ts';
 import type { RosterView } from './send-plan.ts';
 import { publicSession, sessionAlive, SessionRegistry } from './sessions.ts';
+import { reported, storing } from './storage.ts';
 import type { SessionRecord } from './sessions.ts';
 
 const PRUNE_INTERVAL_MS = 3600 * 1000;
@@ -103,21 +104,24 @@ export class Daemon {
       },
       ...(this.#timings.link === undefined ? {} : { timings: this.#timings.link }),
       now: this.#now,
+      // Handlers that write to disk report a failure (storage.ts) rather than end the process.
       handlers: {
-        onOpen: () => {
-          if (session === undefined) this.meshState.opened(mesh);
+        onOpen: reported(this.events, this.paths.dir, 'recording the membership', () => {
           this.#sender.wake();
-        },
-        onRoster: (roster) => void (session === undefined && this.meshState.rosterSeen(mesh.meshId, roster)),
-        onPush: (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now }),
+          if (session === undefined) this.meshState.opened(mesh);
+        }),
+        onRoster: reported(this.events, this.paths.dir, 'keeping the roster', (roster) => void (session === undefined && this.meshState.rosterSeen(mesh.meshId, roster))),
+        // Not stored means not acknowledged: the broker pushes it again.
+        onPush: reported(this.events, this.paths.dir, 'storing a pushed message (not acknowledged: the broker pushes it again)',
+          (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now })),
         // System events are the mesh's, not a connection's: take them from the member link only.
         onSystem: (frame) => {
           if (session === undefined) this.events.push(`peer_${frame.event === 'peer_joined' ? 'joined' : 'left'}`, { meshId: mesh.meshId, peer: frame.peer, reason: frame.reason });
         },
-        onEvent: (kind, fields) => {
+        onEvent: reported(this.events, this.paths.dir, 'recording the end of a membership', (kind, fields) => {
           this.events.push(kind, { ...fields, mesh: mesh.name, ...(session === undefined ? {} : { session: session.name }) });
           if (session === undefined && kind === 'link_stopped' && fields.terminal === true) this.#ended(mesh, link);
-        },
+        }),
       },
     });
     link.start();
@@ -310,7 +314,7 @@ export class Daemon {
     refuseIfRemoved(mesh.name, this.membership(mesh));
     const view = await this.rosterView(mesh, link);
     const encrypted = planSend(input.to, input.text, view, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
-    const result = this.outbox.enqueue(clientMessageId, request, encrypted);
+    const result = storing(this.paths.dir, `message ${clientMessageId} was not queued`, () => this.outbox.enqueue(clientMessageId, request, encrypted));
     if (result.status === 202) this.#sender.wake();
     return sendOutcome(result.status, result.row, mesh.name, link.isOpen, this.meshState.known(mesh.meshId)?.roster);
   }

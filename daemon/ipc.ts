@@ -32,6 +32,7 @@ import { encodeReply, REPLY_ID } from '../lib/reply.ts';
 import { OUTBOX_STATUSES } from './outbox.ts';
 import type { OutboxStatus } from './outbox.ts';
 import { DAEMON_FILE_MODE } from './paths.ts';
+import { storageFailure } from './storage.ts';
 
 const MAX_IPC_BODY_BYTES = 256 * 1024;
 const IPC_API = 'v1';
@@ -252,6 +253,11 @@ async function handle(daemon: Daemon, req: IncomingMessage, res: ServerResponse)
   } catch (error) {
     if (isCmError(error)) {
       reply(res, error.status, { error: error.toJSON() });
+      return;
+    }
+    const failure = storageFailure(error, daemon.paths.dir);
+    if (failure !== undefined) {
+      reply(res, failure.status, { error: failure.toJSON() });
       return;
     }
     const message = error instanceof Error ? error.message : String(error);

@@ -104,7 +104,10 @@ export async function acquireDaemonLock(paths: DaemonPaths, probeTimeoutMs?: num
     // Stale: the process is gone. Remove only the file we judged (another starter may have
     // replaced it meanwhile), and its socket.
     if ((await readPidFile(paths.pid)) === pid) {
-      await unlink(paths.pid).catch(() => {});
+      // Gone already is fine; a file that cannot go (a read-only home) is the real reason.
+      await unlink(paths.pid).catch((error: unknown) => {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      });
       await unlink(paths.socket).catch(() => {});
     }
   }

@@ -21,6 +21,7 @@ import { watchConfig } from './config-watch.ts';
 import { acquireDaemonLock } from './lock.ts';
 import type { DaemonLock } from './lock.ts';
 import { daemonPaths } from './paths.ts';
+import { storageFailure } from './storage.ts';
 
 const SHUTDOWN_TIMEOUT_MS = 5_000;
 const TIMINGS_ENV = 'CLAUDEMESH_DAEMON_TIMINGS';
@@ -56,7 +57,9 @@ export async function runDaemon(options: { home: string; env: Readonly<Record<st
   const timings = timingsFrom(options.env);
   const config = await readConfig(options.home);
   meshesReady(config);
-  const lock: DaemonLock = await acquireDaemonLock(paths);
+  const lock: DaemonLock = await acquireDaemonLock(paths).catch((error: unknown) => {
+    throw storageFailure(error, paths.dir, 'the daemon did not start') ?? error;
+  });
   let daemon: Daemon;
   let server: Server;
   try {
@@ -68,7 +71,7 @@ export async function runDaemon(options: { home: string; env: Readonly<Record<st
     server = await listenIpc(daemon);
   } catch (error) {
     await lock.release();
-    throw error;
+    throw storageFailure(error, paths.dir, 'the daemon did not start') ?? error;
   }
   const watcher = watchConfig(options.home, (next) => daemon.reload(next), (error) => {
     daemon.events.push('config_invalid', { message: error instanceof Error ? error.message : String(error) });

@@ -47,6 +47,10 @@ export class OutboxSender {
   #running = false;
   #stopped = true;
   #again = false;
+  // A send whose outcome could not be written (a full disk) leaves its row in flight with
+  // nobody waiting for it: once nothing is in flight, such rows go back to pending.
+  #orphans = false;
+  #lastError: string | undefined;
 
   constructor(options: OutboxSenderOptions) {
     this.#outbox = options.outbox;
@@ -71,9 +75,10 @@ export class OutboxSender {
     this.#running = true;
     try {
       this.#pass();
+      this.#lastError = undefined;
     } catch (error) {
       // A database error must not kill the timer loop: report it and try again next poll.
-      this.#onEvent('outbox_sender_error', { message: error instanceof Error ? error.message : String(error) });
+      this.#report(error);
     } finally {
       this.#running = false;
     }
@@ -85,12 +90,27 @@ export class OutboxSender {
     this.#timer = setTimeout(() => this.wake(), this.#pollMs);
   }
 
+  /** Once per distinct failure: a disk that stays full would otherwise log every poll. */
+  #report(error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    if (message === this.#lastError) return;
+    this.#lastError = message;
+    this.#onEvent('outbox_sender_error', { message });
+  }
+
   #pass(): void {
+    if (this.#orphans && this.#inFlight.size === 0) {
+      this.#outbox.resetInflight();
+      this.#orphans = false;
+    }
     for (const link of this.#links()) {
       const room = MAX_IN_FLIGHT - this.#inFlight.size;
       if (!link.isOpen || room <= 0) continue;
       for (const row of this.#outbox.claim(link.key, Math.min(CLAIM_BATCH, room))) {
-        const sending = this.#send(link, row);
+        const sending = this.#send(link, row).catch((error: unknown) => {
+          this.#orphans = true;
+          this.#report(error);
+        });
         this.#inFlight.add(sending);
         void sending.finally(() => {
           this.#inFlight.delete(sending);

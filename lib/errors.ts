@@ -63,6 +63,7 @@ export const ERROR_CODES = {
   CM_ERR_DAEMON_RUNNING: { status: 409, hint: 'a daemon already runs for this user: claudemesh daemon status shows it, claudemesh daemon down stops it' },
   CM_ERR_SESSION_LIMIT: { status: 503, hint: 'unregister sessions that have ended (GET /v1/sessions lists them, POST /v1/sessions/unregister ends one); a session registered with its pid goes by itself once that process exits' },
   CM_ERR_OUTBOX_CONFLICT: { status: 409, hint: 'a client message id names one message: use a new id (or none) for a different message' },
+  CM_ERR_DAEMON_STORAGE: { status: 507, hint: 'free space on the disk that holds the claudemesh home (CLAUDEMESH_HOME, default ~/.claudemesh), or make it writable again' },
   CM_ERR_DAEMON_DB_VERSION: { status: 500, hint: 'a newer claudemesh wrote this daemon database: run that version, or move the file away to start an empty one' },
   CM_ERR_MESH_OFFLINE: { status: 503, hint: 'the daemon has never reached this mesh\'s broker, so it knows nobody there yet: check the broker (claudemesh doctor), then retry' },
   CM_ERR_REMOVED: { status: 403, hint: 'you are no longer a member of this mesh (kicked, or you left): ask an owner or admin for a new invite, then claudemesh join it' },

@@ -25,6 +25,7 @@ import {
 import type { Close, ClientFrame, HelloFrame, SessionHelloFrame } from '../protocol.ts';
 import { CLOCK_SKEW_MS } from '../signed-request.ts';
 import { failureOf } from './db.ts';
+import { MAX_BUFFERED_BYTES } from './hub.ts';
 import type { Peer, PeerIdentity } from './hub.ts';
 import type { CONNECTION_REJECT_REASONS } from './metrics.ts';
 import { encodeWithRoster } from './presence.ts';
@@ -37,6 +38,10 @@ const CHALLENGE_BYTES = 32;
 // wait as raw bytes and the socket is paused, so TCP pushes back on a client that sends
 // faster than the broker commits: memory stays bounded under any burst.
 const MAX_FRAMES_IN_FLIGHT = 32;
+// A slow consumer: more than MAX_BUFFERED_BYTES written to it and not yet taken by the
+// network. It gets no pushes (hub.ts), and none of its frames is read until it has read its
+// answers (checked this often), so a client that sends without reading cannot grow our memory.
+const DRAIN_POLL_MS = 50;
 
 type Hello = HelloFrame | SessionHelloFrame;
 type RejectReason = (typeof CONNECTION_REJECT_REASONS)[number];
@@ -190,29 +195,58 @@ function isAck(data: RawData, isBinary: boolean): boolean {
   return !isBinary && Buffer.isBuffer(data) && data.includes(ACK_MARK);
 }
 
+/** Slow consumers and the bytes waiting in every socket's send buffer (read at scrape time). */
+export function unsentBytes(sockets: Iterable<WebSocket>): { slow: number; bytes: number } {
+  let slow = 0;
+  let bytes = 0;
+  for (const socket of sockets) {
+    bytes += socket.bufferedAmount;
+    if (socket.bufferedAmount > MAX_BUFFERED_BYTES) slow += 1;
+  }
+  return { slow, bytes };
+}
+
 /**
- * Run `handle` for each frame, at most MAX_FRAMES_IN_FLIGHT at once. Frames beyond that wait
- * as raw bytes and the socket is paused until the backlog drains.
+ * Run `handle` for each frame, at most MAX_FRAMES_IN_FLIGHT at once, and none while the
+ * socket is a slow consumer. Frames beyond that wait as raw bytes and the socket is paused
+ * until the backlog drains.
  */
 function handleWithBackpressure(socket: WebSocket, handle: (data: RawData, isBinary: boolean) => Promise<void>): void {
   let inFlight = 0;
   const backlog: Array<[RawData, boolean]> = [];
+  let drainTimer: NodeJS.Timeout | undefined;
+  const slow = (): boolean => socket.bufferedAmount > MAX_BUFFERED_BYTES;
   const run = (data: RawData, isBinary: boolean): void => {
     inFlight += 1;
     void handle(data, isBinary).finally(() => {
       inFlight -= 1;
-      const next = backlog.shift();
-      if (next !== undefined) run(next[0], next[1]);
-      else if (socket.isPaused) socket.resume();
+      pump();
     });
+  };
+  const pump = (): void => {
+    clearTimeout(drainTimer);
+    drainTimer = undefined;
+    while (inFlight < MAX_FRAMES_IN_FLIGHT && !slow()) {
+      const next = backlog.shift();
+      if (next === undefined) break;
+      run(next[0], next[1]);
+    }
+    if (!slow()) {
+      // Otherwise the frames in flight call pump as they end.
+      if (backlog.length === 0 && socket.isPaused) socket.resume();
+    } else if ((backlog.length > 0 || socket.isPaused) && drainTimer === undefined && socket.readyState === socket.OPEN) {
+      drainTimer = setTimeout(pump, DRAIN_POLL_MS);
+    }
   };
   socket.on('message', (data, isBinary) => {
     // Acks overtake: they free the recipient's deliveries, and must not wait behind sends
     // (a broker killed with acks still queued would push those messages again).
-    if (inFlight < MAX_FRAMES_IN_FLIGHT || isAck(data, isBinary)) return run(data, isBinary);
+    if (isAck(data, isBinary) || (backlog.length === 0 && inFlight < MAX_FRAMES_IN_FLIGHT && !slow())) return run(data, isBinary);
     backlog.push([data, isBinary]);
     if (!socket.isPaused) socket.pause();
+    if (inFlight === 0) pump();
   });
+  socket.on('close', () => clearTimeout(drainTimer));
 }
 
 /** Serve one accepted socket until it closes. */
@@ -254,6 +288,9 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     clearTimeout(timer);
     peer = attached.peer;
     const { roster, fresh, batchMates } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
+    // Closed while its presence was written: the close's record may have gone first and been
+    // overwritten, leaving the peer online for good. Record the close again, after the connect.
+    if (peer.socket === null) return ctx.presence.detached(peer);
     const { meshId, meshName, key, memberKey, kind, role, name } = peer;
     reply(encodeWithRoster('hello_ack', {
       ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name, reattached: !fresh,

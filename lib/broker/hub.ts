@@ -16,8 +16,9 @@ export const PONG_TIMEOUT_MS = 75_000;
 // Liveness is checked this many times per ping interval, so a silent socket is terminated
 // within a few seconds after PONG_TIMEOUT_MS, not up to a whole interval later.
 const LIVENESS_CHECKS_PER_PING = 6;
-// Above this many unsent bytes a connection takes no more pushes until the redelivery tick.
-const MAX_BUFFERED_BYTES = 1024 * 1024;
+// Above this many unsent bytes a connection takes no more pushes until the redelivery tick
+// (and connection.ts reads none of its frames): a slow consumer.
+export const MAX_BUFFERED_BYTES = 1024 * 1024;
 // A hello checks membership in the database, then attaches. A kick or ban that commits in
 // between would miss that connection, so removals are remembered this long and refused here.
 const REMOVAL_MEMORY_MS = 10_000;

@@ -147,6 +147,8 @@ export interface BrokerMetrics {
 interface MetricsSources {
   /** live sockets, read at scrape time: the gauge cannot drift from the truth */
   liveConnections: () => number;
+  /** slow consumers and the bytes waiting in every socket's send buffer, read at scrape time */
+  unsent: () => { slow: number; bytes: number };
   /** result of the last database ping */
   dbHealthy: () => boolean;
 }
@@ -194,6 +196,11 @@ export function createBrokerMetrics(sources: MetricsSources): BrokerMetrics {
   const traffic = trafficMetrics();
   const all: { snapshot(): MetricSnapshot }[] = [
     new Gauge('broker_connections_active', 'WebSocket connections open right now.', sources.liveConnections),
+    new Gauge('broker_slow_consumer_connections',
+      'Connections with more than 1 MiB written to them and not yet taken by the network: they get no pushes, and none of their frames is read, until they catch up.',
+      () => sources.unsent().slow),
+    new Gauge('broker_slow_consumer_buffered_bytes', 'Bytes written to WebSocket connections and not yet taken by the network, summed over all connections.',
+      () => sources.unsent().bytes),
     ...Object.values(traffic),
     ...healthGauges(sources, loopDelay),
   ];

@@ -82,16 +82,26 @@ export function identityOf(keys: SigningKeyPair, meshId: string, memberName: str
   };
 }
 
+/** A mesh on a broker, through its real routes: `alice` owns it, each of `names` joined with her invite. */
+export async function enrolMesh(brokerUrl: string, meshName: string, names: readonly string[]): Promise<{ owner: SigningKeyPair; members: SigningKeyPair[]; meshId: string }> {
+  const owner = generateKeyPair();
+  const created = await callBroker({ brokerUrl, method: 'POST', path: '/mesh/create', identity: owner, body: { name: meshName, ownerName: 'alice' } });
+  const meshId = String(created.body.meshId);
+  const token = encodeInvite(createInvite({ meshId, meshName, brokerUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: names.length }, owner.secretKey));
+  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/invite', identity: owner, meshId, body: { token } });
+  const members: SigningKeyPair[] = [];
+  for (const name of names) {
+    const keys = generateKeyPair();
+    await callBroker({ brokerUrl, method: 'POST', path: '/mesh/join', identity: keys, body: { token, name } });
+    members.push(keys);
+  }
+  return { owner, members, meshId };
+}
+
 /** Mesh "team" on a broker, through its real routes: alice owns it, bob joined with her invite. */
 export async function enrolAliceAndBob(brokerUrl: string): Promise<{ aliceKeys: SigningKeyPair; bobKeys: SigningKeyPair; meshId: string }> {
-  const aliceKeys = generateKeyPair();
-  const bobKeys = generateKeyPair();
-  const created = await callBroker({ brokerUrl, method: 'POST', path: '/mesh/create', identity: aliceKeys, body: { name: 'team', ownerName: 'alice' } });
-  const meshId = String(created.body.meshId);
-  const token = encodeInvite(createInvite({ meshId, meshName: 'team', brokerUrl, role: 'member', expiresAt: Math.floor(Date.now() / 1000) + 3600, maxUses: 1 }, aliceKeys.secretKey));
-  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/invite', identity: aliceKeys, meshId, body: { token } });
-  await callBroker({ brokerUrl, method: 'POST', path: '/mesh/join', identity: bobKeys, body: { token, name: 'bob' } });
-  return { aliceKeys, bobKeys, meshId };
+  const { owner, members, meshId } = await enrolMesh(brokerUrl, 'team', ['bob']);
+  return { aliceKeys: owner, bobKeys: members[0]!, meshId };
 }
 
 export async function startPair(label: string): Promise<Pair> {

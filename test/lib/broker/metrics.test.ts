@@ -11,8 +11,8 @@ import { seedMesh, TestPeer } from '../../helpers/peer.ts';
 
 /** A fresh metric set over sources the test controls; `render` is what GET /metrics would serve. */
 function testMetrics(live = 0, healthy = true) {
-  const sources = { live, healthy };
-  const metrics = createBrokerMetrics({ liveConnections: () => sources.live, dbHealthy: () => sources.healthy });
+  const sources = { live, healthy, unsent: { slow: 0, bytes: 0 } };
+  const metrics = createBrokerMetrics({ liveConnections: () => sources.live, unsent: () => sources.unsent, dbHealthy: () => sources.healthy });
   const render = (): string => formatPrometheus(metrics.registry.snapshot());
   const samples = (): string[] => render().split('\n').filter((line) => line !== '' && !line.startsWith('#'));
   return { metrics, sources, render, samples };
@@ -112,9 +112,10 @@ describe('createBrokerMetrics', () => {
     assert.ok(samples().includes('broker_db_healthy 1'));
     sources.live = 9;
     sources.healthy = false;
+    sources.unsent = { slow: 1, bytes: 1_500_000 };
     metrics.queueDepth.set(2);
     const lines = samples();
-    for (const line of ['broker_connections_active 9', 'broker_db_healthy 0', 'broker_queue_depth 2']) {
+    for (const line of ['broker_connections_active 9', 'broker_db_healthy 0', 'broker_queue_depth 2', 'broker_slow_consumer_connections 1', 'broker_slow_consumer_buffered_bytes 1500000']) {
       assert.ok(lines.includes(line), `missing ${line}`);
     }
     metrics.stop();

@@ -1,0 +1,93 @@
+// Delivery rules that a store-and-forward broker gets wrong easily: a message for a peer
+// whose socket just died (inside its lease) must not be claimed for that dead socket; a push
+// made at once and one made on catch-up must look the same to the recipient; final messages
+// are purged in time while undelivered ones are never dropped silently.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { generateKeyPair } from '../../../lib/crypto.ts';
+import { startTestBroker } from '../../helpers/broker.ts';
+import type { TestBroker } from '../../helpers/broker.ts';
+import { seedMesh, TestPeer } from '../../helpers/peer.ts';
+import type { Frame } from '../../helpers/peer.ts';
+import { waitUntil } from '../../helpers/wait.ts';
+
+// The default claim: a message claimed for a dead socket would wait this long.
+const CLAIM_MS = 30_000;
+const LEASE_MS = 5_000;
+// Well inside the claim: pushed by the reattach itself, not by a lapsed claim.
+const REATTACH_PUSH_MS = 5_000;
+
+describe('delivery', () => {
+  let t: TestBroker;
+  before(async () => {
+    t = await startTestBroker('delivery', { timings: { claimMs: CLAIM_MS, leaseMs: LEASE_MS } });
+  });
+  after(() => t.close());
+
+  it('never claims a message for a socket that died inside its lease, and pushes it on the reattach at once', async () => {
+    const mesh = await seedMesh(t.db.pool, 2);
+    const [alice, bob] = [mesh.members[0]!, mesh.members[1]!];
+    const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: alice });
+    const first = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob });
+    first.crash();
+    await waitUntil('the broker saw the socket close', () => t.broker.context.hub.get(mesh.meshId, bob.publicKey)?.socket === null);
+    const ack = await sender.send(bob.publicKey, [bob.publicKey], 'sent inside the lease');
+    assert.equal(ack.queued, true);
+    const { rows } = await t.db.pool.query('SELECT claimed_until, pushes FROM deliveries WHERE message_id = $1', [ack.messageId]);
+    assert.deepEqual(rows, [{ claimed_until: null, pushes: 0 }], 'not claimed for the dead socket');
+    const started = Date.now();
+    const back = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob });
+    assert.equal(back.ack!.reattached, true);
+    const push = await back.waitFor((frame) => frame.type === 'push' && frame.messageId === ack.messageId, REATTACH_PUSH_MS);
+    assert.equal(back.read(push), 'sent inside the lease');
+    assert.ok(Date.now() - started < REATTACH_PUSH_MS);
+    await back.close();
+    await sender.close();
+  });
+
+  it('pushes the same fields live and on catch-up', async () => {
+    const mesh = await seedMesh(t.db.pool, 2);
+    const [alice, bob] = [mesh.members[0]!, mesh.members[1]!];
+    // A session sends, so that the sender key and the sender's member key differ.
+    const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: alice, session: generateKeyPair() });
+    const online = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob });
+    const liveAck = await sender.send(bob.publicKey, [bob.publicKey], 'live', { hops: 1 });
+    const live = await online.waitFor((frame) => frame.type === 'push' && frame.messageId === liveAck.messageId);
+    online.clientAck([live.messageId]);
+    await online.close();
+    const queuedAck = await sender.send(bob.publicKey, [bob.publicKey], 'queued', { hops: 1 });
+    const later = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob });
+    const caughtUp = await later.waitFor((frame) => frame.type === 'push' && frame.messageId === queuedAck.messageId);
+    const shape = (push: Frame) => Object.keys(push).sort();
+    assert.deepEqual(shape(caughtUp), shape(live));
+    const { messageId: _a, clientMessageId: _b, envelope: _c, createdAt: _d, ...liveRest } = live;
+    const { messageId: _e, clientMessageId: _f, envelope: _g, createdAt: _h, ...caughtUpRest } = caughtUp;
+    assert.deepEqual(caughtUpRest, liveRest);
+    assert.equal(live.senderKey, sender.key);
+    assert.equal(live.senderMemberKey, alice.publicKey);
+    assert.deepEqual([later.read(caughtUp), live.hops], ['queued', 1]);
+    await later.close();
+    await sender.close();
+  });
+
+  it('purges messages long final, and never one still waiting for its recipient', async () => {
+    const mesh = await seedMesh(t.db.pool, 3);
+    const [alice, bob, carol] = [mesh.members[0]!, mesh.members[1]!, mesh.members[2]!];
+    const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: alice });
+    const receiver = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob });
+    const delivered = await sender.send(bob.publicKey, [bob.publicKey], 'read long ago');
+    receiver.clientAck([String((await receiver.waitFor((frame) => frame.type === 'push')).messageId)]);
+    const waiting = await sender.send(carol.publicKey, [carol.publicKey], 'carol is away');
+    await waitUntil('delivered', async () => (await t.db.pool.query("SELECT state FROM deliveries WHERE message_id = $1", [delivered.messageId])).rows[0]?.state === 'delivered');
+    // Both were sent long before the TTL and the status retention: as if they were weeks old.
+    await t.db.pool.query("UPDATE messages SET created_at = now() - interval '400 days' WHERE id = ANY($1::uuid[])", [[delivered.messageId, waiting.messageId]]);
+    await t.broker.context.delivery.sweep();
+    const left = (await t.db.pool.query('SELECT id FROM messages WHERE id = ANY($1::uuid[])', [[delivered.messageId, waiting.messageId]])).rows.map((row) => row.id);
+    assert.deepEqual(left, [waiting.messageId], 'the final one purged, the queued one kept');
+    assert.equal((await t.db.pool.query('SELECT count(*)::int AS n FROM deliveries WHERE message_id = $1', [delivered.messageId])).rows[0]?.n, 0);
+    const late = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: carol });
+    assert.equal(late.read(await late.waitFor((frame) => frame.type === 'push')), 'carol is away');
+    for (const peer of [sender, receiver, late]) await peer.close();
+  });
+});
