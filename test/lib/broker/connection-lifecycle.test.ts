@@ -66,7 +66,7 @@ describe('connection lifecycle', () => {
       const socket = await helloAndGo(t.wsUrl, mesh.meshId, bob);
       // Asked outside the locker's transaction, which would see one snapshot of the activity.
       await waitUntil('the presence insert waiting on the lock', async () => (await t.db.pool.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO presences%'",
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO presences%'",
       )).rows[0]?.n === 1);
       socket.terminate();
       await waitUntil('the broker saw the close', () => t.broker.context.hub.get(mesh.meshId, bob.publicKey)?.socket === null);
