@@ -6,10 +6,12 @@
 // daemon may have acted on it (a send may be queued), which the caller must not deny.
 
 import { readFile } from 'node:fs/promises';
-import { request } from 'node:http';
-import { BrokerRefusal } from './broker-client.ts';
-import { cmError, ERROR_CODES } from './errors.ts';
+import { BrokerRefusal, cmError, ERROR_CODES } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
+
+// Not `import { request } from 'node:http'`: node:http's ESM view loads undici (fetch,
+// WebSocket) with it, ~40 ms on every CLI command that asks the daemon; the module alone does not.
+const { request } = process.getBuiltinModule('node:http');
 
 export const PROBE_TIMEOUT_MS = 2_500;
 const IPC_TIMEOUT_MS = 20_000;

@@ -1,10 +1,13 @@
 // Argument parsing for one verb: node:util parseArgs, strict, with its errors turned into
 // CM_ERR_USAGE (exit 2) that name the verb and point at its --help.
 
-import { parseArgs } from 'node:util';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { cmError } from '../errors.ts';
 import { didYouMean } from './suggest.ts';
+
+// Every command parses its arguments, so it must not pay for node:util's ESM view (an
+// `import` of it evaluates every lazy part of node:util, ~10 ms); the module itself is enough.
+const { parseArgs } = process.getBuiltinModule('node:util');
 
 /** Options every verb accepts. */
 const COMMON_OPTIONS = {
