@@ -5,7 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { isCmError, cmError } from '../../errors.ts';
-import { PRIORITIES } from '../../protocol.ts';
+import { PRIORITIES } from '../../wire-values.ts';
 import { stringOption, usageError } from '../args.ts';
 import { printJson } from '../output.ts';
 import { visible } from '../render.ts';
