@@ -15,6 +15,12 @@ import type { CliContext, Verb } from './verb.ts';
 type VerbLoader = () => Promise<Verb>;
 type VerbGroup = ReadonlyArray<readonly [name: string, load: VerbLoader]>;
 
+// Modules that serve several verbs.
+const moderation = () => import('./verbs/moderation.ts');
+const messaging = () => import('./verbs/messaging.ts');
+const presence = () => import('./verbs/presence.ts');
+const install = () => import('./verbs/install.ts');
+
 const MESH_VERBS: VerbGroup = [
   ['new', async () => (await import('./verbs/new.ts')).newVerb],
   ['invite', async () => (await import('./verbs/invite.ts')).inviteVerb],
@@ -24,26 +30,26 @@ const MESH_VERBS: VerbGroup = [
   ['whoami', async () => (await import('./verbs/whoami.ts')).whoamiVerb],
 ];
 const MODERATION_VERBS: VerbGroup = [
-  ['kick', async () => (await import('./verbs/moderation.ts')).kickVerb],
-  ['ban', async () => (await import('./verbs/moderation.ts')).banVerb],
-  ['unban', async () => (await import('./verbs/moderation.ts')).unbanVerb],
-  ['bans', async () => (await import('./verbs/moderation.ts')).bansVerb],
+  ['kick', async () => (await moderation()).kickVerb],
+  ['ban', async () => (await moderation()).banVerb],
+  ['unban', async () => (await moderation()).unbanVerb],
+  ['bans', async () => (await moderation()).bansVerb],
 ];
 const MESSAGING_VERBS: VerbGroup = [
   ['send', async () => (await import('./verbs/send.ts')).sendVerb],
-  ['peer', async () => (await import('./verbs/messaging.ts')).peerVerb],
-  ['inbox', async () => (await import('./verbs/messaging.ts')).inboxVerb],
-  ['msg', async () => (await import('./verbs/messaging.ts')).msgVerb],
-  ['status', async () => (await import('./verbs/presence.ts')).statusVerb],
-  ['summary', async () => (await import('./verbs/presence.ts')).summaryVerb],
-  ['group', async () => (await import('./verbs/presence.ts')).groupVerb],
+  ['peer', async () => (await messaging()).peerVerb],
+  ['inbox', async () => (await messaging()).inboxVerb],
+  ['msg', async () => (await messaging()).msgVerb],
+  ['status', async () => (await presence()).statusVerb],
+  ['summary', async () => (await presence()).summaryVerb],
+  ['group', async () => (await presence()).groupVerb],
   ['daemon', async () => (await import('./verbs/daemon.ts')).daemonVerb],
-  ['events', async () => (await import('./verbs/messaging.ts')).eventsVerb],
+  ['events', async () => (await messaging()).eventsVerb],
   ['doctor', async () => (await import('./verbs/doctor.ts')).doctorVerb],
 ];
 const CLAUDE_VERBS: VerbGroup = [
-  ['install', async () => (await import('./verbs/install.ts')).installVerb],
-  ['uninstall', async () => (await import('./verbs/install.ts')).uninstallVerb],
+  ['install', async () => (await install()).installVerb],
+  ['uninstall', async () => (await install()).uninstallVerb],
   ['launch', async () => (await import('./verbs/launch.ts')).launchVerb],
   ['mcp', async () => (await import('./verbs/mcp.ts')).mcpVerb],
   ['hook', async () => (await import('./verbs/hook.ts')).hookVerb],
