@@ -17,7 +17,8 @@ const OWNER_ONLY_DIR = 0o700;
 // starts, asks the daemon and exits spends most of its time loading code. The cache lives in
 // the user's own claudemesh home (never a shared /tmp directory another user could fill);
 // where it cannot be written, Node simply runs without it. Set before the rest of the CLI
-// is loaded, hence the dynamic imports below.
+// is loaded, hence the dynamic imports below. bin/claudemesh.js turns the same cache on
+// before it loads this file, so a warm `claudemesh` does not type-strip even this one.
 const home = claudemeshHome(process.env);
 try {
   mkdirSync(join(home, COMPILE_CACHE_DIR), { recursive: true, mode: OWNER_ONLY_DIR });

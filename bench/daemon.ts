@@ -1,10 +1,9 @@
 // The daemon path: a send through alice's daemon (IPC → outbox → broker) until
 // it sits decrypted in bob's daemon inbox. Two real daemon processes, one broker process.
 // Arrival is noted by polling bob's inbox over IPC every POLL_MS (the figure's resolution).
-// Then the command a person types, against the warm daemon: `claudemesh send` and `claudemesh
-// peer list` as whole processes (Node start included), and the same two requests over IPC.
+// The command a person types against such a daemon is measured in bench/cli.ts.
 
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -30,11 +29,6 @@ const CONCURRENCY = 32;
 
 export interface DaemonResult {
   point: string;
-  /** whole `claudemesh send` / `peer list` processes against the warm daemon */
-  cliSendMs: Distribution;
-  cliPeerListMs: Distribution;
-  /** the same requests over the socket, without starting a process */
-  ipcPeersMs: Distribution;
   latencyMessages: number;
   ipcAnswerMs: Distribution;
   sendToInboxMs: Distribution;
@@ -53,7 +47,8 @@ function identity(keys: SigningKeyPair, meshId: string, brokerUrl: string, role:
   };
 }
 
-async function startDaemon(home: string): Promise<{ child: ChildProcess; socket: string }> {
+/** A daemon for this home, from the clone's cli.ts, once its mesh connection is open. */
+export async function startDaemon(home: string): Promise<{ child: ChildProcess; socket: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env, CLAUDEMESH_HOME: home };
   const child = spawn(process.execPath, ['cli.ts', 'daemon', 'up', '--foreground'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'ignore'] });
   const socket = daemonPaths(home).socket;
@@ -70,6 +65,12 @@ async function startDaemon(home: string): Promise<{ child: ChildProcess; socket:
   throw new Error(`daemon in ${home} did not connect within ${START_LIMIT_MS} ms`);
 }
 
+/** SIGTERM each daemon and wait until it has exited. */
+export async function stopDaemons(children: readonly ChildProcess[]): Promise<void> {
+  for (const child of children) child.kill('SIGTERM');
+  await Promise.all(children.map((child) => new Promise((resolve) => (child.exitCode === null ? child.once('exit', resolve) : resolve(undefined)))));
+}
+
 /** alice owns a new mesh and bob joins it through a signed invite, both with fresh keys. */
 async function seedPair(brokerUrl: string): Promise<{ meshId: string; alice: SigningKeyPair; bob: SigningKeyPair }> {
   const alice = generateKeyPair();
@@ -80,6 +81,15 @@ async function seedPair(brokerUrl: string): Promise<{ meshId: string; alice: Sig
   await callBroker({ brokerUrl, method: 'POST', path: '/mesh/invite', identity: alice, meshId, body: { token } });
   await callBroker({ brokerUrl, method: 'POST', path: '/mesh/join', identity: bob, body: { token, name: 'bob' } });
   return { meshId, alice, bob };
+}
+
+/** The pair seeded on the broker, and a claudemesh home for each (scratch/alice, scratch/bob). */
+export async function seedHomes(brokerUrl: string, scratch: string): Promise<{ alice: string; bob: string }> {
+  const { meshId, alice, bob } = await seedPair(brokerUrl);
+  const homes = { alice: join(scratch, 'alice'), bob: join(scratch, 'bob') };
+  await writeConfig(homes.alice, { version: 1, meshes: [identity(alice, meshId, brokerUrl, 'owner', 'alice', alice.publicKey)] });
+  await writeConfig(homes.bob, { version: 1, meshes: [identity(bob, meshId, brokerUrl, 'member', 'bob', alice.publicKey)] });
+  return homes;
 }
 
 interface Arrivals {
@@ -149,52 +159,22 @@ async function measureThroughput(socket: string, arrived: ReadonlyMap<string, nu
   return { seconds, lost: ids.filter((id) => !arrived.has(id)).length };
 }
 
-function timedCli(home: string, args: string[]): Promise<number> {
-  const started = performance.now();
-  const env: NodeJS.ProcessEnv = { ...process.env, CLAUDEMESH_HOME: home };
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['cli.ts', ...args], { cwd: ROOT, env }, (error) => (error === null ? resolve(performance.now() - started) : reject(error)));
-  });
-}
-
-/** `claudemesh send` and `peer list` as processes, and GET /v1/peers over IPC, one at a time. */
-async function measureCli(home: string, socket: string, count: number): Promise<{ send: number[]; peerList: number[]; ipcPeers: number[] }> {
-  const send: number[] = [];
-  const peerList: number[] = [];
-  const ipcPeers: number[] = [];
-  for (let n = 0; n < count; n += 1) {
-    send.push(await timedCli(home, ['send', 'bob', 'warm', 'send', String(n)]));
-    peerList.push(await timedCli(home, ['peer', 'list']));
-    const started = performance.now();
-    await ipcRequest(socket, 'GET', '/v1/peers');
-    ipcPeers.push(performance.now() - started);
-  }
-  return { send, peerList, ipcPeers };
-}
-
-export async function daemonPath(postgres: Postgres, options: { latencyMessages: number; throughputMessages: number; cliCommands: number }): Promise<DaemonResult> {
+export async function daemonPath(postgres: Postgres, options: { latencyMessages: number; throughputMessages: number }): Promise<DaemonResult> {
   const world = await startRun(postgres);
   const scratch = await mkdtemp(join(tmpdir(), 'cm-bench-daemon-'));
   const daemons: ChildProcess[] = [];
   try {
-    const brokerUrl = world.brokerUrl;
-    const { meshId, alice, bob } = await seedPair(brokerUrl);
-    await writeConfig(join(scratch, 'alice'), { version: 1, meshes: [identity(alice, meshId, brokerUrl, 'owner', 'alice', alice.publicKey)] });
-    await writeConfig(join(scratch, 'bob'), { version: 1, meshes: [identity(bob, meshId, brokerUrl, 'member', 'bob', alice.publicKey)] });
-    const a = await startDaemon(join(scratch, 'alice'));
-    const b = await startDaemon(join(scratch, 'bob'));
+    const homes = await seedHomes(world.brokerUrl, scratch);
+    const a = await startDaemon(homes.alice);
+    const b = await startDaemon(homes.bob);
     daemons.push(a.child, b.child);
 
     const inbox = watchInbox(b.socket);
     const latency = await measureLatency(a.socket, inbox.arrived, options.latencyMessages);
     const throughput = await measureThroughput(a.socket, inbox.arrived, options.throughputMessages);
     await inbox.stop();
-    const cli = await measureCli(join(scratch, 'alice'), a.socket, options.cliCommands);
     return {
       point: 'daemon path',
-      cliSendMs: distribution(cli.send),
-      cliPeerListMs: distribution(cli.peerList),
-      ipcPeersMs: distribution(cli.ipcPeers),
       latencyMessages: options.latencyMessages,
       ipcAnswerMs: distribution(latency.ipcMs),
       sendToInboxMs: distribution(latency.endToEnd),
@@ -204,8 +184,7 @@ export async function daemonPath(postgres: Postgres, options: { latencyMessages:
       lost: throughput.lost,
     };
   } finally {
-    for (const child of daemons) child.kill('SIGTERM');
-    await Promise.all(daemons.map((child) => new Promise((resolve) => (child.exitCode === null ? child.once('exit', resolve) : resolve(undefined)))));
+    await stopDaemons(daemons);
     await world.close();
     await rm(scratch, { recursive: true, force: true });
   }

@@ -1,7 +1,7 @@
 // `just bench`: the load benchmark (docs/benchmarks.md). Starts Postgres (embedded unless
 // DATABASE_URL is set), then for each point a fresh database and broker process; runs
 // each point RUNS times with a fixed seed and reports the median run.
-// Usage: node bench/run.ts [--quick] [--only burst,mesh,instances,steady,held,storm,connect,idle,daemon] [--runs N] [--out FILE]
+// Usage: node bench/run.ts [--quick] [--only burst,mesh,instances,steady,held,storm,connect,idle,daemon,cli] [--runs N] [--out FILE]
 //        [--write-docs]  (replaces the generated section of docs/benchmarks.md)
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -12,6 +12,8 @@ import type { ConnectStormResult } from './connect-storm.ts';
 import { startPostgres } from './harness.ts';
 import { idleSockets } from './idle-sockets.ts';
 import type { IdleResult } from './idle-sockets.ts';
+import { CLI_VERBS, everydayCli, WAYS } from './cli.ts';
+import type { CliResult } from './cli.ts';
 import { daemonPath } from './daemon.ts';
 import type { DaemonResult } from './daemon.ts';
 import { directTraffic, heldPriority, reconnectStorm } from './scenarios.ts';
@@ -20,6 +22,8 @@ import { medianRun } from './stats.ts';
 
 const SEED = 20261123;
 const RUNS = 3;
+// The everyday CLI point measures whole commands, many of them, once (not RUNS times).
+const CLI_COMMANDS = { quick: 10, full: 30 };
 const OUT_DIR = new URL('./results/', import.meta.url).pathname;
 const DOCS_START = '<!-- bench:start -->';
 const DOCS_END = '<!-- bench:end -->';
@@ -56,6 +60,7 @@ const storms: StormResult[] = [];
 const connects: ConnectStormResult[] = [];
 const idles: IdleResult[] = [];
 const daemonRuns: DaemonResult[] = [];
+const cliRuns: CliResult[] = [];
 const started = Date.now();
 try {
   if (wanted('burst')) {
@@ -112,8 +117,12 @@ try {
   }
   if (wanted('daemon')) {
     log('daemon path');
-    const sizes = values.quick ? { latencyMessages: 50, throughputMessages: 500, cliCommands: 10 } : { latencyMessages: 200, throughputMessages: 2_000, cliCommands: 30 };
+    const sizes = values.quick ? { latencyMessages: 50, throughputMessages: 500 } : { latencyMessages: 200, throughputMessages: 2_000 };
     daemonRuns.push((await repeat('daemon', () => daemonPath(postgres, sizes), (r) => r.sendToInboxMs.p50)).median);
+  }
+  if (wanted('cli')) {
+    log('everyday CLI');
+    cliRuns.push(await everydayCli(postgres, { runs: values.quick ? CLI_COMMANDS.quick : CLI_COMMANDS.full }));
   }
 } finally {
   await postgres.stop();
@@ -123,8 +132,10 @@ const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(
 const lines: string[] = [];
 lines.push(`Machine: ${machine}; runs per point: ${runs} (median by p99 shown); seed ${SEED}; total ${((Date.now() - started) / 1000).toFixed(0)} s`);
 lines.push('');
-lines.push('| point | delivered | lost | dup | send→ack p50/p99 ms | send→push p50/p95/p99/max ms | total s | msg/s | broker RSS MB | broker CPU s | PG CPU s | loop p99 ms |');
-lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+if (bursts.length > 0) {
+  lines.push('| point | delivered | lost | dup | send→ack p50/p99 ms | send→push p50/p95/p99/max ms | total s | msg/s | broker RSS MB | broker CPU s | PG CPU s | loop p99 ms |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+}
 for (const r of bursts) {
   lines.push(`| ${r.point} | ${fmt(r.deliveredPercent, 2)}% | ${r.lost} | ${r.duplicates} | ${fmt(r.sendToAckMs.p50)} / ${fmt(r.sendToAckMs.p99)} | ${fmt(r.sendToPushMs.p50)} / ${fmt(r.sendToPushMs.p95)} / ${fmt(r.sendToPushMs.p99)} / ${fmt(r.sendToPushMs.max)} | ${fmt(r.totalMs / 1000, 2)} | ${fmt(r.messagesPerSecond, 0)} | ${fmt(r.brokerPeakRssMb, 0)} | ${fmt(r.brokerCpuSeconds)} | ${fmt(r.postgresCpuSeconds)} | ${fmt(r.eventLoopP99Ms)} |`);
 }
@@ -148,14 +159,24 @@ for (const r of idles) {
 for (const r of daemonRuns) {
   lines.push('');
   lines.push(`${r.point}: one send at a time (${r.latencyMessages}), IPC answer (after the outbox commit) p50 ${fmt(r.ipcAnswerMs.p50)} ms / p99 ${fmt(r.ipcAnswerMs.p99)} ms; IPC → recipient daemon's inbox p50 ${fmt(r.sendToInboxMs.p50)} ms / p95 ${fmt(r.sendToInboxMs.p95)} ms / p99 ${fmt(r.sendToInboxMs.p99)} ms; outbox throughput ${r.throughputMessages} messages in ${fmt(r.throughputSeconds, 2)} s = ${fmt(r.messagesPerSecond, 0)} msg/s, lost ${r.lost}`);
+}
+const WAY_LABELS = { clone: 'clone: node cli.ts', linked: 'linked bin (npm link)', package: 'package bin (dist/)' } as const;
+for (const r of cliRuns) {
+  const floor = r.nodeStartMs.p50;
   lines.push('');
-  lines.push(`warm daemon, whole commands (Node start included, ${r.cliSendMs.count} each): claudemesh send p50 ${fmt(r.cliSendMs.p50)} ms / p95 ${fmt(r.cliSendMs.p95)} ms; claudemesh peer list p50 ${fmt(r.cliPeerListMs.p50)} ms / p95 ${fmt(r.cliPeerListMs.p95)} ms; GET /v1/peers over the socket p50 ${fmt(r.ipcPeersMs.p50)} ms / p95 ${fmt(r.ipcPeersMs.p95)} ms`);
+  lines.push(`${r.point}, warm daemon, whole processes (${r.runs} runs each, round-robin): Node's own start (node -e 0) p50 ${fmt(floor)} ms / p95 ${fmt(r.nodeStartMs.p95)} ms; the daemon's part over its socket: POST /v1/send p50 ${fmt(r.ipcSendMs.p50)} ms, GET /v1/peers p50 ${fmt(r.ipcPeersMs.p50)} ms`);
+  lines.push('');
+  lines.push(`| way | ${CLI_VERBS.map((verb) => `${verb} p50 / p95 ms | above Node p50`).join(' | ')} |`);
+  lines.push(`|---|${CLI_VERBS.map(() => '---|---|').join('')}`);
+  for (const way of WAYS) {
+    lines.push(`| ${WAY_LABELS[way]} | ${CLI_VERBS.map((verb) => `${fmt(r.commandMs[way][verb].p50)} / ${fmt(r.commandMs[way][verb].p95)} | ${fmt(r.commandMs[way][verb].p50 - floor)}`).join(' | ')} |`);
+  }
 }
 const report = lines.join('\n');
 process.stdout.write(`${report}\n`);
 await mkdir(OUT_DIR, { recursive: true });
 const out = values.out ?? `${OUT_DIR}latest.json`;
-await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, connects, idles, daemon: daemonRuns, report }, null, 2));
+await writeFile(out, JSON.stringify({ machine, runs, seed: SEED, bursts, held, storms, connects, idles, daemon: daemonRuns, cli: cliRuns, report }, null, 2));
 process.stderr.write(`results written to ${out}\n`);
 
 if (values['write-docs']) {

@@ -14,6 +14,8 @@
 //      daemon.log) and wait for it to answer → started, or spawn-failed with the error the
 //      daemon printed (read back from daemon.log) and the failure marker.
 // Another CLI process holding the spawn lock is waited for instead of spawning twice.
+// The CLI probes by itself and loads this module only when nothing answers (a warm command
+// must not load what starting a daemon takes); it then passes `probed` to skip step 1.
 
 import { spawn } from 'node:child_process';
 import { access, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
@@ -47,6 +49,8 @@ interface EnsureOptions {
   probeTimeoutMs?: number;
   serviceWaitMs?: number;
   spawnWaitMs?: number;
+  /** the caller probed the socket just now and nothing answered: go straight to step 2 */
+  probed?: boolean;
   /** a unit file that marks a service-managed daemon (tests); default: this home's, if enabled */
   serviceUnit?: string | undefined;
   now?: () => number;
@@ -145,7 +149,7 @@ async function ensure(options: EnsureOptions): Promise<ReadyResult> {
   const probeMs = options.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
   const now = options.now ?? Date.now;
   const result = (outcome: ReadyOutcome, reason?: string): ReadyResult => ({ outcome, socket: paths.socket, ...(reason === undefined ? {} : { reason }) });
-  const running = await probeDaemon(paths.socket, probeMs);
+  const running = options.probed === true ? undefined : await probeDaemon(paths.socket, probeMs);
   if (running !== undefined) return { ...result('up'), running };
   await ensureDaemonDir(paths);
   await removeStale(paths);

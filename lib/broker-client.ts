@@ -4,7 +4,7 @@
 // one that refuses becomes a BrokerRefusal carrying the broker's own code and hint (the CLI
 // exits 4 for both).
 
-import { cmError } from './errors.ts';
+import { BrokerRefusal, cmError } from './errors.ts';
 import { signRequest } from './signed-request.ts';
 
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -23,26 +23,6 @@ interface BrokerCall {
   body?: Record<string, unknown>;
   headers?: Record<string, string>;
   timeoutMs?: number;
-}
-
-/**
- * An error answered by the broker (or passed through by the daemon): its code may be one
- * this client version does not know, so it is kept as a string rather than an ErrorCode.
- */
-export class BrokerRefusal extends Error {
-  readonly code: string;
-  readonly hint: string;
-  readonly status: number;
-  readonly details: Record<string, unknown> | undefined;
-
-  constructor(body: { code: string; message: string; hint: string; details?: Record<string, unknown> }, status: number) {
-    super(body.message);
-    this.name = 'BrokerRefusal';
-    this.code = body.code;
-    this.hint = body.hint;
-    this.status = status;
-    this.details = body.details;
-  }
 }
 
 interface BrokerAnswer {

@@ -5,7 +5,16 @@
 // the ed25519 keys converted to x25519, and a fresh random 24-byte nonce each.
 
 import { createHash } from 'node:crypto';
-import sodium from 'sodium-native';
+import { createRequire } from 'node:module';
+
+// libsodium is loaded on the first call that needs it, not with this module: the key and
+// signing-string formats below are also what the CLI's everyday verbs check, and loading the
+// native addon would cost them ~25 ms for nothing (docs/benchmarks.md, *The everyday CLI*).
+let loadedSodium: typeof import('sodium-native') | undefined;
+function sodium(): typeof import('sodium-native') {
+  loadedSodium ??= createRequire(import.meta.url)('sodium-native') as typeof import('sodium-native');
+  return loadedSodium;
+}
 
 export const PUBLIC_KEY_BYTES = 32;
 export const SECRET_KEY_BYTES = 64;
@@ -27,7 +36,7 @@ export interface SigningKeyPair {
 export function generateKeyPair(): SigningKeyPair {
   const publicKey = Buffer.alloc(PUBLIC_KEY_BYTES);
   const secretKey = Buffer.alloc(SECRET_KEY_BYTES);
-  sodium.crypto_sign_keypair(publicKey, secretKey);
+  sodium().crypto_sign_keypair(publicKey, secretKey);
   return { publicKey: publicKey.toString('hex'), secretKey };
 }
 
@@ -51,7 +60,7 @@ export function signingString(purpose: string, fields: ReadonlyArray<string | nu
 
 export function sign(message: Buffer, secretKey: Buffer): string {
   const signature = Buffer.alloc(SIGNATURE_BYTES);
-  sodium.crypto_sign_detached(signature, message, secretKey);
+  sodium().crypto_sign_detached(signature, message, secretKey);
   return signature.toString('hex');
 }
 
@@ -59,13 +68,13 @@ export function sign(message: Buffer, secretKey: Buffer): string {
 export function verify(signatureHex: unknown, message: Buffer, publicKeyHex: unknown): boolean {
   if (typeof signatureHex !== 'string' || !SIGNATURE_HEX.test(signatureHex)) return false;
   if (!isPublicKey(publicKeyHex)) return false;
-  return sodium.crypto_sign_verify_detached(Buffer.from(signatureHex, 'hex'), message, Buffer.from(publicKeyHex, 'hex'));
+  return sodium().crypto_sign_verify_detached(Buffer.from(signatureHex, 'hex'), message, Buffer.from(publicKeyHex, 'hex'));
 }
 
 function x25519Public(publicKeyHex: string): Buffer | undefined {
   const out = Buffer.alloc(X25519_KEY_BYTES);
   try {
-    sodium.crypto_sign_ed25519_pk_to_curve25519(out, Buffer.from(publicKeyHex, 'hex'));
+    sodium().crypto_sign_ed25519_pk_to_curve25519(out, Buffer.from(publicKeyHex, 'hex'));
   } catch {
     return undefined; // not a valid curve point
   }
@@ -79,7 +88,7 @@ export function isEncryptionKey(publicKeyHex: string): boolean {
 
 function x25519Secret(secretKey: Buffer): Buffer {
   const out = Buffer.alloc(X25519_KEY_BYTES);
-  sodium.crypto_sign_ed25519_sk_to_curve25519(out, secretKey);
+  sodium().crypto_sign_ed25519_sk_to_curve25519(out, secretKey);
   return out;
 }
 
@@ -93,11 +102,11 @@ export function seal(plaintext: Buffer, recipientPublicKey: string, senderSecret
   const recipient = isPublicKey(recipientPublicKey) ? x25519Public(recipientPublicKey) : undefined;
   if (recipient === undefined) throw new TypeError(`cannot encrypt to "${recipientPublicKey}": not an ed25519 public key`);
   const nonce = Buffer.alloc(NONCE_BYTES);
-  sodium.randombytes_buf(nonce);
+  sodium().randombytes_buf(nonce);
   const ciphertext = Buffer.alloc(plaintext.length + BOX_MAC_BYTES);
   const secret = x25519Secret(senderSecretKey);
-  sodium.crypto_box_easy(ciphertext, plaintext, nonce, recipient, secret);
-  sodium.sodium_memzero(secret);
+  sodium().crypto_box_easy(ciphertext, plaintext, nonce, recipient, secret);
+  sodium().sodium_memzero(secret);
   return { nonce, ciphertext };
 }
 
@@ -108,8 +117,8 @@ export function open(envelope: Envelope, senderPublicKey: string, recipientSecre
   if (sender === undefined) return undefined;
   const plaintext = Buffer.alloc(envelope.ciphertext.length - BOX_MAC_BYTES);
   const secret = x25519Secret(recipientSecretKey);
-  const ok = sodium.crypto_box_open_easy(plaintext, envelope.ciphertext, envelope.nonce, sender, secret);
-  sodium.sodium_memzero(secret);
+  const ok = sodium().crypto_box_open_easy(plaintext, envelope.ciphertext, envelope.nonce, sender, secret);
+  sodium().sodium_memzero(secret);
   return ok ? plaintext : undefined;
 }
 
@@ -119,6 +128,6 @@ export function sha256Hex(data: Buffer | string): string {
 
 export function randomId(bytes = 16): string {
   const buffer = Buffer.alloc(bytes);
-  sodium.randombytes_buf(buffer);
+  sodium().randombytes_buf(buffer);
   return buffer.toString('base64url');
 }

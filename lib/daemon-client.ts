@@ -6,10 +6,13 @@
 // daemon may have acted on it (a send may be queued), which the caller must not deny.
 
 import { readFile } from 'node:fs/promises';
-import { request } from 'node:http';
-import { BrokerRefusal } from './broker-client.ts';
-import { cmError, ERROR_CODES } from './errors.ts';
+import { BrokerRefusal, cmError, ERROR_CODES } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
+
+// Not `import { request } from 'node:http'`: node:http's ESM view loads undici (fetch,
+// WebSocket) with it, ~40 ms on every CLI command that asks the daemon; the module alone does not.
+const { request } = process.getBuiltinModule('node:http');
+const { connect } = process.getBuiltinModule('node:net');
 
 export const PROBE_TIMEOUT_MS = 2_500;
 const IPC_TIMEOUT_MS = 20_000;
@@ -58,7 +61,10 @@ export function ipcRequest(socketPath: string, method: string, path: string, bod
   return new Promise((resolve, reject) => {
     let sent = false;
     const headers: Record<string, string | number> = { ...extraHeaders, ...(text === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }) };
-    const req = request({ socketPath, method, path, headers, timeout: timeoutMs }, (res) => {
+    // Its own connection, not one from http's Agent: the Agent first asks whether the host
+    // name is an IP address, and the first use of that IPv6 pattern costs a short-lived CLI
+    // command several ms. Opening a unix socket costs next to nothing.
+    const req = request({ method, path, headers, timeout: timeoutMs, createConnection: () => connect(socketPath) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => {

@@ -123,3 +123,25 @@ export function cmError(code: ErrorCode, message: string, options: ErrorOptions 
 export function isCmError(value: unknown): value is CmError {
   return value instanceof CmError;
 }
+
+/**
+ * An error answered by the broker (or passed through by the daemon): its code may be one
+ * this client version does not know, so it is kept as a string rather than an ErrorCode.
+ * Here, not in broker-client.ts, so that whoever only reports it (the CLI's error output,
+ * the daemon client) does not load the request signing and its libsodium.
+ */
+export class BrokerRefusal extends Error {
+  readonly code: string;
+  readonly hint: string;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(body: { code: string; message: string; hint: string; details?: Record<string, unknown> }, status: number) {
+    super(body.message);
+    this.name = 'BrokerRefusal';
+    this.code = body.code;
+    this.hint = body.hint;
+    this.status = status;
+    this.details = body.details;
+  }
+}

@@ -8,6 +8,7 @@
 import { cmError } from './errors.ts';
 import type { CmError } from './errors.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX, signingString } from './crypto.ts';
+import { PRIORITIES, STATUSES } from './wire-values.ts';
 
 // 2: the hello signs a challenge the broker sent on this connection, so that no captured
 // hello can be replayed — on any instance, before or after a restart — without shared state.
@@ -36,8 +37,7 @@ const BASE64URL = /^[A-Za-z0-9_-]+$/;
 // character, never NUL (Postgres text refuses it) nor other C0/C1 controls but tab and newline.
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
-export const PRIORITIES = ['now', 'next', 'low'] as const;
-export const STATUSES = ['idle', 'working', 'dnd'] as const;
+export { PRIORITIES, STATUSES };
 export const ROLES = ['owner', 'admin', 'member'] as const;
 /** A connection is a member's own (the daemon's, one per mesh) or a Claude session's. */
 export const KINDS = ['member', 'session'] as const;

@@ -1,6 +1,5 @@
 // Version facts shown by /health and the CLI.
 
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 const GIT_TIMEOUT_MS = 1_000;
@@ -15,6 +14,8 @@ export const VERSION: string = (JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) a
 export function resolveGitSha(configured: string | undefined): string {
   if (configured !== undefined) return configured;
   try {
+    // node:child_process only here: every CLI command reads VERSION, none needs git.
+    const { execFileSync } = process.getBuiltinModule('node:child_process');
     const out = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, timeout: GIT_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'ignore'] });
     const sha = out.toString().trim();
     return /^[0-9a-f]{40}$/.test(sha) ? sha : 'unknown';

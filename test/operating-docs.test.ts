@@ -59,7 +59,7 @@ describe('docs/deploy.md, docs/troubleshooting.md, docs/scaling.md', () => {
     assert.deepEqual(missing, []);
   });
 
-  it('tell operators to run only recipes, scripts, verbs and options that exist', () => {
+  it('tell operators to run only recipes, scripts, verbs and options that exist', async () => {
     const recipes = new Set([...read('justfile').matchAll(/^([a-z][\w-]*)(?: [^:=]*)?:(?!=)/gm)].map((match) => match[1]));
     const scripts = Object.keys((JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts);
     const problems: string[] = [];
@@ -72,7 +72,7 @@ describe('docs/deploy.md, docs/troubleshooting.md, docs/scaling.md', () => {
         const npm = /^npm (?:run )?([a-z]+)/.exec(command)?.[1];
         if (npm !== undefined && !['install', 'ci', 'pkg', 'link', 'pack', 'view'].includes(npm) && !scripts.includes(npm)) problems.push(`${doc}: npm ${npm}`);
         for (const match of command.matchAll(/^claudemesh ([a-z][\w-]*)(.*)/g)) {
-          const verb = VERBS.get(match[1] ?? '');
+          const verb = await VERBS.get(match[1] ?? '')?.();
           if (verb === undefined) {
             problems.push(`${doc}: claudemesh ${match[1]}`);
             continue;

@@ -1,10 +1,13 @@
 // Argument parsing for one verb: node:util parseArgs, strict, with its errors turned into
 // CM_ERR_USAGE (exit 2) that name the verb and point at its --help.
 
-import { parseArgs } from 'node:util';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { cmError } from '../errors.ts';
 import { didYouMean } from './suggest.ts';
+
+// Every command parses its arguments, so it must not pay for node:util's ESM view (an
+// `import` of it evaluates every lazy part of node:util, ~10 ms); the module itself is enough.
+const { parseArgs } = process.getBuiltinModule('node:util');
 
 /** Options every verb accepts. */
 const COMMON_OPTIONS = {
@@ -30,15 +33,39 @@ function ourWords(error: Error & { code?: string }, options: ParseArgsOptionsCon
     return `unknown option ${option}${didYouMean(option, known)}; a text that starts with "-" goes after --`;
   }
   if (error.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-    return /argument missing/.test(error.message) ? `${option} needs a value, as in ${option} VALUE` : `${option} takes no value`;
+    return /does not take an argument/.test(error.message) ? `${option} takes no value` : `${option} needs a value, as in ${option} VALUE`;
   }
   return error.message;
+}
+
+/**
+ * A value that starts with "-" after an option that takes one (an invite id such as
+ * `-x3Fq…`, a negative number) is that option's value, not an option of its own — unless it
+ * is one of the verb's options. parseArgs would refuse it; `--name=value` it takes.
+ */
+function joinDashValues(args: readonly string[], options: ParseArgsOptionsConfig): string[] {
+  const known = new Set(['--', ...Object.entries(options).flatMap(([name, option]) => [`--${name}`, ...(option.short === undefined ? [] : [`-${option.short}`])])]);
+  const joined: string[] = [];
+  for (let index = 0; index < args.length; index += 1) {
+    const arg = args[index] ?? '';
+    const next = args[index + 1];
+    if (arg === '--') return [...joined, ...args.slice(index)];
+    const option = arg.startsWith('--') && !arg.includes('=') ? options[arg.slice(2)] : undefined;
+    if (option?.type === 'string' && next !== undefined && next.startsWith('-') && next !== '-' && !known.has(next)) {
+      joined.push(`${arg}=${next}`);
+      index += 1;
+    } else {
+      joined.push(arg);
+    }
+  }
+  return joined;
 }
 
 export function parseVerbArgs(verb: string, args: readonly string[], options: ParseArgsOptionsConfig, positionals: { min: number; max: number }): ParsedArgs {
   let parsed: { values: Record<string, unknown>; positionals: string[] };
   try {
-    parsed = parseArgs({ args: [...args], options: { ...options, ...COMMON_OPTIONS }, allowPositionals: true, strict: true }) as typeof parsed;
+    const all = { ...options, ...COMMON_OPTIONS };
+    parsed = parseArgs({ args: joinDashValues(args, all), options: all, allowPositionals: true, strict: true }) as typeof parsed;
   } catch (error) {
     throw usageError(verb, `claudemesh ${verb}: ${ourWords(error as Error & { code?: string }, { ...options, ...COMMON_OPTIONS })}`);
   }

@@ -7,49 +7,80 @@ import { parseVerbArgs, usageError } from './args.ts';
 import { EXIT_OK, EXIT_USAGE, printJson, reportError } from './output.ts';
 import { didYouMean } from './suggest.ts';
 import type { CliContext, Verb } from './verb.ts';
-import { inviteVerb } from './verbs/invite.ts';
-import { joinVerb } from './verbs/join.ts';
-import { leaveVerb } from './verbs/leave.ts';
-import { listVerb } from './verbs/list.ts';
-import { banVerb, bansVerb, kickVerb, unbanVerb } from './verbs/moderation.ts';
-import { newVerb } from './verbs/new.ts';
-import { daemonVerb } from './verbs/daemon.ts';
-import { eventsVerb, inboxVerb, msgVerb, peerVerb } from './verbs/messaging.ts';
-import { sendVerb } from './verbs/send.ts';
-import { groupVerb, statusVerb, summaryVerb } from './verbs/presence.ts';
-import { whoamiVerb } from './verbs/whoami.ts';
-import { doctorVerb } from './verbs/doctor.ts';
-import { CLAUDE_VERBS } from './verbs/claude.ts';
 
-const MESH_VERBS: readonly Verb[] = [newVerb, inviteVerb, joinVerb, listVerb, leaveVerb, whoamiVerb];
-const MODERATION_VERBS: readonly Verb[] = [kickVerb, banVerb, unbanVerb, bansVerb];
-const MESSAGING_VERBS: readonly Verb[] = [sendVerb, peerVerb, inboxVerb, msgVerb, statusVerb, summaryVerb, groupVerb, daemonVerb, eventsVerb, doctorVerb];
-/** Every verb, for --help and for the contract every verb keeps (test/cli-contract.test.ts). */
-export const VERBS: ReadonlyMap<string, Verb> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS, ...CLAUDE_VERBS].map((verb) => [verb.name, verb]));
+// A verb's module is loaded only when that verb runs (or a help text lists it): a command
+// that starts, asks the daemon and exits spends most of its life loading code, so a warm
+// `send` must not pay for what `join` signs with, `daemon up` stores in SQLite or `mcp`
+// serves (docs/benchmarks.md, *The everyday CLI*).
+type VerbLoader = () => Promise<Verb>;
+type VerbGroup = ReadonlyArray<readonly [name: string, load: VerbLoader]>;
 
-function verbLines(verbs: readonly Verb[]): string {
+// Modules that serve several verbs.
+const moderation = () => import('./verbs/moderation.ts');
+const messaging = () => import('./verbs/messaging.ts');
+const presence = () => import('./verbs/presence.ts');
+const install = () => import('./verbs/install.ts');
+
+const MESH_VERBS: VerbGroup = [
+  ['new', async () => (await import('./verbs/new.ts')).newVerb],
+  ['invite', async () => (await import('./verbs/invite.ts')).inviteVerb],
+  ['join', async () => (await import('./verbs/join.ts')).joinVerb],
+  ['list', async () => (await import('./verbs/list.ts')).listVerb],
+  ['leave', async () => (await import('./verbs/leave.ts')).leaveVerb],
+  ['whoami', async () => (await import('./verbs/whoami.ts')).whoamiVerb],
+];
+const MODERATION_VERBS: VerbGroup = [
+  ['kick', async () => (await moderation()).kickVerb],
+  ['ban', async () => (await moderation()).banVerb],
+  ['unban', async () => (await moderation()).unbanVerb],
+  ['bans', async () => (await moderation()).bansVerb],
+];
+const MESSAGING_VERBS: VerbGroup = [
+  ['send', async () => (await import('./verbs/send.ts')).sendVerb],
+  ['peer', async () => (await messaging()).peerVerb],
+  ['inbox', async () => (await messaging()).inboxVerb],
+  ['msg', async () => (await messaging()).msgVerb],
+  ['status', async () => (await presence()).statusVerb],
+  ['summary', async () => (await presence()).summaryVerb],
+  ['group', async () => (await presence()).groupVerb],
+  ['daemon', async () => (await import('./verbs/daemon.ts')).daemonVerb],
+  ['events', async () => (await messaging()).eventsVerb],
+  ['doctor', async () => (await import('./verbs/doctor.ts')).doctorVerb],
+];
+const CLAUDE_VERBS: VerbGroup = [
+  ['install', async () => (await install()).installVerb],
+  ['uninstall', async () => (await install()).uninstallVerb],
+  ['launch', async () => (await import('./verbs/launch.ts')).launchVerb],
+  ['mcp', async () => (await import('./verbs/mcp.ts')).mcpVerb],
+  ['hook', async () => (await import('./verbs/hook.ts')).hookVerb],
+];
+/** Every verb by name, loaded on demand; for --help and for the contract every verb keeps (test/lib/cli/main.test.ts). */
+export const VERBS: ReadonlyMap<string, VerbLoader> = new Map([...MESH_VERBS, ...MODERATION_VERBS, ...MESSAGING_VERBS, ...CLAUDE_VERBS]);
+
+async function verbLines(group: VerbGroup): Promise<string> {
+  const verbs = await Promise.all(group.map(([, load]) => load()));
   const usage = (verb: Verb) => (verb.argument === undefined ? verb.name : `${verb.name} ${verb.argument}`);
   const width = Math.max(...verbs.map((verb) => usage(verb).length));
   return verbs.map((verb) => `  ${usage(verb).padEnd(width)}  ${verb.summary}`).join('\n');
 }
 
-export function globalHelp(): string {
+export async function globalHelp(): Promise<string> {
   return `usage: claudemesh <verb> [options]
 
 claudemesh ${VERSION}: end-to-end encrypted messaging between Claude Code sessions, people
 and bots, through a self-hosted broker.
 
 meshes:
-${verbLines(MESH_VERBS)}
+${await verbLines(MESH_VERBS)}
 
 moderation (owners and admins):
-${verbLines(MODERATION_VERBS)}
+${await verbLines(MODERATION_VERBS)}
 
 messaging (through the per-user daemon, started when needed):
-${verbLines(MESSAGING_VERBS)}
+${await verbLines(MESSAGING_VERBS)}
 
 Claude Code (docs/claude-code.md):
-${verbLines(CLAUDE_VERBS)}
+${await verbLines(CLAUDE_VERBS)}
 
 Every verb takes --help; every verb takes --json for machine-readable output.
 Exit codes: 0 ok, 1 a check or operation failed, 2 usage, 3 daemon not running and not
@@ -83,19 +114,20 @@ export async function main(argv: readonly string[], context: CliContext): Promis
   try {
     const [first, ...rest] = argv.filter((arg, index) => !(arg === '--json' && index === 0));
     if (first === undefined) {
-      context.stderr(globalHelp());
+      context.stderr(await globalHelp());
       return EXIT_USAGE;
     }
-    if (first === '--help' || first === '-h' || first === 'help') return topHelp(context, rest.filter((arg) => arg !== '--json')[0], json);
+    if (first === '--help' || first === '-h' || first === 'help') return await topHelp(context, rest.filter((arg) => arg !== '--json')[0], json);
     if (first === '--version' || first === '-v') {
       context.stdout(json ? `${JSON.stringify({ version: VERSION })}\n` : `${VERSION}\n`);
       return EXIT_OK;
     }
     if (first.startsWith('-')) throw usageError('', `the verb comes first: claudemesh <verb> [options], received ${JSON.stringify(first)}`);
-    const verb = VERBS.get(first);
-    if (verb === undefined) throw unknownVerb(first);
+    const load = VERBS.get(first);
+    if (load === undefined) throw unknownVerb(first);
+    const verb = await load();
     const args = parseVerbArgs(verb.name, rest, verb.options, verb.positionals);
-    if (args.values.help === true) return topHelp(context, verb.name, json);
+    if (args.values.help === true) return await topHelp(context, verb.name, json);
     return (await verb.run(context, args)) ?? EXIT_OK;
   } catch (error) {
     return reportError(context, error, json, context.env);
@@ -103,10 +135,11 @@ export async function main(argv: readonly string[], context: CliContext): Promis
 }
 
 /** `claudemesh --help [verb]`, `claudemesh <verb> --help`, as text or --json. */
-function topHelp(context: CliContext, topic: string | undefined, json: boolean): number {
-  const verb = topic === undefined ? undefined : VERBS.get(topic);
-  if (topic !== undefined && verb === undefined) throw unknownVerb(topic);
-  if (json) printJson(context, helpJson(verb === undefined ? [...VERBS.values()] : [verb]));
-  else context.stdout(verb === undefined ? globalHelp() : verb.help);
+async function topHelp(context: CliContext, topic: string | undefined, json: boolean): Promise<number> {
+  const load = topic === undefined ? undefined : VERBS.get(topic);
+  if (topic !== undefined && load === undefined) throw unknownVerb(topic);
+  const verb = await load?.();
+  if (json) printJson(context, helpJson(verb === undefined ? await Promise.all([...VERBS.values()].map((each) => each())) : [verb]));
+  else context.stdout(verb === undefined ? await globalHelp() : verb.help);
   return EXIT_OK;
 }

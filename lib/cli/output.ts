@@ -7,9 +7,8 @@
 // or refused) or the membership (removed, banned). Tables show peer-supplied text with its
 // control characters visible (render.ts); --json prints every time as ISO 8601.
 
-import { BrokerRefusal } from '../broker-client.ts';
 import { envFlag } from '../env-flag.ts';
-import { isCmError } from '../errors.ts';
+import { BrokerRefusal, isCmError } from '../errors.ts';
 import { isoTimes, visible } from './render.ts';
 
 export const EXIT_OK = 0;

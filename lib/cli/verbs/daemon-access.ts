@@ -1,10 +1,10 @@
-// How daemon-facing verbs reach the daemon: ensureDaemonReady (start it when needed), then
-// JSON over its socket. A daemon that cannot be reached is CM_ERR_DAEMON_NOT_RUNNING (exit
+// How daemon-facing verbs reach the daemon: probe its socket, and only when nothing answers
+// ensureDaemonReady (start it when needed, daemon/autostart.ts); then JSON over the socket. A daemon that cannot be reached is CM_ERR_DAEMON_NOT_RUNNING (exit
 // 3) with the auto-start outcome in the details. Started automatically → one stderr line.
 
 import { readFile } from 'node:fs/promises';
-import { ensureDaemonReady } from '../../../daemon/autostart.ts';
-import { callDaemon, sessionHeader } from '../../daemon-client.ts';
+import { daemonPaths } from '../../../daemon/paths.ts';
+import { callDaemon, probeDaemon, sessionHeader } from '../../daemon-client.ts';
 import type { IpcAnswer } from '../../daemon-client.ts';
 import { cmError } from '../../errors.ts';
 import { VERSION } from '../../version.ts';
@@ -12,14 +12,19 @@ import type { CliContext } from '../verb.ts';
 
 async function daemonSocket(context: CliContext): Promise<string> {
   const started = Date.now();
-  const ready = await ensureDaemonReady({ home: context.home, env: context.env });
-  if (ready.outcome === 'up') {
+  const socket = daemonPaths(context.home).socket;
+  const running = await probeDaemon(socket);
+  if (running !== undefined) {
     // A long-running daemon keeps its old code after an upgrade of the CLI: say so.
-    if (ready.running !== undefined && ready.running.version !== VERSION) {
-      context.stderr(`[claudemesh] the daemon runs version ${ready.running.version}, this command is ${VERSION}: restart it (claudemesh daemon down, then any command)\n`);
+    if (running.version !== VERSION) {
+      context.stderr(`[claudemesh] the daemon runs version ${running.version}, this command is ${VERSION}: restart it (claudemesh daemon down, then any command)\n`);
     }
-    return ready.socket;
+    return socket;
   }
+  // Nothing answers: only now load what starting the daemon takes (spawn, service units, the config).
+  const { ensureDaemonReady } = await import('../../../daemon/autostart.ts');
+  const ready = await ensureDaemonReady({ home: context.home, env: context.env, probed: true });
+  if (ready.outcome === 'up') return ready.socket;
   if (ready.outcome === 'started') {
     context.stderr(`[claudemesh] started the daemon (${Date.now() - started} ms)\n`);
     return ready.socket;

@@ -7,14 +7,14 @@
 // removes the pending entry; an unreachable broker keeps it for the retry.
 
 import { generateKeyPair, isPublicKey } from '../../crypto.ts';
-import { cmError } from '../../errors.ts';
+import { BrokerRefusal, cmError } from '../../errors.ts';
 import { configPath, updateConfig } from '../../client-config.ts';
 import type { MeshIdentity } from '../../client-config.ts';
 import { checkInvite, decodeInvite } from '../../invite.ts';
 import type { Invite } from '../../invite.ts';
 import { isMemberName } from '../../protocol.ts';
 import { stringOption, usageError } from '../args.ts';
-import { BrokerRefusal, callBroker } from '../../broker-client.ts';
+import { callBroker } from '../../broker-client.ts';
 import { printJson, shortKey } from '../output.ts';
 import { defaultMemberName, signingIdentity } from '../verb.ts';
 import type { CliContext, Verb } from '../verb.ts';

@@ -3,7 +3,8 @@
 // a kick or ban). The owner cannot leave: the broker refuses, and the identity stays.
 
 import { readConfig, updateConfig } from '../../client-config.ts';
-import { BrokerRefusal, callBroker } from '../../broker-client.ts';
+import { callBroker } from '../../broker-client.ts';
+import { BrokerRefusal } from '../../errors.ts';
 import { printJson } from '../output.ts';
 import { selectMesh } from '../../select.ts';
 import { signingIdentity } from '../verb.ts';

@@ -4,7 +4,7 @@
 // inside a Claude session (its token file named in the environment) the session's, else
 // the member's. The broker keeps them with the presence, across reconnects.
 
-import { STATUSES } from '../../protocol.ts';
+import { STATUSES } from '../../wire-values.ts';
 import { stringOption, usageError } from '../args.ts';
 import { EXIT_BROKER, EXIT_OK, printJson } from '../output.ts';
 import { visible } from '../render.ts';

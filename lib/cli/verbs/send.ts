@@ -3,9 +3,9 @@
 // id is chosen here, before the daemon is asked, so that a lost answer can be told
 // honestly ("unknown — may be queued") and a retry with the same id is the same message.
 
-import { randomUUID } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isCmError, cmError } from '../../errors.ts';
-import { PRIORITIES } from '../../protocol.ts';
+import { PRIORITIES } from '../../wire-values.ts';
 import { stringOption, usageError } from '../args.ts';
 import { printJson } from '../output.ts';
 import { visible } from '../render.ts';
@@ -15,6 +15,30 @@ import { askDaemon } from './daemon-access.ts';
 // As the daemon accepts (daemon/send-input.ts): checked here too, so a usage error needs no daemon.
 const MAX_TEXT_BYTES = 32 * 1024;
 const STDIN_MARK = '-';
+const UUID_BYTES = 16;
+
+/**
+ * A random (version 4) UUID. Its 16 bytes come straight from the system's random source:
+ * loading node:crypto for this one call would cost every `send` about 5 ms, a tenth of the
+ * command (docs/benchmarks.md). Where there is no /dev/urandom, node:crypto makes it.
+ */
+function newClientMessageId(): string {
+  const bytes = Buffer.alloc(UUID_BYTES);
+  try {
+    const fd = openSync('/dev/urandom', 'r');
+    try {
+      if (readSync(fd, bytes) !== UUID_BYTES) throw new Error('short read');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return process.getBuiltinModule('node:crypto').randomUUID();
+  }
+  bytes[6] = ((bytes[6] ?? 0) & 0x0f) | 0x40; // version 4
+  bytes[8] = ((bytes[8] ?? 0) & 0x3f) | 0x80; // the RFC 9562 variant
+  const hex = bytes.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -88,7 +112,7 @@ options:
     }
     const text = await messageText(words);
     const mesh = stringOption(args.values, 'mesh');
-    const clientMessageId = stringOption(args.values, 'id') ?? randomUUID();
+    const clientMessageId = stringOption(args.values, 'id') ?? newClientMessageId();
     const replyTo = stringOption(args.values, 'reply-to');
     const request = {
       to, text, clientMessageId, ...(mesh === undefined ? {} : { mesh }), ...(priority === undefined ? {} : { priority }), ...(replyTo === undefined ? {} : { replyTo }),

@@ -5,7 +5,8 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { BrokerRefusal, callBroker } from '../../../lib/broker-client.ts';
+import { callBroker } from '../../../lib/broker-client.ts';
+import { BrokerRefusal } from '../../../lib/errors.ts';
 import { generateKeyPair } from '../../../lib/crypto.ts';
 import type { SigningKeyPair } from '../../../lib/crypto.ts';
 import { startTestBroker } from '../../helpers/broker.ts';

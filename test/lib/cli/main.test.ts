@@ -43,11 +43,12 @@ describe('claudemesh command line', () => {
   it('--help lists exactly the verbs it serves, and exits 0', async () => {
     const result = await run('--help');
     assert.equal(result.code, 0);
-    assert.equal(result.stdout, globalHelp());
+    assert.equal(result.stdout, await globalHelp());
     const listed = [...result.stdout.matchAll(/^ {2}(\w+)/gm)].map((match) => match[1]);
     assert.deepEqual(listed, VERBS);
     assert.match(result.stdout, /0 ok, 1 a check or operation failed, 2 usage, 3 daemon not running and not\nstartable, 4 broker unreachable or refused, or membership removed/);
     assert.deepEqual([...SERVED.keys()], VERBS, 'the contract below covers every verb served');
+    for (const [name, load] of SERVED) assert.equal((await load()).name, name, 'each name loads its own verb');
   });
 
   it('--help --json and --version --json print JSON', async () => {
@@ -84,7 +85,7 @@ describe('claudemesh command line', () => {
     it(`${verb} --help names every option the verb accepts, and no other`, async () => {
       const result = await run(verb, '--help');
       assert.equal(result.code, 0);
-      const line = globalHelp().split('\n').find((each) => each.startsWith(`  ${verb} `)) ?? '';
+      const line = (await globalHelp()).split('\n').find((each) => each.startsWith(`  ${verb} `)) ?? '';
       const synopsis = /^ {2}(\S+(?: <[^>]+>)?)/.exec(line)?.[1] ?? '';
       assert.equal(synopsis.split(' ')[0], verb);
       assert.ok(result.stdout.startsWith(`usage: claudemesh ${synopsis}`), `${synopsis}: ${result.stdout}`);
@@ -96,7 +97,7 @@ describe('claudemesh command line', () => {
         const probe = await run(verb, `--${option}`, '--help');
         assert.doesNotMatch(probe.stderr, /Unknown option/, `${verb} --${option} is documented but not accepted`);
       }
-      const declared = Object.keys(SERVED.get(verb)?.options ?? {});
+      const declared = Object.keys((await SERVED.get(verb)?.())?.options ?? {});
       for (const option of declared) assert.ok(documented.has(option), `${verb} takes --${option} but --help does not say so`);
       const unknown = await run(verb, '--definitely-not-an-option');
       assert.equal(unknown.code, 2);

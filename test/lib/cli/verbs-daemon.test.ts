@@ -143,6 +143,30 @@ describe('daemon-facing verbs without a daemon', () => {
     }
   });
 
+  it('send gives every message a fresh random (version 4) UUID as its client message id', async () => {
+    const asked: string[] = [];
+    const close = await fakeDaemon((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const { clientMessageId } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { clientMessageId: string };
+        asked.push(clientMessageId);
+        res.end(JSON.stringify({ clientMessageId, status: 'pending', mesh: 'team', target: 'b'.repeat(64), targetName: 'bob', recipients: 1, resolved: true, connected: true, duplicate: false }));
+      });
+    });
+    try {
+      for (let n = 0; n < 3; n += 1) {
+        const sent = await run('send', 'bob', 'hi');
+        assert.equal(sent.code, 0, sent.stderr);
+        assert.equal(sent.stdout, `${asked.at(-1)}\n`, 'prints the id it sent');
+      }
+      for (const id of asked) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      assert.equal(new Set(asked).size, 3, 'never the same id twice');
+    } finally {
+      await close();
+    }
+  });
+
   it('daemon install-service writes a unit for this home only; uninstall-service removes it', { skip: process.platform !== 'linux' }, async () => {
     const result = await run('daemon', 'install-service', '--json');
     assert.equal(result.code, 0, result.stderr);
