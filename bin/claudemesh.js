@@ -29,9 +29,13 @@ try {
   // runs as before, only slower
 }
 
+const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+const [minMajor = 0, minMinor = 0] = MIN_NODE.split('.').map(Number);
+const recentEnough = major > minMajor || (major === minMajor && minor >= minMinor);
+
 if (existsSync(source) && stripsTypes) {
   await import(source);
-} else if (existsSync(compiled)) {
+} else if (existsSync(compiled) && recentEnough) {
   await import(compiled);
 } else if (existsSync(source) && existsSync(bundledNode)) {
   const { spawnSync } = await import('node:child_process');

@@ -87,5 +87,17 @@ describe('the npm package', { timeout: PACKAGE_TIMEOUT_MS }, () => {
     const status = JSON.parse((await claudemesh('alice', ['daemon', 'status', '--json'])).stdout) as { pid: number };
     const command = await readFile(`/proc/${status.pid}/cmdline`, 'utf8').catch(() => '');
     if (command !== '') assert.match(command, /dist\/cli\.js\0daemon\0up\0--foreground/, 'the daemon runs the compiled code');
+
+    // A Node too old for the compiled code (this machine's system Node, where it is one) gets
+    // the sentence that says so, not a SyntaxError from deep inside.
+    const installed = join(prefix, 'lib', 'node_modules', 'claudemesh', 'bin', 'claudemesh.js');
+    for (const old of ['/usr/bin/node', '/usr/local/bin/node']) {
+      const version = await run(old, ['-p', 'process.versions.node']).then((out) => out.stdout.trim(), () => '');
+      const [major = 0, minor = 0] = version.split('.').map(Number);
+      if (version === '' || major > 22 || (major === 22 && minor >= 18)) continue;
+      const refused = await run(old, [installed, '--version'], { env: env('alice') }).then(() => undefined, (error: { code?: number; stderr?: string }) => error);
+      assert.equal(refused?.code, 2, `Node ${version} is refused with exit 2`);
+      assert.match(refused?.stderr ?? '', /claudemesh needs Node 22\.18 or newer, this is v/);
+    }
   });
 });
