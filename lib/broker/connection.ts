@@ -15,7 +15,6 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { RawData, WebSocket } from 'ws';
 import type { Context } from '../../broker.ts';
-import { registerRawSocket, sendCoalesced } from '../coalesced-send.ts';
 import { verify } from '../crypto.ts';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
@@ -75,7 +74,6 @@ export function createUpgrade(ctx: Context, isDraining: () => boolean, onSocket:
     else if (request.method !== 'GET') refuse(socket, 'not_found', 405, 'a WebSocket upgrade must use GET');
     else {
       wss.handleUpgrade(request, socket, head, (ws) => {
-        registerRawSocket(ws, socket);
         ctx.metrics.connectionsTotal.inc();
         onSocket(ws);
       });
@@ -257,7 +255,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
   let peer: Peer | undefined;
   let hello: Promise<void> | undefined;
   const reply = (text: string): void => {
-    if (socket.readyState === socket.OPEN) sendCoalesced(socket, text);
+    if (socket.readyState === socket.OPEN) socket.send(text);
   };
   const refuse = (refusal: Refusal, id?: string): void => {
     metrics.connectionsRejected.inc({ reason: refusal.reason });

@@ -7,7 +7,6 @@
 
 import type { Context } from '../../broker.ts';
 import { Batcher } from '../batch.ts';
-import { sendCoalesced } from '../coalesced-send.ts';
 import { cmError } from '../errors.ts';
 import { encodeFrame } from '../protocol.ts';
 import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
@@ -105,7 +104,7 @@ export class Delivery {
         if (recipient !== undefined) void this.releaseClaims(recipient);
         continue;
       }
-      sendCoalesced(socket, pushFrame({ ...row, nonce: envelope.nonce, ciphertext: envelope.ciphertext }));
+      socket.send(pushFrame({ ...row, nonce: envelope.nonce, ciphertext: envelope.ciphertext }));
     }
   }
 
@@ -153,7 +152,7 @@ export class Delivery {
       }
       rows.sort((a, b) => Number(a.id) - Number(b.id));
       for (const row of rows) {
-        sendCoalesced(socket, pushFrame({
+        socket.send(pushFrame({
           messageId: row.message_id, meshId: peer.meshId, senderKey: row.sender_key, senderMemberKey: row.sender_member_key, target: row.target,
           priority: row.priority, nonce: row.nonce, ciphertext: row.ciphertext, createdAt: row.created_at, clientMessageId: row.client_message_id, hops: row.hops,
         }));

@@ -6,7 +6,6 @@
 import pg from 'pg';
 import type { WebSocket } from 'ws';
 import type { Context } from '../../broker.ts';
-import { sendCoalesced } from '../coalesced-send.ts';
 import { query } from './db.ts';
 import { CLOSES } from '../protocol.ts';
 import type { Kind, Role } from '../protocol.ts';
@@ -164,7 +163,7 @@ export class Hub {
   /** Send an encoded frame to every open socket of a mesh except `exceptKey` (and those `skip` names). */
   broadcast(meshId: string, frame: string, exceptKey?: string, skip?: ReadonlySet<string>): void {
     for (const peer of this.online(meshId)) {
-      if (peer.key !== exceptKey && skip?.has(peer.key) !== true && peer.socket !== null && peer.socket.readyState === peer.socket.OPEN) sendCoalesced(peer.socket, frame);
+      if (peer.key !== exceptKey && skip?.has(peer.key) !== true && peer.socket?.readyState === peer.socket?.OPEN) peer.socket?.send(frame);
     }
   }
 
