@@ -18,6 +18,7 @@
 // must not load what starting a daemon takes); it then passes `probed` to skip step 1.
 
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { access, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { configPath, readConfig } from '../lib/client-config.ts';
@@ -79,12 +80,28 @@ async function waitUntilUp(paths: DaemonPaths, timeoutMs: number, probeTimeoutMs
   return (await probeDaemon(paths.socket, probeTimeoutMs)) !== undefined;
 }
 
-/** A socket whose daemon is gone is removed, so nobody waits on it. */
+/**
+ * A socket whose daemon is gone is removed, so nobody waits on it. A socket something listens
+ * on is never stale, pid file or not: the probe may have failed only because that daemon was
+ * still starting (or busy), and removing its socket would strand it.
+ */
 async function removeStale(paths: DaemonPaths): Promise<void> {
   const pid = await readPidFile(paths.pid);
   if (pid !== undefined && processAlive(pid) && mayBeDaemon(pid)) return;
+  if (await someoneListens(paths.socket)) return;
   await unlink(paths.socket).catch(() => {});
   await unlink(paths.pid).catch(() => {});
+}
+
+function someoneListens(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(socket);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
 }
 
 async function takeSpawnLock(paths: DaemonPaths): Promise<(() => Promise<void>) | undefined> {

@@ -64,7 +64,7 @@ export function ipcRequest(socketPath: string, method: string, path: string, bod
     // Its own connection, not one from http's Agent: the Agent first asks whether the host
     // name is an IP address, and the first use of that IPv6 pattern costs a short-lived CLI
     // command several ms. Opening a unix socket costs next to nothing.
-    const req = request({ method, path, headers, timeout: timeoutMs, createConnection: () => connect(socketPath) }, (res) => {
+    const req = request({ method, path, headers, createConnection: () => connect(socketPath) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => {
@@ -81,7 +81,9 @@ export function ipcRequest(socketPath: string, method: string, path: string, bod
       res.on('error', (error) => reject(notRunning(socketPath, error.message, true)));
     });
     req.on('finish', () => void (sent = true));
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    // The `timeout` option is applied to the socket by http's Agent only; with a connection
+    // of our own it must be set on the request, or a hung daemon is waited on forever.
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', (error: NodeJS.ErrnoException) => reject(notRunning(socketPath, error.code ?? error.message, sent)));
     req.end(text);
   });

@@ -42,6 +42,21 @@ describe('ensureDaemonReady', () => {
     assert.equal((await ensureDaemonReady({ ...base('guard'), env: { [OPT_OUT_ENV]: '1' } })).outcome, 'down');
   });
 
+  it('never removes a socket something listens on, even with no pid file (a daemon still starting)', async () => {
+    const paths = daemonPaths(join(root, 'slow'));
+    await ensureDaemonDir(paths);
+    // Listens, but does not answer the probe in time: the daemon is busy or still starting.
+    const server = createServer(() => {});
+    await new Promise<void>((resolve) => server.listen(paths.socket, resolve));
+    try {
+      assert.equal((await ensureDaemonReady({ ...base('slow'), env: { [OPT_OUT_ENV]: '1' } })).outcome, 'down');
+      await access(paths.socket);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('waits for a service-managed daemon instead of spawning one', async () => {
     const unit = join(root, 'claudemesh-daemon.service');
     await writeFile(unit, '[Service]\n');
