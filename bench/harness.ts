@@ -28,7 +28,11 @@ export async function startPostgres(): Promise<Postgres> {
   const external = process.env.DATABASE_URL;
   if (external !== undefined && external !== '') return { adminUrl: external, postmasterPid: undefined, stop: async () => {} };
   const baseDir = await mkdtemp(join(tmpdir(), 'claudemesh-bench-pg-'));
-  const cluster: EmbeddedPostgres = await embeddedPostgres({ baseDir, port: await freePort() });
+  // As root in a clone others cannot enter (under /root, say), the postgres user cannot
+  // reach the binaries in node_modules: a copy is kept where it can (reused by later runs).
+  // The cluster itself is in the temporary directory, which it can reach.
+  const relocation = { dir: process.env.EMBEDDED_PG_RELOCATE_DIR || join(tmpdir(), 'claudemesh-pg-binaries'), cluster: false };
+  const cluster: EmbeddedPostgres = await embeddedPostgres({ baseDir, port: await freePort(), relocation });
   await cluster.start();
   const pid = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   return {

@@ -29,7 +29,11 @@ async function cleanup(): Promise<void> {
 if (adminUrl === undefined || adminUrl === '') {
   baseDir = await mkdtemp(join(tmpdir(), 'claudemesh-test-pg-'));
   const started = Date.now();
-  cluster = await embeddedPostgres({ baseDir, port: await freePort() });
+  // As root in a clone others cannot enter (under /root, say), the postgres user cannot
+  // reach the binaries in node_modules: a copy is kept where it can (reused by later runs).
+  // The cluster itself is in the temporary directory, which it can reach.
+  const relocation = { dir: process.env.EMBEDDED_PG_RELOCATE_DIR || join(tmpdir(), 'claudemesh-pg-binaries'), cluster: false };
+  cluster = await embeddedPostgres({ baseDir, port: await freePort(), relocation });
   await cluster.start();
   adminUrl = cluster.url;
   process.stderr.write(`test run: embedded Postgres on port ${cluster.port} ready in ${Date.now() - started} ms\n`);
