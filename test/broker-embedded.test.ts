@@ -50,14 +50,23 @@ describe('node broker.ts without DATABASE_URL', () => {
     made.push(dir);
     return dir;
   };
+  // Every broker this file starts is stopped at the end, also when an assertion failed
+  // before the test's own stop: a child left running would hold this file's process open.
+  const started: BrokerProcess[] = [];
+  const start = async (...args: Parameters<typeof startBroker>): Promise<BrokerProcess> => {
+    const broker = await startBroker(...args);
+    started.push(broker);
+    return broker;
+  };
   after(async () => {
+    for (const broker of started) if (broker.child.exitCode === null) await broker.stop('SIGTERM');
     for (const dir of made) await rm(dir, { recursive: true, force: true });
   });
 
   it('runs on an embedded Postgres kept under BROKER_DATA_DIR, stops it on exit, and keeps the data', async () => {
     const dataDir = await tempDir('cm-broker-embedded-');
     const env = embeddedEnv({ BROKER_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(await freePort()) });
-    const first = await startBroker(env);
+    const first = await start(env);
     const where = first.logs.find((line) => line.msg === 'embedded postgres');
     assert.equal(where?.dataDir, join(dataDir, 'postgres'));
     // Nothing moved — but the binaries, when this clone is somewhere the postgres user cannot
@@ -71,7 +80,7 @@ describe('node broker.ts without DATABASE_URL', () => {
     assert.equal(existsSync(join(dataDir, 'postgres', 'postmaster.pid')), false, 'Postgres stopped with the broker');
     assert.equal(existsSync(join(dataDir, 'cluster.lock')), false, 'the data dir released');
 
-    const second = await startBroker(env);
+    const second = await start(env);
     assert.ok(!second.logs.some((line) => line.msg === 'migration applied'), 'schema kept from the first run');
     assert.equal((await second.stop('SIGTERM')).code, 0);
   });
@@ -82,7 +91,7 @@ describe('node broker.ts without DATABASE_URL', () => {
     const shared = join(await tempDir('cm-var-lib-'), 'claudemesh');
     const env = embeddedEnv({ EMBEDDED_PG_PORT: String(await freePort()), EMBEDDED_PG_RELOCATE_DIR: shared });
     delete env.BROKER_DATA_DIR;
-    const first = await startBroker(env, [], 60_000, clone);
+    const first = await start(env, [], 60_000, clone);
     const where = first.logs.find((line) => line.msg === 'embedded postgres');
     const cluster = String(where?.dataDir);
     assert.ok(cluster.startsWith(`${shared}/`), `cluster in ${cluster}`);
@@ -93,7 +102,7 @@ describe('node broker.ts without DATABASE_URL', () => {
     assert.equal((await first.stop('SIGTERM')).code, 0);
     assert.equal(first.logs.filter((line) => line.level === 'error').length, 0);
 
-    const second = await startBroker(env, [], 60_000, clone);
+    const second = await start(env, [], 60_000, clone);
     assert.equal(second.logs.find((line) => line.msg === 'embedded postgres')?.dataDir, cluster, 'the same cluster');
     assert.ok(!second.logs.some((line) => line.msg === 'migration applied'), 'its schema kept');
     assert.equal((await second.stop('SIGTERM')).code, 0);
@@ -115,7 +124,7 @@ describe('node broker.ts without DATABASE_URL', () => {
     before(async () => {
       dataDir = await tempDir('cm-broker-two-');
       pgPort = await freePort();
-      first = await startBroker(embeddedEnv({ BROKER_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort) }));
+      first = await start(embeddedEnv({ BROKER_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort) }));
     });
     after(() => first.stop('SIGTERM'));
 
@@ -141,7 +150,7 @@ describe('node broker.ts without DATABASE_URL', () => {
       const orphan = Number((await readFile(join(dataDir, 'postgres', 'postmaster.pid'), 'utf8')).split('\n')[0]);
       await first.stop('SIGKILL');
       assert.doesNotThrow(() => process.kill(orphan, 0), 'the killed broker left its Postgres running');
-      first = await startBroker(embeddedEnv({ BROKER_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort) }));
+      first = await start(embeddedEnv({ BROKER_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort) }));
       const notice = first.logs.find((line) => line.level === 'warn' && String(line.msg).startsWith('stopping Postgres pid'));
       assert.match(String(notice?.msg), new RegExp(`^stopping Postgres pid ${orphan}, left running on ${dataDir}/postgres by a broker that did not stop it`));
       assert.equal((await fetch(`${first.baseUrl}/health`)).status, 200);
