@@ -144,6 +144,17 @@ async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<{
   };
 }
 
+/** Why the hub would not take a proven identity: just removed, or no room for it. */
+function attachRefusal(ctx: Context, identity: PeerIdentity, reason: 'removed' | 'capacity' | 'member_capacity'): Refusal {
+  if (reason === 'removed') {
+    return { reason: 'unauthorized', close: CLOSES.unauthorized, error: cmError('CM_ERR_UNAUTHORIZED', `member ${identity.name} was just removed from mesh ${identity.meshId}`) };
+  }
+  const what = reason === 'capacity'
+    ? `mesh ${identity.meshId} is at its limit of ${ctx.config.maxConnectionsPerMesh} live connections`
+    : `member ${identity.name} already has ${ctx.config.maxConnectionsPerMember} live connections in mesh ${identity.meshId}`;
+  return { reason: 'capacity', close: CLOSES.capacity, error: cmError('CM_ERR_CAPACITY', what) };
+}
+
 /** The request id of a frame that failed validation, so that even its error can be correlated. */
 function requestIdOf(data: RawData, isBinary: boolean): string | undefined {
   if (isBinary) return undefined;
@@ -276,15 +287,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     // The socket may have closed while we were checking: never attach a dead socket.
     if (socket.readyState !== socket.OPEN) return;
     const attached = hub.attach(identity, socket, elsewhere);
-    if (!attached.ok && attached.reason === 'removed') {
-      return refuse({ reason: 'unauthorized', close: CLOSES.unauthorized, error: cmError('CM_ERR_UNAUTHORIZED', `member ${identity.name} was just removed from mesh ${identity.meshId}`) }, frame.id);
-    }
-    if (!attached.ok) {
-      const what = attached.reason === 'capacity'
-        ? `mesh ${identity.meshId} is at its limit of ${ctx.config.maxConnectionsPerMesh} live connections`
-        : `member ${identity.name} already has ${ctx.config.maxConnectionsPerMember} live connections in mesh ${identity.meshId}`;
-      return refuse({ reason: 'capacity', close: CLOSES.capacity, error: cmError('CM_ERR_CAPACITY', what) }, frame.id);
-    }
+    if (!attached.ok) return refuse(attachRefusal(ctx, identity, attached.reason), frame.id);
     clearTimeout(timer);
     peer = attached.peer;
     const { roster, fresh, batchMates } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
