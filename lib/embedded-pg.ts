@@ -253,6 +253,38 @@ function readiness(child: ChildProcess, tail: string[]): { ready: () => void; do
   return { ready: () => ready(), done };
 }
 
+type Placement = { nativeDir: string; dataDir: string; notes: string[]; user?: RunAs };
+
+/** The first phase: the data dir made and locked, binaries and cluster placed, the password kept, initdb on first use. */
+async function prepareCluster(options: EmbeddedOptions): Promise<{ release: () => Promise<void>; placement: Placement; password: string }> {
+  const { baseDir, port } = options;
+  await mkdir(baseDir, { recursive: true, mode: 0o755 }).catch((error: unknown) => {
+    throw cmError('CM_ERR_EMBEDDED_PG_START', `cannot make the data dir ${baseDir}: ${(error as Error).message}`, {
+      hint: 'set BROKER_DATA_DIR to a directory this user can write, or set DATABASE_URL to your own Postgres',
+    });
+  });
+  const release = await lockDataDir(baseDir);
+  try {
+    const nativeDir = await installedNativeDir();
+    const placement: Placement = process.getuid?.() === 0 ? await placeAsRoot(baseDir, nativeDir, options.relocation) : { nativeDir, dataDir: join(baseDir, CLUSTER_SUBDIR), notes: [] };
+    const passwordFile = join(baseDir, PASSWORD_FILE);
+    if (!existsSync(passwordFile)) await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
+    const password = (await readFile(passwordFile, 'utf8')).trim();
+    if (!existsSync(join(placement.dataDir, 'PG_VERSION'))) {
+      // A clash on the port is told now, not after a new cluster was made for nothing.
+      await requirePortFree(port);
+      await initdb(placement.nativeDir, placement.dataDir, password, placement.user, options.onLog ?? (() => undefined));
+    }
+    return { release, placement, password };
+  } catch (error) {
+    await release();
+    if (isCmError(error)) throw error;
+    throw cmError('CM_ERR_EMBEDDED_PG_START', `could not prepare the embedded Postgres of ${baseDir}: ${(error as Error).message}`, {
+      hint: 'fix what the message names (disk space, permissions), or set DATABASE_URL to your own Postgres', cause: error,
+    });
+  }
+}
+
 /**
  * Prepare (initdb on first use) the embedded cluster of `baseDir` and take the data dir for
  * this process; nothing runs until `start()`. `relocation` lets root keep binaries and a new
@@ -261,32 +293,9 @@ function readiness(child: ChildProcess, tail: string[]): { ready: () => void; do
 export async function embeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const { baseDir, port } = options;
   const onLog = options.onLog ?? (() => undefined);
-  await mkdir(baseDir, { recursive: true, mode: 0o755 }).catch((error: unknown) => {
-    throw cmError('CM_ERR_EMBEDDED_PG_START', `cannot make the data dir ${baseDir}: ${(error as Error).message}`, {
-      hint: 'set BROKER_DATA_DIR to a directory this user can write, or set DATABASE_URL to your own Postgres',
-    });
-  });
-  let release: (() => Promise<void>) | undefined = await lockDataDir(baseDir);
-  let placement: { nativeDir: string; dataDir: string; notes: string[]; user?: RunAs };
-  let password: string;
-  try {
-    const nativeDir = await installedNativeDir();
-    placement = process.getuid?.() === 0 ? await placeAsRoot(baseDir, nativeDir, options.relocation) : { nativeDir, dataDir: join(baseDir, CLUSTER_SUBDIR), notes: [] };
-    const passwordFile = join(baseDir, PASSWORD_FILE);
-    if (!existsSync(passwordFile)) await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
-    password = (await readFile(passwordFile, 'utf8')).trim();
-    if (!existsSync(join(placement.dataDir, 'PG_VERSION'))) {
-      // A clash on the port is told now, not after a new cluster was made for nothing.
-      await requirePortFree(port);
-      await initdb(placement.nativeDir, placement.dataDir, password, placement.user, onLog);
-    }
-  } catch (error) {
-    await release();
-    if (isCmError(error)) throw error;
-    throw cmError('CM_ERR_EMBEDDED_PG_START', `could not prepare the embedded Postgres of ${baseDir}: ${(error as Error).message}`, {
-      hint: 'fix what the message names (disk space, permissions), or set DATABASE_URL to your own Postgres', cause: error,
-    });
-  }
+  const prepared = await prepareCluster(options);
+  let release: (() => Promise<void>) | undefined = prepared.release;
+  const { placement, password } = prepared;
   const { dataDir, user, nativeDir } = placement;
   const url = superuserUrl(password, port, 'postgres');
   let child: ChildProcess | undefined;
