@@ -11,6 +11,7 @@ import { cmError } from '../errors.ts';
 import { encodeFrame } from '../protocol.ts';
 import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
 import { query } from './db.ts';
+import { entryKey } from './hub.ts';
 import type { Peer } from './hub.ts';
 import { OFFLINE_PRESENCE_SECONDS } from './presence.ts';
 import type { Roster } from './presence.ts';
@@ -71,8 +72,8 @@ export class Delivery {
   // claim (most connects after a restart have nothing waiting).
   readonly #queuedFor = new Batcher<Peer, boolean>(async (peers) => {
     const { rows } = await query(this.#ctx.pool, 'keys_with_queued', [peers.map((peer) => peer.meshId), peers.map((peer) => peer.key)]);
-    const waiting = new Set(rows.map((row) => `${row.mesh_id}\n${row.key}`));
-    return peers.map((peer) => waiting.has(`${peer.meshId}\n${peer.key}`));
+    const waiting = new Set(rows.map((row) => entryKey(row.mesh_id, row.key)));
+    return peers.map((peer) => waiting.has(entryKey(peer.meshId, peer.key)));
   });
 
   constructor(ctx: Context) {

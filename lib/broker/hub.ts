@@ -60,7 +60,8 @@ export interface Peer extends PeerIdentity {
 
 type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'member_capacity' | 'removed' };
 
-const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
+/** One key for a (mesh, key) pair, wherever a map is keyed by both. */
+export const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
 
 export class Hub {
   readonly #ctx: Context;

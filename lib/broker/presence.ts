@@ -14,7 +14,7 @@ import { query } from './db.ts';
 import type { Row } from './db.ts';
 import { parseJsonObject, readBody, sendJson, sourceOf, verifySignedCall } from './http.ts';
 import type { RouteEntry } from './http.ts';
-import { SIGNAL_ROSTERS, SIGNAL_TAKEOVERS } from './hub.ts';
+import { entryKey, SIGNAL_ROSTERS, SIGNAL_TAKEOVERS } from './hub.ts';
 import type { Peer } from './hub.ts';
 
 export const TTL_SWEEP_INTERVAL_MS = 15_000;
@@ -220,13 +220,12 @@ export class Presence {
   /** One statement per round; a key that comes twice in a batch waits for the next round. */
   async #record(connects: Connect[]): Promise<Array<{ fresh: boolean; batchMates: ReadonlySet<string> }>> {
     const fresh = new Map<Connect, boolean>();
-    const keyOf = (meshId: string, key: string) => `${meshId}\n${key}`;
     for (let left = connects; left.length > 0;) {
       const round: Connect[] = [];
       const later: Connect[] = [];
       const seen = new Set<string>();
       for (const each of left) {
-        const key = keyOf(each.peer.meshId, each.peer.key);
+        const key = entryKey(each.peer.meshId, each.peer.key);
         (seen.has(key) ? later : round).push(each);
         seen.add(key);
       }
@@ -235,12 +234,12 @@ export class Presence {
         round.map((c) => c.peer.meshId), round.map((c) => c.peer.memberId), round.map((c) => c.peer.key), round.map((c) => c.peer.kind),
         round.map((c) => c.peer.name), round.map((c) => (c.groups === null ? null : JSON.stringify(c.groups))), round.map((c) => c.here), this.#ctx.instanceId,
       ]);
-      const freshKeys = new Set(rows.filter((row) => row.fresh).map((row) => keyOf(row.mesh_id, row.key)));
+      const freshKeys = new Set(rows.filter((row) => row.fresh).map((row) => entryKey(row.mesh_id, row.key)));
       // The same key still connected on another instance (a client that reconnected before
       // that instance saw its socket close): the newer connection wins there too.
       const taken = rows.filter((row) => row.connected_elsewhere !== null).map((row) => [row.mesh_id, row.key]);
       if (taken.length > 0) this.#ctx.hub.tell(SIGNAL_TAKEOVERS, { by: this.#ctx.instanceId, taken }, 'a connection taken over');
-      for (const each of round) fresh.set(each, freshKeys.has(keyOf(each.peer.meshId, each.peer.key)));
+      for (const each of round) fresh.set(each, freshKeys.has(entryKey(each.peer.meshId, each.peer.key)));
     }
     // Once per mesh for the whole batch, before anyone reads the roster: the hellos of this
     // batch then share one roster load.
@@ -420,7 +419,7 @@ export function hookRoute(ctx: Context): RouteEntry {
       if (!(HOOK_STATUSES as readonly unknown[]).includes(status)) {
         throw cmError('CM_ERR_BAD_REQUEST', `field "status" must be working or idle (dnd is set by hand only), received ${JSON.stringify(status)?.slice(0, 40) ?? 'nothing'}`);
       }
-      const bucket = `${meshId}\n${key}`;
+      const bucket = entryKey(meshId, key);
       if (!sessions.take(bucket)) {
         ctx.metrics.hookRateLimited.inc();
         throw tooMany(sessions, bucket, `more than ${limit} hook requests per minute from session ${key.slice(0, 12)}… (pid ${pid}, ${cwd.slice(0, 200)})`);
