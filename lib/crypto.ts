@@ -71,14 +71,24 @@ export function verify(signatureHex: unknown, message: Buffer, publicKeyHex: unk
   return sodium().crypto_sign_verify_detached(Buffer.from(signatureHex, 'hex'), message, Buffer.from(publicKeyHex, 'hex'));
 }
 
+// Converting an ed25519 public key to its x25519 form decompresses a curve point: about
+// 150 µs, three times the box operation itself. Keys are public and peers few, so the
+// conversions are kept (the oldest dropped past this many).
+const MAX_CONVERTED_KEYS = 4_096;
+const converted = new Map<string, Buffer | null>();
+
 function x25519Public(publicKeyHex: string): Buffer | undefined {
-  const out = Buffer.alloc(X25519_KEY_BYTES);
+  const known = converted.get(publicKeyHex);
+  if (known !== undefined) return known ?? undefined;
+  let out: Buffer | null = Buffer.alloc(X25519_KEY_BYTES);
   try {
     sodium().crypto_sign_ed25519_pk_to_curve25519(out, Buffer.from(publicKeyHex, 'hex'));
   } catch {
-    return undefined; // not a valid curve point
+    out = null; // not a valid curve point
   }
-  return out;
+  if (converted.size >= MAX_CONVERTED_KEYS) converted.delete(converted.keys().next().value ?? '');
+  converted.set(publicKeyHex, out);
+  return out ?? undefined;
 }
 
 /** Whether a key can be encrypted to: 64 hex that is also a point on the curve. */

@@ -89,7 +89,7 @@ describe('broker faults', () => {
       const [alice, bob] = [mesh.members[0]!, mesh.members[1]!];
       const sender = await TestPeer.connect(`ws://127.0.0.1:${broker.port}/ws`, { meshId: mesh.meshId, member: alice });
       await locker.query('BEGIN');
-      await locker.query('LOCK TABLE messages IN ACCESS EXCLUSIVE MODE');
+      await locker.query('LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE');
       const started = Date.now();
       const ack = await sender.send(bob.publicKey, [bob.publicKey], 'frozen');
       const waited = Date.now() - started;

@@ -24,6 +24,7 @@ import {
 } from '../protocol.ts';
 import type { Close, ClientFrame, HelloFrame, SessionHelloFrame } from '../protocol.ts';
 import { CLOCK_SKEW_MS } from '../signed-request.ts';
+import { sendFrame } from '../ws-writes.ts';
 import { failureOf } from './db.ts';
 import { MAX_BUFFERED_BYTES } from './hub.ts';
 import type { Peer, PeerIdentity } from './hub.ts';
@@ -266,7 +267,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
   let peer: Peer | undefined;
   let hello: Promise<void> | undefined;
   const reply = (text: string): void => {
-    if (socket.readyState === socket.OPEN) socket.send(text);
+    if (socket.readyState === socket.OPEN) sendFrame(socket, text);
   };
   const refuse = (refusal: Refusal, id?: string): void => {
     metrics.connectionsRejected.inc({ reason: refusal.reason });

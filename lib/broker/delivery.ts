@@ -10,6 +10,7 @@ import { Batcher } from '../batch.ts';
 import { cmError } from '../errors.ts';
 import { encodeFrame } from '../protocol.ts';
 import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
+import { sendFrame } from '../ws-writes.ts';
 import { query } from './db.ts';
 import { entryKey } from './hub.ts';
 import type { Peer } from './hub.ts';
@@ -44,8 +45,9 @@ interface PushRow {
   senderMemberKey: string;
   target: string;
   priority: Priority;
-  nonce: Buffer;
-  ciphertext: Buffer;
+  /** base64, as the sender wrote it (live) or as stored (catch-up) */
+  nonce: string;
+  ciphertext: string;
   createdAt: Date;
   clientMessageId: string;
   hops: number;
@@ -54,7 +56,7 @@ interface PushRow {
 function pushFrame(row: PushRow): string {
   const { nonce, ciphertext, createdAt, ...fields } = row;
   return encodeFrame('push', {
-    ...fields, envelope: { nonce: nonce.toString('base64'), ciphertext: ciphertext.toString('base64') }, createdAt: createdAt.toISOString(),
+    ...fields, envelope: { nonce, ciphertext }, createdAt: createdAt.toISOString(),
   });
 }
 
@@ -62,7 +64,7 @@ export class Delivery {
   readonly #ctx: Context;
   // catch-up in progress per peer; `true` when another was asked for meanwhile
   readonly #catchingUp = new Map<Peer, boolean>();
-  #acks = { messageIds: [] as string[], recipients: [] as string[], meshes: [] as string[] };
+  #acks = { messageIds: [] as string[], recipients: [] as string[] };
   #ackTimer: NodeJS.Timeout | undefined;
   #ackFlush: Promise<void> = Promise.resolve();
   readonly #tick: NodeJS.Timeout;
@@ -95,7 +97,7 @@ export class Delivery {
   }
 
   /** After a send committed: push the claimed recipients from memory, no query per recipient. */
-  pushCommitted(row: Omit<PushRow, 'nonce' | 'ciphertext'>, envelopes: ReadonlyArray<{ to: string; nonce: Buffer; ciphertext: Buffer; claimed: boolean }>): void {
+  pushCommitted(row: Omit<PushRow, 'nonce' | 'ciphertext'>, envelopes: ReadonlyArray<{ to: string; nonce: string; ciphertext: string; claimed: boolean }>): void {
     for (const envelope of envelopes) {
       if (!envelope.claimed) continue;
       const recipient = this.#ctx.hub.get(row.meshId, envelope.to);
@@ -105,7 +107,7 @@ export class Delivery {
         if (recipient !== undefined) void this.releaseClaims(recipient);
         continue;
       }
-      socket.send(pushFrame({ ...row, nonce: envelope.nonce, ciphertext: envelope.ciphertext }));
+      sendFrame(socket, pushFrame({ ...row, nonce: envelope.nonce, ciphertext: envelope.ciphertext }));
     }
   }
 
@@ -153,9 +155,9 @@ export class Delivery {
       }
       rows.sort((a, b) => Number(a.id) - Number(b.id));
       for (const row of rows) {
-        socket.send(pushFrame({
+        sendFrame(socket, pushFrame({
           messageId: row.message_id, meshId: peer.meshId, senderKey: row.sender_key, senderMemberKey: row.sender_member_key, target: row.target,
-          priority: row.priority, nonce: row.nonce, ciphertext: row.ciphertext, createdAt: row.created_at, clientMessageId: row.client_message_id, hops: row.hops,
+          priority: row.priority, nonce: row.nonce.toString('base64'), ciphertext: row.ciphertext.toString('base64'), createdAt: row.created_at, clientMessageId: row.client_message_id, hops: row.hops,
         }));
       }
       if (rows.length < CATCH_UP_BATCH) return;
@@ -167,7 +169,6 @@ export class Delivery {
     for (const messageId of messageIds) {
       this.#acks.messageIds.push(messageId);
       this.#acks.recipients.push(peer.key);
-      this.#acks.meshes.push(peer.meshId);
     }
     if (this.#acks.messageIds.length >= ACK_FLUSH_MAX) void this.flushAcks();
     else this.#ackTimer ??= setTimeout(() => void this.flushAcks(), ACK_FLUSH_MS);
@@ -178,9 +179,9 @@ export class Delivery {
     this.#ackTimer = undefined;
     const batch = this.#acks;
     if (batch.messageIds.length === 0) return this.#ackFlush;
-    this.#acks = { messageIds: [], recipients: [], meshes: [] };
+    this.#acks = { messageIds: [], recipients: [] };
     this.#ackFlush = this.#ackFlush.then(() =>
-      query(this.#ctx.pool, 'ack_deliveries', [batch.messageIds, batch.recipients, batch.meshes]).then(
+      query(this.#ctx.pool, 'ack_deliveries', [batch.messageIds, batch.recipients]).then(
         () => undefined,
         (error: unknown) => this.#ctx.log.warn('ack flush failed; the rows stay queued and will be pushed again', { count: batch.messageIds.length, error }),
       ),

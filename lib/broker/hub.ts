@@ -6,6 +6,7 @@
 import pg from 'pg';
 import type { WebSocket } from 'ws';
 import type { Context } from '../../broker.ts';
+import { sendFrame } from '../ws-writes.ts';
 import { query } from './db.ts';
 import { CLOSES } from '../protocol.ts';
 import type { Kind, Role } from '../protocol.ts';
@@ -164,7 +165,8 @@ export class Hub {
   /** Send an encoded frame to every open socket of a mesh except `exceptKey` (and those `skip` names). */
   broadcast(meshId: string, frame: string, exceptKey?: string, skip?: ReadonlySet<string>): void {
     for (const peer of this.online(meshId)) {
-      if (peer.key !== exceptKey && skip?.has(peer.key) !== true && peer.socket?.readyState === peer.socket?.OPEN) peer.socket?.send(frame);
+      const socket = peer.socket;
+      if (socket !== null && peer.key !== exceptKey && skip?.has(peer.key) !== true && socket.readyState === socket.OPEN) sendFrame(socket, frame);
     }
   }
 

@@ -1,13 +1,13 @@
 // The send path: validate, rate-limit, check the envelopes against the roster, then group-
 // commit. Sends that arrive while a transaction runs wait and go into the next one: one
-// multi-row INSERT … SELECT FROM unnest() for messages and one for deliveries, one fsync for
-// many messages. The ack goes out after COMMIT only (acknowledged means durable); then the
+// multi-row INSERT … SELECT FROM unnest() of one row per recipient, one fsync for many
+// messages. The ack goes out after COMMIT only (acknowledged means durable); then the
 // batch is handed to delivery.ts, which pushes it.
 
-import { randomUUID } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type pg from 'pg';
 import type { Context } from '../../broker.ts';
-import { BOX_MAC_BYTES, NONCE_BYTES, sha256Hex } from '../crypto.ts';
+import { BOX_MAC_BYTES, NONCE_BYTES } from '../crypto.ts';
 import { cmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
 import { groupMatches, MAX_HOPS } from '../protocol.ts';
@@ -23,8 +23,11 @@ import type { Roster } from './presence.ts';
 const MAX_BATCH_SENDS = 500;
 const MAX_SIGNAL_BYTES = 7_900;
 
-interface Envelope { to: string; nonce: Buffer; ciphertext: Buffer; claimed: boolean }
+// nonce and ciphertext stay the base64 the sender wrote: Postgres decodes them, the push repeats them
+interface Envelope { to: string; nonce: string; ciphertext: string; claimed: boolean }
 interface Pending {
+  /** derived from the client message id: messageIdOf */
+  messageId: string;
   peer: Peer;
   frame: SendFrame;
   envelopes: Envelope[];
@@ -78,9 +81,8 @@ export class Sender {
     }
     const envelopes: Envelope[] = [];
     for (const envelope of frame.envelopes) {
-      const nonce = Buffer.from(envelope.nonce, 'base64');
-      const ciphertext = Buffer.from(envelope.ciphertext, 'base64');
-      if (nonce.length !== NONCE_BYTES || ciphertext.length < BOX_MAC_BYTES) {
+      const { nonce, ciphertext } = envelope;
+      if (base64Bytes(nonce) !== NONCE_BYTES || base64Bytes(ciphertext) < BOX_MAC_BYTES) {
         return refuse('bad_envelope', cmError('CM_ERR_BAD_FRAME', `envelope for ${envelope.to.slice(0, 12)}… must carry a ${NONCE_BYTES}-byte nonce and at least ${BOX_MAC_BYTES} bytes of ciphertext`));
       }
       envelopes.push({ to: envelope.to, nonce, ciphertext, claimed: false });
@@ -107,20 +109,19 @@ export class Sender {
     // Decided now, written with the insert: which recipients are pushed right after commit.
     for (const envelope of envelopes) envelope.claimed = this.#ctx.delivery.claimable(peer.meshId, envelope.to, frame.priority, roster);
     return new Promise((resolve) => {
-      this.#queue.push({ peer, frame, envelopes, fingerprint, resolve });
+      this.#queue.push({ messageId: messageIdOf(peer.meshId, peer.key, frame.clientMessageId), peer, frame, envelopes, fingerprint, resolve });
       if (this.#queue.length === 1 && !this.#flushing) setImmediate(() => void this.#flush());
     });
   }
 
   /** The answer already given for this (sender, clientMessageId), if it was stored. Throws on a database error. */
   async #original(peer: Peer, frame: SendFrame, fingerprint: string): Promise<AckFrame | undefined> {
-    const found = await query(this.#ctx.pool, 'existing_messages', [[peer.meshId], [peer.key], [frame.clientMessageId]]);
-    const row = found.rows[0];
+    const row = (await this.#stored(this.#ctx.pool, [{ peer, frame }]))[0];
     return row === undefined ? undefined : this.#repeat(frame, row, fingerprint);
   }
 
   /** The answer to a clientMessageId already stored: the same message again, or a conflict. */
-  #repeat(frame: SendFrame, original: Stored | undefined, fingerprint: string): AckFrame {
+  #repeat(frame: SendFrame, original: Pick<Stored, 'id' | 'fingerprint' | 'recipients'> | undefined, fingerprint: string): AckFrame {
     if (original !== undefined && original.fingerprint === fingerprint) {
       return { type: 'ack', ...idOf(frame), queued: true, messageId: original.id, recipients: original.recipients, duplicate: true };
     }
@@ -149,15 +150,21 @@ export class Sender {
   }
 
   async #commit(batch: Pending[]): Promise<void> {
-    const ids = batch.map(() => randomUUID());
-    const { inserted, existing } = await transaction(this.#ctx.pool, (client) => this.#insert(client, batch, ids));
-    batch.forEach((pending, index) => {
-      const { peer, frame, envelopes } = pending;
-      const messageId = ids[index] ?? '';
+    // A retry sent again before its first copy was answered shares the first's id: only the
+    // first goes into the insert, the others get its answer as repeats.
+    const firstOf = new Map<string, Pending>();
+    for (const pending of batch) if (!firstOf.has(pending.messageId)) firstOf.set(pending.messageId, pending);
+    const { inserted, existing } = await transaction(this.#ctx.pool, (client) => this.#insert(client, [...firstOf.values()]));
+    for (const pending of batch) {
+      const { messageId, peer, frame, envelopes } = pending;
       const createdAt = inserted.get(messageId);
-      if (createdAt === undefined) {
-        pending.resolve(this.#repeat(frame, existing.get(senderKeyOf(peer.meshId, peer.key, frame.clientMessageId)), pending.fingerprint));
-        return;
+      if (createdAt === undefined || firstOf.get(messageId) !== pending) {
+        const first = firstOf.get(messageId);
+        const stored = createdAt !== undefined && first !== undefined
+          ? { id: messageId, fingerprint: first.fingerprint, recipients: first.envelopes.length }
+          : existing.get(senderKeyOf(peer.meshId, peer.key, frame.clientMessageId));
+        pending.resolve(this.#repeat(frame, stored, pending.fingerprint));
+        continue;
       }
       this.#ctx.metrics.messagesRouted.inc({ priority: frame.priority });
       pending.resolve({ type: 'ack', ...idOf(frame), queued: true, messageId, recipients: envelopes.length });
@@ -165,61 +172,90 @@ export class Sender {
         messageId, meshId: peer.meshId, senderKey: peer.key, senderMemberKey: peer.memberKey, target: frame.target,
         priority: frame.priority, createdAt, clientMessageId: frame.clientMessageId, hops: frame.hops,
       }, envelopes);
-    });
+    }
   }
 
   /** Tell the other instances, inside the transaction so that it leaves only at COMMIT. */
-  async #signal(client: pg.PoolClient, batch: Pending[], inserted: ReadonlyMap<string, Date>, ids: readonly string[]): Promise<void> {
-    const payload = unclaimedRecipients(batch, inserted, ids);
+  async #signal(client: pg.PoolClient, batch: Pending[], inserted: ReadonlyMap<string, Date>): Promise<void> {
+    const payload = unclaimedRecipients(batch, inserted);
     if (payload !== '') await query(client, 'notify', [SIGNAL_DELIVERIES, payload]);
   }
 
-  /** One batch in one transaction; a repeated clientMessageId inserts nothing and is looked up. */
-  async #insert(client: pg.PoolClient, batch: Pending[], ids: string[]) {
+  /** One batch (distinct message ids) in one transaction and one insert; what was already stored is looked up. */
+  async #insert(client: pg.PoolClient, batch: Pending[]) {
     const { config, instanceId, delivery } = this.#ctx;
-    const messages = await query(client, 'insert_messages', [
-      ids, batch.map((p) => p.peer.meshId), batch.map((p) => p.peer.memberId), batch.map((p) => p.peer.key), batch.map((p) => p.peer.memberKey),
-      batch.map((p) => p.frame.clientMessageId), batch.map((p) => p.fingerprint), batch.map((p) => p.frame.target), batch.map((p) => p.frame.priority),
-      batch.map((p) => p.frame.hops), config.messageTtlSeconds,
-    ]);
-    const inserted = new Map(messages.rows.map((row) => [row.id, row.created_at]));
-    const columns: [string[], string[], string[], string[], Buffer[], Buffer[], boolean[]] = [[], [], [], [], [], [], []];
+    const envelopes: [number[], string[], string[], string[], boolean[]] = [[], [], [], [], []];
     batch.forEach((pending, index) => {
-      const id = ids[index] ?? '';
-      if (!inserted.has(id)) return;
       for (const envelope of pending.envelopes) {
-        [id, pending.peer.meshId, envelope.to, pending.frame.priority, envelope.nonce, envelope.ciphertext, envelope.claimed]
-          .forEach((value, column) => (columns[column] as unknown[]).push(value));
+        envelopes[0].push(index + 1);
+        envelopes[1].push(envelope.to);
+        envelopes[2].push(envelope.nonce);
+        envelopes[3].push(envelope.ciphertext);
+        envelopes[4].push(envelope.claimed);
       }
     });
-    if (columns[0].length > 0) await query(client, 'insert_deliveries', [...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId]);
-    await this.#signal(client, batch, inserted, ids);
+    const { rows } = await query(client, 'insert_deliveries', [
+      batch.map((p) => p.messageId), batch.map((p) => p.peer.meshId), batch.map((p) => p.peer.key), batch.map((p) => p.peer.memberKey), batch.map((p) => p.frame.clientMessageId),
+      batch.map((p) => p.fingerprint), batch.map((p) => p.frame.target), batch.map((p) => p.frame.priority), batch.map((p) => p.frame.hops),
+      ...envelopes, config.messageTtlSeconds, delivery.claimSeconds, instanceId,
+    ]);
+    const inserted = new Map<string, Date>();
+    for (const row of rows) inserted.set(row.message_id, row.queued_at);
+    await this.#signal(client, batch, inserted);
     const existing = new Map<string, Stored>();
-    const repeats = batch.filter((_, index) => !inserted.has(ids[index] ?? ''));
-    if (repeats.length > 0) {
-      const found = await query(client, 'existing_messages', [repeats.map((p) => p.peer.meshId), repeats.map((p) => p.peer.key), repeats.map((p) => p.frame.clientMessageId)]);
-      for (const row of found.rows) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
-    }
+    const repeats = batch.filter((pending) => !inserted.has(pending.messageId));
+    if (repeats.length > 0) for (const row of await this.#stored(client, repeats)) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
     return { inserted, existing };
+  }
+
+  /** What is stored for these sends' client message ids (by derived id, or as a row from before migration 005). */
+  async #stored(db: pg.Pool | pg.PoolClient, sends: ReadonlyArray<{ peer: Peer; frame: SendFrame }>): Promise<Stored[]> {
+    const { rows } = await query(db, 'existing_messages', [
+      sends.map((p) => messageIdOf(p.peer.meshId, p.peer.key, p.frame.clientMessageId)),
+      sends.map((p) => p.peer.meshId), sends.map((p) => p.peer.key), sends.map((p) => p.frame.clientMessageId),
+    ]);
+    return rows;
   }
 }
 
+/**
+ * A message's id: derived from (mesh, sender key, client message id), so that a retry lands
+ * on the row its first copy wrote (the primary key is the idempotency check). The mesh id
+ * has no newline and the key is hex, so the joined string is unambiguous.
+ */
+export function messageIdOf(meshId: string, senderKey: string, clientMessageId: string): string {
+  const hex = hash('sha256', `${meshId}\n${senderKey}\n${clientMessageId}`);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
 /** One notification per batch, at COMMIT, naming the recipients no socket here took. */
-function unclaimedRecipients(batch: Pending[], inserted: ReadonlyMap<string, Date>, ids: readonly string[]): string {
+function unclaimedRecipients(batch: Pending[], inserted: ReadonlyMap<string, Date>): string {
   const pairs = new Map<string, [string, string]>();
-  batch.forEach((pending, index) => {
-    if (!inserted.has(ids[index] ?? '')) return;
+  for (const pending of batch) {
+    if (!inserted.has(pending.messageId)) continue;
     for (const envelope of pending.envelopes) if (!envelope.claimed) pairs.set(`${pending.peer.meshId}\n${envelope.to}`, [pending.peer.meshId, envelope.to]);
-  });
+  }
   const payload = JSON.stringify([...pairs.values()]);
   // A notification carries at most 8,000 bytes: past that, every instance looks for itself.
   return pairs.size === 0 ? '' : payload.length <= MAX_SIGNAL_BYTES ? payload : '*';
 }
 
-/** The request's identity for idempotency: target, priority and the envelopes, in key order. */
+/** How many bytes a base64 string (charset checked by lib/protocol.ts) decodes to; -1 when its length is not whole quads. */
+function base64Bytes(text: string): number {
+  if (text.length % 4 !== 0) return -1;
+  return (text.length / 4) * 3 - (text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0);
+}
+
+/**
+ * The request's identity for idempotency: the SHA-256 of the JSON text of [target, priority,
+ * [[to, nonce, ciphertext], …] in key order]. Keys are hex and envelopes base64 (checked by
+ * lib/protocol.ts), so only the target needs JSON escaping; the text is the one
+ * JSON.stringify made before, so rows stored earlier keep matching.
+ */
 function fingerprintOf(frame: SendFrame): string {
-  const canonical = frame.envelopes.map((e) => [e.to, e.nonce, e.ciphertext]).sort((a, b) => (a[0] ?? '').localeCompare(b[0] ?? ''));
-  return sha256Hex(JSON.stringify([frame.target, frame.priority, canonical]));
+  const envelopes = frame.envelopes.length === 1 ? frame.envelopes : [...frame.envelopes].sort((a, b) => a.to.localeCompare(b.to));
+  const listed = envelopes.map((e) => `["${e.to}","${e.nonce}","${e.ciphertext}"]`).join(',');
+  return hash('sha256', `[${JSON.stringify(frame.target)},${JSON.stringify(frame.priority)},[${listed}]]`);
 }
 
 /**

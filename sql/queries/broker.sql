@@ -124,38 +124,46 @@ RETURNING groups;
 -- name: leave_group
 UPDATE presences SET groups = array_remove(groups, $3::text) WHERE mesh_id = $1 AND key = $2 RETURNING groups;
 
--- name: insert_messages
-INSERT INTO messages (id, mesh_id, sender_member_id, sender_key, sender_member_key, client_message_id,
-                      fingerprint, target, priority, hops, expires_at)
-SELECT u.id, u.mesh_id, u.member_id, u.sender, u.member_key, u.cmid, u.fingerprint, u.target, u.priority, u.hops,
-       now() + make_interval(secs => $11)
-FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::text[], $10::smallint[]) AS u(id, mesh_id, member_id, sender, member_key, cmid, fingerprint, target, priority, hops)
-ON CONFLICT (mesh_id, sender_key, client_message_id) DO NOTHING
-RETURNING id, created_at;
+-- name: insert_deliveries
+-- One row per recipient: $1..$9 are the messages, $10..$14 their envelopes ($10 = the
+-- message's position in $1; nonce and ciphertext in the sender's base64). A message id already stored (a retry, whatever its recipients)
+-- inserts nothing, and neither does the retry of a message stored before migration 005.
+-- RETURNING names the rows inserted; lib/broker/send.ts treats the rest as repeats.
+WITH m AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::smallint[])
+    WITH ORDINALITY AS u(id, mesh_id, sender, member_key, cmid, fingerprint, target, priority, hops, n)
+  WHERE NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.message_id = u.id)
+    AND NOT EXISTS (SELECT 1 FROM deliveries l WHERE l.legacy AND l.mesh_id = u.mesh_id AND l.sender_key = u.sender AND l.client_message_id = u.cmid)
+)
+INSERT INTO deliveries (message_id, mesh_id, recipient_key, priority, nonce, ciphertext, sender_key, sender_member_key,
+                        client_message_id, fingerprint, target, hops, expires_at, claimed_until, claimed_by, pushes)
+SELECT m.id, m.mesh_id, e.recipient, m.priority, decode(e.nonce, 'base64'), decode(e.ciphertext, 'base64'), m.sender, m.member_key, m.cmid, m.fingerprint, m.target, m.hops,
+       now() + make_interval(secs => $15),
+       CASE WHEN e.claimed THEN now() + make_interval(secs => $16) END,
+       CASE WHEN e.claimed THEN $17 END,
+       CASE WHEN e.claimed THEN 1 ELSE 0 END
+FROM unnest($10::int[], $11::text[], $12::text[], $13::text[], $14::bool[]) AS e(n, recipient, nonce, ciphertext, claimed)
+JOIN m ON m.n = e.n
+ON CONFLICT (message_id, recipient_key) DO NOTHING
+RETURNING message_id, queued_at;
 
 -- name: existing_messages
-SELECT m.id, m.mesh_id, m.sender_key, m.client_message_id, m.fingerprint, m.created_at,
-       (SELECT count(*)::int FROM deliveries d WHERE d.message_id = m.id) AS recipients
-FROM messages m
-JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(mesh_id, sender, cmid)
-  ON m.mesh_id = k.mesh_id AND m.sender_key = k.sender AND m.client_message_id = k.cmid;
-
--- name: insert_deliveries
-INSERT INTO deliveries (message_id, mesh_id, recipient_key, priority, nonce, ciphertext, expires_at,
-                        claimed_until, claimed_by, pushes)
-SELECT u.message_id, u.mesh_id, u.recipient, u.priority, u.nonce, u.ciphertext, now() + make_interval(secs => $8),
-       CASE WHEN u.claimed THEN now() + make_interval(secs => $9) END,
-       CASE WHEN u.claimed THEN $10 END,
-       CASE WHEN u.claimed THEN 1 ELSE 0 END
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bool[])
-  AS u(message_id, mesh_id, recipient, priority, nonce, ciphertext, claimed);
+-- what is stored under these message ids ($1), or, for rows from before migration 005,
+-- under these (mesh, sender key, client message id) ($2, $3, $4)
+SELECT message_id AS id, mesh_id, sender_key, client_message_id, fingerprint, count(*)::int AS recipients
+FROM deliveries WHERE message_id = ANY($1::uuid[])
+GROUP BY message_id, mesh_id, sender_key, client_message_id, fingerprint
+UNION ALL
+SELECT l.message_id, l.mesh_id, l.sender_key, l.client_message_id, l.fingerprint, count(*)::int
+FROM deliveries l JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(mesh_id, sender, cmid)
+  ON l.legacy AND l.mesh_id = k.mesh_id AND l.sender_key = k.sender AND l.client_message_id = k.cmid
+GROUP BY l.message_id, l.mesh_id, l.sender_key, l.client_message_id, l.fingerprint;
 
 -- name: claim_queued
 -- Claim the oldest deliverable rows of one recipient ($3: may it take held priorities).
 -- SKIP LOCKED: two claims running at once take disjoint rows, so nothing is pushed twice.
 WITH pick AS (
-  SELECT id FROM deliveries
+  SELECT message_id FROM deliveries
   WHERE mesh_id = $1 AND recipient_key = $2 AND state = 'queued'
     AND (claimed_until IS NULL OR claimed_until < now()) AND expires_at > now()
     AND ($3 OR priority = 'now')
@@ -163,10 +171,10 @@ WITH pick AS (
   FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $5), claimed_by = $6, pushes = d.pushes + 1
-FROM pick, messages m
-WHERE d.id = pick.id AND m.id = d.message_id
-RETURNING d.id, d.message_id, d.priority, d.nonce, d.ciphertext, m.sender_key, m.sender_member_key,
-          m.created_at, m.client_message_id, m.hops, m.target;
+FROM pick
+WHERE d.message_id = pick.message_id AND d.recipient_key = $2
+RETURNING d.id, d.message_id, d.priority, d.nonce, d.ciphertext, d.sender_key, d.sender_member_key,
+          d.queued_at AS created_at, d.client_message_id, d.hops, d.target;
 
 -- name: keys_with_queued
 -- of the keys that just connected ($1 meshes, $2 keys): those with something to catch up on
@@ -179,9 +187,16 @@ UPDATE deliveries SET claimed_until = NULL
 WHERE mesh_id = $1 AND recipient_key = $2 AND state = 'queued' AND claimed_by = $3 AND claimed_until IS NOT NULL;
 
 -- name: ack_deliveries
-UPDATE deliveries d SET state = 'delivered', delivered_at = now(), claimed_until = NULL
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a(message_id, recipient, mesh_id)
-WHERE d.message_id = a.message_id AND d.recipient_key = a.recipient AND d.mesh_id = a.mesh_id AND d.state = 'queued';
+-- ($1 message ids, $2 recipient keys, pairwise.) Only the primary key is in WHERE; whether the
+-- row is still queued is decided in SET (anything else is left as it was). A filter here
+-- would be estimated from statistics that lag a burst (after a warm-up every row looked
+-- delivered), and the planner then scanned the whole table once per acknowledged row.
+UPDATE deliveries d SET
+  state = CASE WHEN d.state = 'queued' THEN 'delivered' ELSE d.state END,
+  delivered_at = CASE WHEN d.state = 'queued' THEN now() ELSE d.delivered_at END,
+  claimed_until = CASE WHEN d.state = 'queued' THEN NULL ELSE d.claimed_until END
+FROM unnest($1::uuid[], $2::text[]) AS a(message_id, recipient)
+WHERE d.message_id = a.message_id AND d.recipient_key = a.recipient;
 
 -- name: mark_deliveries
 -- states only move forward: queued < delivered < surfaced < read (expired is final)
@@ -194,11 +209,11 @@ WHERE message_id = ANY($1::uuid[]) AND recipient_key = $2 AND mesh_id = $3
   AND array_position(ARRAY['queued', 'delivered', 'surfaced', 'read'], state) < array_position(ARRAY['queued', 'delivered', 'surfaced', 'read'], $4::text);
 
 -- name: message_status
-SELECT m.id, m.target, m.priority, m.created_at, m.expires_at, m.client_message_id,
-       d.recipient_key, d.state, d.queued_at, d.delivered_at, d.surfaced_at, d.read_at, d.expired_at, d.pushes
-FROM messages m JOIN deliveries d ON d.message_id = m.id
-WHERE m.id = $1 AND m.mesh_id = $2 AND m.sender_member_key = $3
-ORDER BY d.id;
+SELECT message_id AS id, target, priority, queued_at AS created_at, expires_at, client_message_id,
+       recipient_key, state, queued_at, delivered_at, surfaced_at, read_at, expired_at, pushes
+FROM deliveries
+WHERE message_id = $1 AND mesh_id = $2 AND sender_member_key = $3
+ORDER BY id;
 
 -- name: pending_recipients
 -- redelivery tick: which live recipients have rows they could take now
@@ -216,13 +231,11 @@ WITH due AS (
 UPDATE deliveries d SET state = 'expired', expired_at = now(), claimed_until = NULL FROM due WHERE d.id = due.id;
 
 -- name: purge_messages
-DELETE FROM messages m
-WHERE m.id IN (
-  SELECT id FROM messages
-  WHERE created_at < now() - make_interval(secs => $1)
-    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id AND d.state = 'queued')
-  LIMIT $2
-);
+-- final rows long past their message's TTL ($1 seconds of age), at most $2 at a time
+DELETE FROM deliveries
+WHERE ctid = ANY (ARRAY(
+  SELECT ctid FROM deliveries WHERE queued_at < now() - make_interval(secs => $1) AND state <> 'queued' LIMIT $2
+));
 
 -- name: purge_presences
 DELETE FROM presences WHERE disconnected_at < now() - make_interval(secs => $1)

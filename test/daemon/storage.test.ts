@@ -159,7 +159,7 @@ describe('the daemon on a failing disk', () => {
     await locker.connect();
     try {
       await locker.query('BEGIN');
-      await locker.query('LOCK TABLE messages IN ACCESS EXCLUSIVE MODE');
+      await locker.query('LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE');
       assert.equal((await bob.ask('POST', '/v1/send', { to: 'alice', text: 'acked while full', clientMessageId: 'acked-full' })).status, 202);
       await until('the send in flight, waiting for the broker', async () => (await bob.ask('GET', '/v1/outbox?status=inflight')).body.counts.inflight === 1);
       const filler = await fill(mountPoint);

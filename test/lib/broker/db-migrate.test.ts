@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { createLogger } from '../../../lib/log.ts';
-import { migrate, readMigrations } from '../../../lib/broker/db.ts';
+import { migrate, query, readMigrations } from '../../../lib/broker/db.ts';
+import { messageIdOf } from '../../../lib/broker/send.ts';
 import { createTestDatabase } from '../../helpers/db.ts';
 import type { TestDatabase } from '../../helpers/db.ts';
 
@@ -34,7 +35,7 @@ describe('migrate', () => {
 
   it('applies the shipped schema, then nothing on the second run', async () => {
     const first = await migrate(pool, quiet);
-    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql', '003_shared_state.sql', '004_orphan_leases.sql']);
+    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql', '003_shared_state.sql', '004_orphan_leases.sql', '005_one_row_per_recipient.sql']);
     const second = await migrate(pool, quiet);
     assert.deepEqual(second.applied, []);
     assert.equal(second.alreadyApplied, first.applied.length);
@@ -48,10 +49,10 @@ describe('migrate', () => {
     const tables = await pool.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`);
     assert.deepEqual(
       tables.rows.map((row) => row.tablename),
-      ['deliveries', 'instances', 'invites', 'members', 'meshes', 'messages', 'presences', 'replays', 'schema_migrations'],
+      ['deliveries', 'instances', 'invites', 'members', 'meshes', 'presences', 'replays', 'schema_migrations'],
     );
     const indexes = new Set((await pool.query(`SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)).rows.map((row) => row.indexname));
-    for (const name of ['deliveries_queued', 'deliveries_queued_expiry', 'deliveries_queued_claim', 'presences_mesh_live', 'presences_instance_live', 'members_current', 'messages_mesh_id_sender_pubkey_client_message_id_key', 'replays_expiry']) {
+    for (const name of ['deliveries_pkey', 'deliveries_queued', 'deliveries_age', 'presences_mesh_live', 'presences_instance_live', 'members_current', 'replays_expiry']) {
       assert.ok(indexes.has(name), `index ${name} exists`);
     }
   });
@@ -124,5 +125,41 @@ describe('migrate', () => {
       assert.match(error.message, /migration 1 \(initial\)/);
       return true;
     });
+  });
+  it('keeps messages stored before 005 as legacy rows, and still knows their retries', async () => {
+    const shipped = new URL('../../../sql/', import.meta.url).pathname;
+    const before = await mkdtemp(join(tmpdir(), 'cm-migrations-'));
+    dirs.push(before);
+    for (const name of (await readdir(shipped)).filter((file) => /^00[1-4]_.*\.sql$/.test(file))) await copyFile(join(shipped, name), join(before, name));
+    const fresh = await createTestDatabase('migrate_005');
+    const own = new pg.Pool({ connectionString: fresh.url, max: 2 });
+    const [owner, sender] = ['a'.repeat(64), 'b'.repeat(64)];
+    try {
+      await migrate(own, quiet, before);
+      await own.query(`INSERT INTO meshes (id, name, owner_key) VALUES ('mesh-005x', 'm', $1)`, [owner]);
+      const member = await own.query(`INSERT INTO members (mesh_id, key, name, role) VALUES ('mesh-005x', $1, 'bob', 'member') RETURNING id`, [sender]);
+      const legacyId = '11111111-2222-4333-8444-555555555555';
+      await own.query(`INSERT INTO messages (id, mesh_id, sender_member_id, sender_key, sender_member_key, client_message_id, fingerprint, target, priority, expires_at)
+        VALUES ($1, 'mesh-005x', $2, $3, $3, 'cm-1', 'fp-1', $4, 'now', now() + interval '1 day')`, [legacyId, member.rows[0]?.id, sender, owner]);
+      await own.query(`INSERT INTO deliveries (message_id, mesh_id, recipient_key, priority, nonce, ciphertext, expires_at)
+        VALUES ($1, 'mesh-005x', $2, 'now', '\\x00', '\\x01', now() + interval '1 day')`, [legacyId, owner]);
+
+      assert.deepEqual((await migrate(own, quiet)).applied, ['005_one_row_per_recipient.sql']);
+      const { rows } = await own.query('SELECT message_id, sender_key, client_message_id, fingerprint, target, legacy FROM deliveries');
+      assert.deepEqual(rows, [{ message_id: legacyId, sender_key: sender, client_message_id: 'cm-1', fingerprint: 'fp-1', target: owner, legacy: true }]);
+
+      // A retry of cm-1 after the upgrade derives a new id; the legacy row still stops it.
+      const retryId = messageIdOf('mesh-005x', sender, 'cm-1');
+      const inserted = await query(own, 'insert_deliveries', [
+        [retryId], ['mesh-005x'], [sender], [sender], ['cm-1'], ['fp-1'], [owner], ['now'], [0],
+        [1], [owner], [Buffer.alloc(24).toString('base64')], [Buffer.alloc(20).toString('base64')], [false], 3600, 30, 'instance-a',
+      ]);
+      assert.equal(inserted.rowCount, 0, 'the retry inserted nothing');
+      const found = await query(own, 'existing_messages', [[retryId], ['mesh-005x'], [sender], ['cm-1']]);
+      assert.deepEqual(found.rows.map((row) => [row.id, row.fingerprint, row.recipients]), [[legacyId, 'fp-1', 1]]);
+    } finally {
+      await own.end();
+      await fresh.drop();
+    }
   });
 });

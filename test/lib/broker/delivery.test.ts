@@ -81,9 +81,9 @@ describe('delivery', () => {
     const waiting = await sender.send(carol.publicKey, [carol.publicKey], 'carol is away');
     await waitUntil('delivered', async () => (await t.db.pool.query("SELECT state FROM deliveries WHERE message_id = $1", [delivered.messageId])).rows[0]?.state === 'delivered');
     // Both were sent long before the TTL and the status retention: as if they were weeks old.
-    await t.db.pool.query("UPDATE messages SET created_at = now() - interval '400 days' WHERE id = ANY($1::uuid[])", [[delivered.messageId, waiting.messageId]]);
+    await t.db.pool.query("UPDATE deliveries SET queued_at = now() - interval '400 days' WHERE message_id = ANY($1::uuid[])", [[delivered.messageId, waiting.messageId]]);
     await t.broker.context.delivery.sweep();
-    const left = (await t.db.pool.query('SELECT id FROM messages WHERE id = ANY($1::uuid[])', [[delivered.messageId, waiting.messageId]])).rows.map((row) => row.id);
+    const left = (await t.db.pool.query('SELECT message_id FROM deliveries WHERE message_id = ANY($1::uuid[])', [[delivered.messageId, waiting.messageId]])).rows.map((row) => row.message_id);
     assert.deepEqual(left, [waiting.messageId], 'the final one purged, the queued one kept');
     assert.equal((await t.db.pool.query('SELECT count(*)::int AS n FROM deliveries WHERE message_id = $1', [delivered.messageId])).rows[0]?.n, 0);
     const late = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: carol });

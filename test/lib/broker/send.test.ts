@@ -138,7 +138,7 @@ describe('send and delivery', () => {
     const changed = await sender.request({ type: 'send', clientMessageId, target: b!.publicKey, priority: 'next', envelopes: [envelope] });
     assert.equal(changed.queued, false);
     assert.equal(changed.code, 'CM_ERR_IDEMPOTENCY_CONFLICT');
-    const rows = await t.db.pool.query('SELECT count(*)::int AS n FROM messages WHERE client_message_id = $1', [clientMessageId]);
+    const rows = await t.db.pool.query('SELECT count(DISTINCT message_id)::int AS n FROM deliveries WHERE client_message_id = $1', [clientMessageId]);
     assert.equal(rows.rows[0]?.n, 1);
     await sender.close();
   });
