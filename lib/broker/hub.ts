@@ -17,6 +17,8 @@ export const PONG_TIMEOUT_MS = 75_000;
 // Liveness is checked this many times per ping interval, so a silent socket is terminated
 // within a few seconds after PONG_TIMEOUT_MS, not up to a whole interval later.
 const LIVENESS_CHECKS_PER_PING = 6;
+// sockets checked (and pinged) per turn of the event loop
+const HEARTBEAT_SLICE = 250;
 // Above this many unsent bytes a connection takes no more pushes until the redelivery tick
 // (and connection.ts reads none of its frames): a slow consumer.
 export const MAX_BUFFERED_BYTES = 1024 * 1024;
@@ -70,13 +72,14 @@ export class Hub {
   readonly #byMesh = new Map<string, Set<Peer>>();
   readonly #removed = new Map<string, number>();
   readonly #pinger: NodeJS.Timeout;
+  #beating = false;
   #listener: pg.Client | undefined;
   #listenRetry: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
-    this.#pinger = setInterval(() => this.#heartbeat(), Math.max(1, Math.floor(ctx.timings.pingIntervalMs / LIVENESS_CHECKS_PER_PING)));
+    this.#pinger = setInterval(() => void this.#heartbeat(), Math.max(1, Math.floor(ctx.timings.pingIntervalMs / LIVENESS_CHECKS_PER_PING)));
     this.#pinger.unref();
   }
 
@@ -284,21 +287,32 @@ export class Hub {
   }
 
   // Half-open sockets (NAT, sleeping laptops) never close by themselves: a socket quiet for
-  // a ping interval is pinged, and one silent for the pong timeout is terminated.
-  #heartbeat(): void {
-    const now = this.#ctx.now();
-    const { pingIntervalMs, pongTimeoutMs } = this.#ctx.timings;
-    for (const peer of this.online()) {
-      const socket = peer.socket;
-      if (socket === null) continue;
-      const quiet = now - peer.lastActivity;
-      if (quiet > pongTimeoutMs) {
-        this.#ctx.log.info('peer unresponsive, terminating', { meshId: peer.meshId, key: peer.key.slice(0, 12), silentMs: quiet });
-        socket.terminate();
-      } else if (quiet >= pingIntervalMs && now - peer.lastPing >= pingIntervalMs && socket.readyState === socket.OPEN) {
-        peer.lastPing = now;
-        socket.ping();
+  // a ping interval is pinged, and one silent for the pong timeout is terminated. Peers that
+  // connected together fall due together (10,000 after a restart): the check goes through
+  // them HEARTBEAT_SLICE at a time and lets the event loop run between slices.
+  async #heartbeat(): Promise<void> {
+    if (this.#beating) return;
+    this.#beating = true;
+    try {
+      const now = this.#ctx.now();
+      const { pingIntervalMs, pongTimeoutMs } = this.#ctx.timings;
+      let done = 0;
+      for (const peer of [...this.online()]) {
+        if (done > 0 && done % HEARTBEAT_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
+        done += 1;
+        const socket = peer.socket;
+        if (socket === null) continue;
+        const quiet = now - peer.lastActivity;
+        if (quiet > pongTimeoutMs) {
+          this.#ctx.log.info('peer unresponsive, terminating', { meshId: peer.meshId, key: peer.key.slice(0, 12), silentMs: quiet });
+          socket.terminate();
+        } else if (quiet >= pingIntervalMs && now - peer.lastPing >= pingIntervalMs && socket.readyState === socket.OPEN) {
+          peer.lastPing = now;
+          socket.ping();
+        }
       }
+    } finally {
+      this.#beating = false;
     }
   }
 }

@@ -20,7 +20,7 @@ import type { Peer } from './hub.ts';
 import type { MESSAGE_REJECT_REASONS } from './metrics.ts';
 import type { Roster } from './presence.ts';
 
-const MAX_BATCH_SENDS = 500;
+const MAX_BATCH_SENDS = 2000;
 const MAX_SIGNAL_BYTES = 7_900;
 
 // nonce and ciphertext stay the base64 the sender wrote: Postgres decodes them, the push repeats them
