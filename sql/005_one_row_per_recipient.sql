@@ -2,11 +2,12 @@
 -- (sender, client message id, target, hops), so a direct message is one row, one insert and
 -- no foreign-key checks; the messages table goes (docs/benchmarks.md, "Round two").
 --
--- Idempotency moves into the key: a new message's id is derived from (mesh, sender key,
--- client message id) (lib/broker/send.ts, messageIdOf), so a retry hits the primary key
--- (message_id, recipient_key). Rows written before this migration keep their random ids and
--- are marked `legacy`; a retry of one of them is found through deliveries_legacy until the
--- sweep purges them.
+-- Idempotency moves into the keys: a new message's id is derived from (mesh, sender key,
+-- client message id) (lib/broker/send.ts, messageIdOf), so a retry lands on the rows of its
+-- first copy: on the primary key (message_id, recipient_key), and, if it names other
+-- recipients, on deliveries_one_message, which holds each message's first row once. Rows
+-- written before this migration keep their random ids and are marked `legacy`; a retry of
+-- one of them is found through deliveries_legacy until the sweep purges them.
 
 ALTER TABLE deliveries
   ADD COLUMN sender_key        text,
@@ -15,6 +16,7 @@ ALTER TABLE deliveries
   ADD COLUMN fingerprint       text,
   ADD COLUMN target            text,
   ADD COLUMN hops              smallint,
+  ADD COLUMN first_row         boolean NOT NULL DEFAULT false,
   ADD COLUMN legacy            boolean NOT NULL DEFAULT false;
 
 UPDATE deliveries d
@@ -46,3 +48,4 @@ DROP INDEX deliveries_queued_expiry;
 DROP INDEX deliveries_queued_claim;
 CREATE INDEX deliveries_age ON deliveries USING brin (queued_at);
 CREATE INDEX deliveries_legacy ON deliveries (mesh_id, sender_key, client_message_id) WHERE legacy;
+CREATE UNIQUE INDEX deliveries_one_message ON deliveries (message_id) WHERE first_row;

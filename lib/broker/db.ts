@@ -45,7 +45,9 @@ const QUERY_ROWS = {
   set_summary: rows<never>(),
   join_group: rows<{ groups: string[] }>(),
   leave_group: rows<{ groups: string[] }>(),
-  insert_deliveries: rows<{ message_id: string; queued_at: Date }>(),
+  insert_deliveries: rows<{ message_id: string; recipient_key: string; queued_at: Date }>(),
+  delete_deliveries: rows<never>(),
+  legacy_rows: rows<{ found: boolean }>(),
   existing_messages: rows<{ id: string; mesh_id: string; sender_key: string; client_message_id: string; fingerprint: string; recipients: number }>(),
   claim_queued: rows<{
     id: string; message_id: string; priority: Priority; nonce: Buffer; ciphertext: Buffer; sender_key: string; sender_member_key: string;
@@ -88,6 +90,7 @@ const QUERY_ROWS = {
   instance_gone: rows<never>(),
   release_instance_claims: rows<never>(),
   notify: rows<never>(),
+  analyze_deliveries: rows<never>(),
   reap_instances: rows<{ instances: number; claims: number; presences: number }>(),
 };
 type QueryName = keyof typeof QUERY_ROWS;
@@ -119,21 +122,9 @@ export function loadQueries(text: string): ReadonlyMap<string, string> {
 // Read at import: a broker whose queries are broken must not start at all.
 const SQL = loadQueries(readFileSync(QUERIES_FILE, 'utf8'));
 
-/**
- * Queries planned on every call instead of prepared once. `deliveries` grows from nothing to
- * millions of rows inside one broker's life, and Postgres keeps the generic plan it chose
- * at the sixth execution: made while the table was a few pages, it scans the whole table
- * per row once the table is large (a 500-row ack took more than 5 s). A plan made per call
- * sees the table's size now, for a fraction of a millisecond.
- */
-const PLANNED_PER_CALL: ReadonlySet<QueryName> = new Set<QueryName>([
-  'insert_deliveries', 'existing_messages', 'ack_deliveries', 'mark_deliveries', 'claim_queued', 'release_claims', 'keys_with_queued', 'pending_recipients',
-]);
-
-/** Run a named query (prepared once per connection under a stable name, or planned per call), typed by its rows. */
+/** Run a named query (prepared once per connection under a stable name), typed by its rows. */
 export async function query<N extends QueryName>(db: Queryable, name: N, values: unknown[]): Promise<pg.QueryResult<Row<N> & pg.QueryResultRow>> {
-  const text = SQL.get(name) ?? '';
-  return db.query<Row<N> & pg.QueryResultRow>(PLANNED_PER_CALL.has(name) ? { text, values } : { name: `cm_${name}`, text, values });
+  return db.query<Row<N> & pg.QueryResultRow>({ name: `cm_${name}`, text: SQL.get(name) ?? '', values });
 }
 
 // ---- holding a client ---------------------------------------------------------------------

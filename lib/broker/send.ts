@@ -21,6 +21,14 @@ import type { MESSAGE_REJECT_REASONS } from './metrics.ts';
 import type { Roster } from './presence.ts';
 
 const MAX_BATCH_SENDS = 2000;
+// Postgres keeps the plan it made for a prepared statement, from the statistics and the table
+// size of that moment. `deliveries` grows from nothing to millions of rows in one broker's
+// life, faster than autovacuum re-analyzes it (a plan made while it held a few pages scanned
+// the whole table per acknowledged row later): each time the rows this instance inserted
+// grow by ANALYZE_GROWTH, it analyzes the table, which also makes every session plan again.
+const FIRST_ANALYZE_ROWS = 1_000;
+const ANALYZE_GROWTH = 4;
+const LEGACY_RECHECK_MS = 10 * 60_000;
 const MAX_SIGNAL_BYTES = 7_900;
 
 // nonce and ciphertext stay the base64 the sender wrote: Postgres decodes them, the push repeats them
@@ -46,6 +54,9 @@ export class Sender {
   readonly #pairs: KeyedTokenBuckets;
   #queue: Pending[] = [];
   #flushing = false;
+  #inserted = 0;
+  #legacy: { possible: boolean; checkedAt: number } | undefined;
+  #analyzeAt = FIRST_ANALYZE_ROWS;
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
@@ -181,31 +192,83 @@ export class Sender {
     if (payload !== '') await query(client, 'notify', [SIGNAL_DELIVERIES, payload]);
   }
 
-  /** One batch (distinct message ids) in one transaction and one insert; what was already stored is looked up. */
+  /**
+   * One batch (distinct message ids) in one transaction and one insert. The insert has no
+   * look-up against the table (its plan cannot go wrong as the table grows); the unique
+   * indexes turn a retry away. A retry that reused a client message id for other recipients
+   * may write some rows past its first: those are taken out again, and it is answered as a
+   * conflict.
+   */
   async #insert(client: pg.PoolClient, batch: Pending[]) {
     const { config, instanceId, delivery } = this.#ctx;
+    const existing = new Map<string, Stored>();
+    if (await this.#legacyPossible(client)) for (const row of await this.#stored(client, batch)) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
+    const fresh = existing.size === 0 ? batch : batch.filter((p) => !existing.has(senderKeyOf(p.peer.meshId, p.peer.key, p.frame.clientMessageId)));
     const envelopes: [number[], string[], string[], string[], boolean[]] = [[], [], [], [], []];
-    batch.forEach((pending, index) => {
-      for (const envelope of pending.envelopes) {
+    const firstRow: boolean[] = [];
+    fresh.forEach((pending, index) => {
+      pending.envelopes.forEach((envelope, position) => {
         envelopes[0].push(index + 1);
         envelopes[1].push(envelope.to);
         envelopes[2].push(envelope.nonce);
         envelopes[3].push(envelope.ciphertext);
         envelopes[4].push(envelope.claimed);
-      }
+        firstRow.push(position === 0);
+      });
     });
-    const { rows } = await query(client, 'insert_deliveries', [
-      batch.map((p) => p.messageId), batch.map((p) => p.peer.meshId), batch.map((p) => p.peer.key), batch.map((p) => p.peer.memberKey), batch.map((p) => p.frame.clientMessageId),
-      batch.map((p) => p.fingerprint), batch.map((p) => p.frame.target), batch.map((p) => p.frame.priority), batch.map((p) => p.frame.hops),
-      ...envelopes, config.messageTtlSeconds, delivery.claimSeconds, instanceId,
+    const { rows } = fresh.length === 0 ? { rows: [] } : await query(client, 'insert_deliveries', [
+      fresh.map((p) => p.messageId), fresh.map((p) => p.peer.meshId), fresh.map((p) => p.peer.key), fresh.map((p) => p.peer.memberKey), fresh.map((p) => p.frame.clientMessageId),
+      fresh.map((p) => p.fingerprint), fresh.map((p) => p.frame.target), fresh.map((p) => p.frame.priority), fresh.map((p) => p.frame.hops),
+      ...envelopes, config.messageTtlSeconds, delivery.claimSeconds, instanceId, firstRow,
     ]);
+    this.#grew(rows.length);
+    const written = new Map<string, { at: Date; recipients: string[] }>();
+    for (const row of rows) {
+      const entry = written.get(row.message_id) ?? { at: row.queued_at, recipients: [] };
+      entry.recipients.push(row.recipient_key);
+      written.set(row.message_id, entry);
+    }
     const inserted = new Map<string, Date>();
-    for (const row of rows) inserted.set(row.message_id, row.queued_at);
-    await this.#signal(client, batch, inserted);
-    const existing = new Map<string, Stored>();
-    const repeats = batch.filter((pending) => !inserted.has(pending.messageId));
+    const undo: [string[], string[]] = [[], []];
+    for (const pending of fresh) {
+      const entry = written.get(pending.messageId);
+      if (entry === undefined) continue;
+      if (entry.recipients.length === pending.envelopes.length) {
+        inserted.set(pending.messageId, entry.at);
+        continue;
+      }
+      for (const recipient of entry.recipients) {
+        undo[0].push(pending.messageId);
+        undo[1].push(recipient);
+      }
+    }
+    if (undo[0].length > 0) await query(client, 'delete_deliveries', undo);
+    await this.#signal(client, fresh, inserted);
+    const repeats = fresh.filter((pending) => !inserted.has(pending.messageId));
     if (repeats.length > 0) for (const row of await this.#stored(client, repeats)) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
     return { inserted, existing };
+  }
+
+  /**
+   * Whether rows from before migration 005 may still be there (their retries are found by
+   * client id, before the insert). Asked once, then again every LEGACY_RECHECK_MS while the
+   * answer is yes; no legacy row is ever written again, so a no is final.
+   */
+  async #legacyPossible(client: pg.PoolClient): Promise<boolean> {
+    const now = this.#ctx.now();
+    if (this.#legacy === undefined || (this.#legacy.possible && now - this.#legacy.checkedAt >= LEGACY_RECHECK_MS)) {
+      const { rows } = await query(client, 'legacy_rows', []);
+      this.#legacy = { possible: rows[0]?.found === true, checkedAt: now };
+    }
+    return this.#legacy.possible;
+  }
+
+  /** Count inserted rows; past each growth step, analyze (in the background: the send does not wait). */
+  #grew(rows: number): void {
+    this.#inserted += rows;
+    if (this.#inserted < this.#analyzeAt) return;
+    this.#analyzeAt = this.#inserted * ANALYZE_GROWTH;
+    query(this.#ctx.pool, 'analyze_deliveries', []).catch((error: unknown) => this.#ctx.log.warn('could not analyze deliveries; plans stay as they are', { error }));
   }
 
   /** What is stored for these sends' client message ids (by derived id, or as a row from before migration 005). */

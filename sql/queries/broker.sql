@@ -126,26 +126,33 @@ UPDATE presences SET groups = array_remove(groups, $3::text) WHERE mesh_id = $1 
 
 -- name: insert_deliveries
 -- One row per recipient: $1..$9 are the messages, $10..$14 their envelopes ($10 = the
--- message's position in $1; nonce and ciphertext in the sender's base64). A message id already stored (a retry, whatever its recipients)
--- inserts nothing, and neither does the retry of a message stored before migration 005.
--- RETURNING names the rows inserted; lib/broker/send.ts treats the rest as repeats.
+-- message's position in $1; nonce and ciphertext in the sender's base64; $18 marks each
+-- message's first envelope). A row that meets a stored one on either unique index (a retry)
+-- is skipped; RETURNING names the rows written, and lib/broker/send.ts decides per message.
 WITH m AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::smallint[])
     WITH ORDINALITY AS u(id, mesh_id, sender, member_key, cmid, fingerprint, target, priority, hops, n)
-  WHERE NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.message_id = u.id)
-    AND NOT EXISTS (SELECT 1 FROM deliveries l WHERE l.legacy AND l.mesh_id = u.mesh_id AND l.sender_key = u.sender AND l.client_message_id = u.cmid)
 )
 INSERT INTO deliveries (message_id, mesh_id, recipient_key, priority, nonce, ciphertext, sender_key, sender_member_key,
-                        client_message_id, fingerprint, target, hops, expires_at, claimed_until, claimed_by, pushes)
+                        client_message_id, fingerprint, target, hops, first_row, expires_at, claimed_until, claimed_by, pushes)
 SELECT m.id, m.mesh_id, e.recipient, m.priority, decode(e.nonce, 'base64'), decode(e.ciphertext, 'base64'), m.sender, m.member_key, m.cmid, m.fingerprint, m.target, m.hops,
-       now() + make_interval(secs => $15),
+       e.first_row, now() + make_interval(secs => $15),
        CASE WHEN e.claimed THEN now() + make_interval(secs => $16) END,
        CASE WHEN e.claimed THEN $17 END,
        CASE WHEN e.claimed THEN 1 ELSE 0 END
-FROM unnest($10::int[], $11::text[], $12::text[], $13::text[], $14::bool[]) AS e(n, recipient, nonce, ciphertext, claimed)
+FROM unnest($10::int[], $11::text[], $12::text[], $13::text[], $14::bool[], $18::bool[]) AS e(n, recipient, nonce, ciphertext, claimed, first_row)
 JOIN m ON m.n = e.n
-ON CONFLICT (message_id, recipient_key) DO NOTHING
-RETURNING message_id, queued_at;
+ON CONFLICT DO NOTHING
+RETURNING message_id, recipient_key, queued_at;
+
+-- name: delete_deliveries
+-- ($1 message ids, $2 recipient keys, pairwise) rows a conflicting retry wrote, taken out again
+DELETE FROM deliveries d
+USING unnest($1::uuid[], $2::text[]) AS k(message_id, recipient)
+WHERE d.message_id = k.message_id AND d.recipient_key = k.recipient;
+
+-- name: legacy_rows
+SELECT EXISTS (SELECT 1 FROM deliveries WHERE legacy) AS found;
 
 -- name: existing_messages
 -- what is stored under these message ids ($1), or, for rows from before migration 005,
@@ -368,3 +375,7 @@ SELECT (SELECT count(*)::int FROM dead) AS instances, (SELECT count(*)::int FROM
 -- a signal to every instance (lib/broker/hub.ts listens); sent inside a transaction, it
 -- leaves only at COMMIT
 SELECT pg_notify($1, $2);
+
+-- name: analyze_deliveries
+-- fresh statistics for the planner, and with them new plans in every session (lib/broker/send.ts)
+ANALYZE deliveries;

@@ -123,8 +123,8 @@ describe('send and delivery', () => {
   });
 
   it('answers a retried send with the original message id, and a changed retry with idempotency_conflict', async () => {
-    const mesh = await seedMesh(t.db.pool, 2);
-    const [a, b] = mesh.members;
+    const mesh = await seedMesh(t.db.pool, 3);
+    const [a, b, c] = mesh.members;
     const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: a! });
     const clientMessageId = randomUUID();
     const envelope = { to: b!.publicKey, nonce: Buffer.alloc(24, 1).toString('base64'), ciphertext: Buffer.alloc(40, 2).toString('base64') };
@@ -138,8 +138,15 @@ describe('send and delivery', () => {
     const changed = await sender.request({ type: 'send', clientMessageId, target: b!.publicKey, priority: 'next', envelopes: [envelope] });
     assert.equal(changed.queued, false);
     assert.equal(changed.code, 'CM_ERR_IDEMPOTENCY_CONFLICT');
-    const rows = await t.db.pool.query('SELECT count(DISTINCT message_id)::int AS n FROM deliveries WHERE client_message_id = $1', [clientMessageId]);
-    assert.equal(rows.rows[0]?.n, 1);
+    // The same client id for other recipients: to c alone, then to everyone (b's row is taken,
+    // c's would be new): both conflicts, and c is never written.
+    const toCarol = { ...envelope, to: c!.publicKey };
+    const elsewhere = await sender.request({ type: 'send', clientMessageId, target: c!.publicKey, priority: 'now', envelopes: [toCarol] });
+    assert.equal(elsewhere.code, 'CM_ERR_IDEMPOTENCY_CONFLICT');
+    const wider = await sender.request({ type: 'send', clientMessageId, target: '*', priority: 'now', envelopes: [envelope, toCarol] });
+    assert.equal(wider.code, 'CM_ERR_IDEMPOTENCY_CONFLICT');
+    const rows = await t.db.pool.query('SELECT message_id, recipient_key FROM deliveries WHERE client_message_id = $1', [clientMessageId]);
+    assert.deepEqual(rows.rows, [{ message_id: one.messageId, recipient_key: b!.publicKey }]);
     await sender.close();
   });
 
