@@ -34,7 +34,7 @@ import { membershipRoutes } from './lib/broker/membership.ts';
 import { createBrokerMetrics } from './lib/broker/metrics.ts';
 import type { BrokerMetrics } from './lib/broker/metrics.ts';
 import { hookRoute, INSTANCE_BEAT_MS, Presence, TTL_SWEEP_INTERVAL_MS } from './lib/broker/presence.ts';
-import { Sender } from './lib/broker/send.ts';
+import { SEND_GATHER_MS, Sender } from './lib/broker/send.ts';
 
 const SHUTDOWN_TIMEOUT_MS = 4_000;
 const SHUTDOWN_HARD_LIMIT_MS = SHUTDOWN_TIMEOUT_MS + 1_000;
@@ -60,6 +60,7 @@ const DEFAULT_TIMINGS = {
   ttlSweepIntervalMs: TTL_SWEEP_INTERVAL_MS,
   queueDepthIntervalMs: QUEUE_DEPTH_INTERVAL_MS,
   instanceBeatMs: INSTANCE_BEAT_MS,
+  sendGatherMs: SEND_GATHER_MS,
 };
 export type Timings = typeof DEFAULT_TIMINGS;
 

@@ -56,6 +56,7 @@ const QUERY_ROWS = {
   keys_with_queued: rows<{ mesh_id: string; key: string }>(),
   release_claims: rows<never>(),
   ack_deliveries: rows<never>(),
+  commit_without_flush: rows<never>(),
   mark_deliveries: rows<never>(),
   message_status: rows<{
     id: string; target: string; priority: Priority; created_at: Date; expires_at: Date; client_message_id: string; recipient_key: string;

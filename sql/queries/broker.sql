@@ -205,6 +205,11 @@ UPDATE deliveries d SET
 FROM unnest($1::uuid[], $2::text[]) AS a(message_id, recipient)
 WHERE d.message_id = a.message_id AND d.recipient_key = a.recipient;
 
+-- name: commit_without_flush
+-- this transaction's COMMIT returns before its WAL reaches the disk (acks only: a lost one
+-- means a push made again; a send's ack always waits for its commit)
+SELECT set_config('synchronous_commit', 'off', true);
+
 -- name: mark_deliveries
 -- states only move forward: queued < delivered < surfaced < read (expired is final)
 UPDATE deliveries SET state = $4,
