@@ -116,7 +116,9 @@ export class Daemon {
           (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now })),
         // System events are the mesh's, not a connection's: take them from the member link only.
         onSystem: (frame) => {
-          if (session === undefined) this.events.push(`peer_${frame.event === 'peer_joined' ? 'joined' : 'left'}`, { meshId: mesh.meshId, peer: frame.peer, reason: frame.reason });
+          if (session !== undefined) return;
+          if (frame.event === 'peer_left') this.events.push('peer_left', { meshId: mesh.meshId, peer: frame.peer, reason: frame.reason });
+          else for (const peer of frame.peers ?? (frame.peer === undefined ? [] : [frame.peer])) this.events.push('peer_joined', { meshId: mesh.meshId, peer });
         },
         onEvent: reported(this.events, this.paths.dir, 'recording the end of a membership', (kind, fields) => {
           this.events.push(kind, { ...fields, mesh: mesh.name, ...(session === undefined ? {} : { session: session.name }) });

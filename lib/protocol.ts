@@ -183,10 +183,15 @@ const SERVER_FRAMES = {
     ...requestId, of: oneOf(['mark', 'set_status', 'set_summary', 'join_group', 'leave_group'] as const),
     updated: optional(int(0, MAX_IDS)), applied: optional(bool), status: optional(oneOf(STATUSES)), groups: optional(groups),
   }),
-  /** peer_joined carries the whole view; peer_left who left (its state is over) */
+  /**
+   * peer_joined carries the whole view of one peer, peers_joined of several that joined
+   * together (a connect storm tells each peer of them in a few frames, not one per joiner);
+   * peer_left who left (its state is over)
+   */
   system: object({
-    event: oneOf(['peer_joined', 'peer_left'] as const), meshId, at: iso, reason: optional(oneOf(['lease_expired', 'kicked', 'banned', 'left'] as const)),
-    peer: object({ ...peerId, status: optional(oneOf(STATUSES)), summary: optional(summary), groups: optional(groups), connectedAt: optional(iso), online: optional(bool) }),
+    event: oneOf(['peer_joined', 'peers_joined', 'peer_left'] as const), meshId, at: iso, reason: optional(oneOf(['lease_expired', 'kicked', 'banned', 'left'] as const)),
+    peer: optional(object({ ...peerId, status: optional(oneOf(STATUSES)), summary: optional(summary), groups: optional(groups), connectedAt: optional(iso), online: optional(bool) })),
+    peers: optional(list(peer, 1, MAX_LIST, 'a list of peers')),
   }),
   error: object({ ...requestId, ...errorBody }),
 };

@@ -39,6 +39,10 @@ const SIGNAL_EVENTS = 'cm_events';
 // pg_notify refuses payloads of 8000 bytes or more; an event that large is told locally only
 // (the others still see the change in their next roster)
 const MAX_SIGNAL_BYTES = 7_900;
+// Fresh peers announced within JOIN_GATHER_MS share frames (peers_joined), each frame up to
+// MAX_JOINED_BYTES of views so that it also fits a notification to the other instances.
+const JOIN_GATHER_MS = 50;
+const MAX_JOINED_BYTES = 6_000;
 const LISTEN_RETRY_MS = 1_000;
 
 /** Who a proven hello says is on a connection. */
@@ -64,6 +68,9 @@ export interface Peer extends PeerIdentity {
 type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'member_capacity' | 'removed' };
 
 /** One key for a (mesh, key) pair, wherever a map is keyed by both. */
+/** A fresh peer to announce: its view, and the peers of its hello batch (they know of it). */
+interface Joined { key: string; view: object; json: string; mates: ReadonlySet<string> }
+
 export const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
 
 export class Hub {
@@ -73,6 +80,7 @@ export class Hub {
   readonly #removed = new Map<string, number>();
   readonly #pinger: NodeJS.Timeout;
   #beating = false;
+  #joins = new Map<string, Joined[]>();
   #listener: pg.Client | undefined;
   #listenRetry: NodeJS.Timeout | undefined;
   #closed = false;
@@ -178,10 +186,54 @@ export class Hub {
    * already), the other instances' through Postgres.
    */
   announce(meshId: string, frame: string, exceptKey?: string, skip?: ReadonlySet<string>): void {
+    if (this.#joins.has(meshId)) this.#tellJoins(meshId);
+    this.#announceNow(meshId, frame, exceptKey, skip);
+  }
+
+  #announceNow(meshId: string, frame: string, exceptKey?: string, skip?: ReadonlySet<string>): void {
     this.broadcast(meshId, frame, exceptKey, skip);
     const payload = { from: this.#ctx.instanceId, meshId, frame, ...(exceptKey === undefined ? {} : { exceptKey }) };
     if (Buffer.byteLength(JSON.stringify(payload)) < MAX_SIGNAL_BYTES) this.tell(SIGNAL_EVENTS, payload, 'a mesh event');
     else this.#ctx.log.warn('mesh event too large to tell the other instances', { meshId });
+  }
+
+  /**
+   * Tell the mesh a fresh peer joined, together with the others announced within
+   * JOIN_GATHER_MS: a connect storm of n peers into one mesh then costs each listener a few
+   * frames instead of one per joiner. Nobody hears of itself or of a peer from its own hello
+   * batch (its `hello_ack` roster listed those).
+   */
+  announceJoined(meshId: string, key: string, view: object, batchMates: ReadonlySet<string>): void {
+    if (this.#joins.size === 0) setTimeout(() => this.#tellJoins(), JOIN_GATHER_MS).unref();
+    const list = this.#joins.get(meshId) ?? [];
+    list.push({ key, view, json: JSON.stringify(view), mates: batchMates });
+    this.#joins.set(meshId, list);
+  }
+
+  /** Tell the joins gathered so far: every mesh's, or one mesh's before another of its events (a peer_left must not overtake the join it ends). */
+  #tellJoins(only?: string): void {
+    const meshes = only === undefined ? [...this.#joins.keys()] : [only];
+    const at = new Date(this.#ctx.now()).toISOString();
+    for (const meshId of meshes) {
+      const list = this.#joins.get(meshId);
+      if (list === undefined) continue;
+      this.#joins.delete(meshId);
+      const frameOf = (chunk: readonly Joined[]): string => (chunk.length === 1
+        ? `{"type":"system","event":"peer_joined","meshId":${JSON.stringify(meshId)},"at":"${at}","peer":${chunk[0]?.json}}`
+        : `{"type":"system","event":"peers_joined","meshId":${JSON.stringify(meshId)},"at":"${at}","peers":[${chunk.map((each) => each.json).join(',')}]}`);
+      for (const chunk of chunksOf(list)) {
+        // Everyone else hears the whole chunk; those who know some of it hear the rest alone.
+        const knowing = new Set<string>();
+        for (const each of chunk) for (const mate of each.mates) knowing.add(mate);
+        for (const each of chunk) knowing.add(each.key);
+        this.#announceNow(meshId, frameOf(chunk), undefined, knowing);
+        for (const key of knowing) {
+          const socket = this.#peers.get(entryKey(meshId, key))?.socket;
+          const untold = chunk.filter((each) => each.key !== key && !each.mates.has(key));
+          if (untold.length > 0 && socket !== null && socket !== undefined && socket.readyState === socket.OPEN) sendFrame(socket, frameOf(untold));
+        }
+      }
+    }
   }
 
   touch(peer: Peer): void {
@@ -315,4 +367,21 @@ export class Hub {
       this.#beating = false;
     }
   }
+}
+
+/** Consecutive runs of views whose JSON together stays within MAX_JOINED_BYTES (at least one each). */
+function chunksOf(list: readonly Joined[]): Joined[][] {
+  const chunks: Joined[][] = [];
+  let bytes = 0;
+  for (const each of list) {
+    const last = chunks.at(-1);
+    if (last === undefined || bytes + each.json.length > MAX_JOINED_BYTES) {
+      chunks.push([each]);
+      bytes = each.json.length;
+    } else {
+      last.push(each);
+      bytes += each.json.length;
+    }
+  }
+  return chunks;
 }

@@ -255,14 +255,13 @@ export class Presence {
   }
 
   /**
-   * Tell the mesh a fresh peer joined. Peers that joined in the same batch are not told of
-   * each other: the roster in their `hello_ack` was read after the whole batch was recorded,
-   * so it lists them all (a storm of n new peers costs n frames each, not n² in all).
+   * Tell the mesh a fresh peer joined (lib/broker/hub.ts gathers the joins of a turn into
+   * shared frames). Peers that joined in the same batch are not told of each other: the
+   * roster in their `hello_ack` was read after the whole batch was recorded, so it lists them.
    */
   announceJoined(peer: Peer, roster: Roster, batchMates: ReadonlySet<string>): void {
     const view = roster.peers.get(peer.key);
-    if (view === undefined) return;
-    this.#ctx.hub.announce(peer.meshId, encodeFrame('system', { event: 'peer_joined', meshId: peer.meshId, peer: view, at: this.#at() }), peer.key, batchMates);
+    if (view !== undefined) this.#ctx.hub.announceJoined(peer.meshId, peer.key, view, batchMates);
   }
 
   /** A socket closed: inside its lease a peer still lists as online, so the roster stands. */

@@ -167,6 +167,11 @@ describe('sessions on one daemon', () => {
     assert.equal((await ask(bob, 'GET', '/v1/sessions/me', undefined, 'f'.repeat(64))).status, 401);
     assert.equal((await ask(bob, 'GET', '/v1/stream')).status, 401, 'a stream needs a session');
     await until('session links open', () => ([...bob.daemon.sessionLinks.values()].every((link) => link.isOpen) ? true : undefined));
+    // Joins that come together may reach alice in one peers_joined frame: her daemon tells each.
+    const joined = () => alice.daemon.events.list().filter((event) => event.kind === 'peer_joined').map((event) => (event.peer as { key: string }).key);
+    const sessionKeys = [String(first.body.sessionKey), String(second.body.sessionKey)];
+    await until('alice hears both sessions join', () => (sessionKeys.every((key) => joined().includes(key)) ? true : undefined));
+    for (const key of sessionKeys) assert.equal(joined().filter((each) => each === key).length, 1, 'each join told once');
     const streamA = await openStream(bob, tokenA);
     const streamB = await openStream(bob, tokenB);
 

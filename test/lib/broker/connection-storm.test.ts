@@ -9,6 +9,7 @@ import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
 import { metricSum } from '../../helpers/http.ts';
 import { seedMesh, TestPeer } from '../../helpers/peer.ts';
+import { waitUntil } from '../../helpers/wait.ts';
 import type { SeededMesh } from '../../helpers/peer.ts';
 
 // Far more hellos at once than the pool has connections (lib/broker/db.ts POOL_MAX).
@@ -47,5 +48,31 @@ describe('a connect storm', () => {
     const results = await Promise.allSettled(Array.from({ length: 20 }, () => TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: strangers.members[0]! })));
     assert.equal(results.filter((result) => result.status === 'rejected').length, 20, 'a key of another mesh is no member here');
     assert.equal(await metricSum(t.baseUrl, 'broker_connections_rejected_total') - before, 20);
+  });
+
+  it('tells those already online of every joiner exactly once, in far fewer frames than joiners, and no joiner of itself', async () => {
+    const crowd = await seedMesh(t.db.pool, 205);
+    const [watchers, joiners] = [crowd.members.slice(0, 5), crowd.members.slice(5)];
+    const online = await Promise.all(watchers.map((member) => TestPeer.connect(t.wsUrl, { meshId: crowd.meshId, member })));
+    const arrived = await Promise.all(joiners.map((member) => TestPeer.connect(t.wsUrl, { meshId: crowd.meshId, member })));
+    const joinedKeys = (peer: TestPeer) => peer.frames.filter((frame) => frame.type === 'system' && frame.event !== 'peer_left')
+      .flatMap((frame) => (frame.event === 'peers_joined' ? (frame.peers as Array<{ key: string }>) : [frame.peer as { key: string }]).map((view) => view.key));
+    const expected = joiners.map((member) => member.publicKey).sort();
+    const ofJoiners = (peer: TestPeer) => joinedKeys(peer).filter((key) => expected.includes(key)).sort();
+    for (const watcher of online) {
+      await waitUntil('every joiner told', async () => new Set(ofJoiners(watcher)).size === joiners.length);
+      assert.deepEqual(ofJoiners(watcher), expected, 'each joiner once');
+      const frames = watcher.frames.filter((frame) => frame.type === 'system').length;
+      assert.ok(frames < joiners.length / 4, `${frames} frames told ${joiners.length} joins`);
+    }
+    for (const peer of arrived) {
+      const told = joinedKeys(peer);
+      assert.ok(!told.includes(peer.key), 'nobody hears of itself');
+      assert.equal(new Set(told).size, told.length, 'nobody hears of the same joiner twice');
+      // what it was told plus its hello_ack roster covers everyone who came after the watchers
+      const listed = new Set([...(peer.ack?.peers as Array<{ key: string }>).map((view) => view.key), ...told]);
+      for (const key of expected) assert.ok(listed.has(key), 'every other joiner is in its roster or was told');
+    }
+    for (const peer of [...online, ...arrived]) peer.socket.terminate();
   });
 });

@@ -17,8 +17,10 @@ import type { Frame } from '../../helpers/peer.ts';
 
 const LEASE_MS = 300;
 
+// A peers_joined frame tells of several joins at once: each counts as that peer's peer_joined.
 const events = (peer: TestPeer, key: string) =>
-  peer.frames.filter((frame) => frame.type === 'system' && frame.peer?.key === key).map((frame: Frame) => `${frame.event}${frame.reason === undefined ? '' : `:${frame.reason}`}`);
+  peer.frames.filter((frame) => frame.type === 'system' && (frame.peer?.key === key || (frame.peers as Array<{ key: string }> | undefined)?.some((view) => view.key === key)))
+    .map((frame: Frame) => `${frame.event === 'peers_joined' ? 'peer_joined' : frame.event}${frame.reason === undefined ? '' : `:${frame.reason}`}`);
 
 describe('peer events', () => {
   let t: TestBroker;
