@@ -62,7 +62,7 @@ export interface RunWorld {
   wsUrl: string;
   /** one per broker instance (all on the same database) */
   wsUrls: string[];
-  /** start sampling CPU and memory (of every instance together) */
+  /** start sampling CPU and memory (of every instance together), and the event-loop window */
   measure(): () => { broker: Usage; postgres: Usage | undefined };
   eventLoopP99Ms(): Promise<number>;
   close(): Promise<void>;
@@ -102,6 +102,9 @@ export async function startRun(postgres: Postgres, extraEnv: Record<string, stri
     wsUrl: `ws://127.0.0.1:${broker.port}/ws`,
     wsUrls: brokers.map((each) => `ws://127.0.0.1:${each.port}/ws`),
     measure() {
+      // The broker's event-loop p99 covers the time since its previous scrape: scrape now, so
+      // that the one read at the end covers the measured window only.
+      void Promise.all(brokers.map((each) => fetch(`${each.baseUrl}/metrics`).then((response) => response.arrayBuffer()).catch(() => undefined)));
       const brokerSampler = new Sampler(() => brokerPids);
       const pgSampler = postgres.postmasterPid === undefined ? undefined : new Sampler(() => childrenOf(postgres.postmasterPid ?? 0));
       brokerSampler.start();

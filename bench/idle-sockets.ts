@@ -13,8 +13,8 @@ const MB = 1024 * 1024;
 // Longer than the broker's 30 s ping interval (lib/broker/hub.ts PING_INTERVAL_MS).
 const IDLE_MS = 35_000;
 const CONNECT_CONCURRENCY = 100;
-// While idle, the broker is asked for /health this often: a stalled event loop shows as a
-// slow answer (the broker's own loop-delay gauge counts since start, connects included).
+// While idle, the broker is asked for /health this often (its answer waits for a database
+// ping, so it shows Postgres too); the broker's own loop-delay gauge covers the idle time only.
 const PROBE_EVERY_MS = 100;
 
 export interface IdleResult {

@@ -154,7 +154,7 @@ for (const r of connects) {
 }
 for (const r of idles) {
   lines.push('');
-  lines.push(`${r.point}: ${r.connected}/${r.sockets} connected in ${fmt(r.connectSeconds)} s, ${r.stillOpen} still open after ${fmt(r.idleSeconds, 0)} s idle (a ping cycle); broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB, CPU ${fmt(r.brokerCpuSeconds)} s while idle; /health answered p50 ${fmt(r.healthMs.p50)} ms / p99 ${fmt(r.healthMs.p99)} ms / max ${fmt(r.healthMs.max)} ms while idle (event loop p99 since start, connects included: ${fmt(r.eventLoopP99Ms)} ms)`);
+  lines.push(`${r.point}: ${r.connected}/${r.sockets} connected in ${fmt(r.connectSeconds)} s, ${r.stillOpen} still open after ${fmt(r.idleSeconds, 0)} s idle (a ping cycle); broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB, CPU ${fmt(r.brokerCpuSeconds)} s while idle; /health answered p50 ${fmt(r.healthMs.p50)} ms / p99 ${fmt(r.healthMs.p99)} ms / max ${fmt(r.healthMs.max)} ms while idle (its answer includes a database ping); event loop p99 while idle ${fmt(r.eventLoopP99Ms)} ms`);
 }
 for (const r of daemonRuns) {
   lines.push('');

@@ -63,7 +63,7 @@ const QUERY_ROWS = {
     state: 'queued' | 'delivered' | 'surfaced' | 'read' | 'expired'; queued_at: Date; delivered_at: Date | null; surfaced_at: Date | null;
     read_at: Date | null; expired_at: Date | null; pushes: number;
   }>(),
-  pending_recipients: rows<{ mesh_id: string; recipient_key: string }>(),
+  pending_recipients: rows<{ mesh_id: string; recipient_key: string; urgent: boolean }>(),
   expire_deliveries: rows<never>(),
   purge_messages: rows<never>(),
   purge_presences: rows<never>(),

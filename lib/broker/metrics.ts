@@ -185,8 +185,15 @@ function healthGauges(sources: MetricsSources, loopDelay: ReturnType<typeof moni
     }),
     new Gauge('process_start_time_seconds', 'Start time of the broker process since the Unix epoch, in seconds.',
       () => Math.round((Date.now() - process.uptime() * 1000) / 1000)),
-    new Gauge('nodejs_eventloop_delay_p99_seconds', 'Event loop delay, 99th percentile since start.',
-      () => loopDelay.percentile(99) / 1e9),
+    // Since the previous scrape (then reset): a stall an hour ago must not hide today's, nor
+    // the connects of the first minute every later minute. Node's histogram records the whole
+    // interval between its timer's runs, so an idle process reads the resolution itself
+    // (20 ms): that part is not delay and is taken off.
+    new Gauge('nodejs_eventloop_delay_p99_seconds', 'Event loop delay (beyond the timer interval), 99th percentile since the previous scrape.', () => {
+      const p99 = Math.max(0, loopDelay.percentile(99) / 1e6 - EVENT_LOOP_RESOLUTION_MS) / 1e3;
+      loopDelay.reset();
+      return p99;
+    }),
   ];
 }
 

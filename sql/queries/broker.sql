@@ -228,13 +228,14 @@ WHERE message_id = $1 AND mesh_id = $2 AND sender_member_key = $3
 ORDER BY id;
 
 -- name: pending_recipients
--- redelivery tick: which live recipients have rows they could take now
-SELECT DISTINCT d.mesh_id, d.recipient_key
+-- redelivery tick: which of these live keys have rows they could take now, and whether any
+-- is `now` (held priorities go only to an idle recipient; lib/broker/delivery.ts decides)
+SELECT d.mesh_id, d.recipient_key, bool_or(d.priority = 'now') AS urgent
 FROM deliveries d
-JOIN unnest($1::text[], $2::text[], $3::bool[]) AS k(mesh_id, key, take_held)
+JOIN unnest($1::text[], $2::text[]) AS k(mesh_id, key)
   ON d.mesh_id = k.mesh_id AND d.recipient_key = k.key
 WHERE d.state = 'queued' AND (d.claimed_until IS NULL OR d.claimed_until < now()) AND d.expires_at > now()
-  AND (k.take_held OR d.priority = 'now');
+GROUP BY d.mesh_id, d.recipient_key;
 
 -- name: expire_deliveries
 WITH due AS (
