@@ -29,4 +29,4 @@ EXPOSE 7900
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.BROKER_PORT||7900)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 # Memory flags: the same as `npm start` (see README, "Memory").
-CMD ["node", "--max-semi-space-size=4", "--max-old-space-size=192", "broker.ts"]
+CMD ["node", "--max-semi-space-size=8", "--max-old-space-size=192", "broker.ts"]

@@ -32,7 +32,7 @@ export default {
       policy: 'proxied',
       cwd: '{{releasePath}}',
       // The flags of `npm start`; exec, so that the broker itself gets rollbridge's signals.
-      command: 'exec node_modules/.bin/node --max-semi-space-size=4 --max-old-space-size=192 broker.ts',
+      command: 'exec node_modules/.bin/node --max-semi-space-size=8 --max-old-space-size=192 broker.ts',
       port: { from: 17_900, to: 17_999 },
       env: {
         DATABASE_URL: '{{env.DATABASE_URL}}',

@@ -105,7 +105,7 @@ describe(`fuzzing the broker (${FRAMES} frames, ${BODIES} HTTP bodies, seed ${SE
     mesh = await seedMesh(pool, 6);
     await pool.end();
     // The memory flags of npm start, so that RSS shows what is kept, not what a lazy GC left.
-    broker = await startBroker(brokerEnv({ DATABASE_URL: database.url, MAX_MESSAGE_BYTES: '65536' }), ['--max-semi-space-size=4', '--max-old-space-size=192']);
+    broker = await startBroker(brokerEnv({ DATABASE_URL: database.url, MAX_MESSAGE_BYTES: '65536' }), ['--max-semi-space-size=8', '--max-old-space-size=192']);
   });
   after(async () => {
     await broker.stop('SIGTERM');

@@ -11,7 +11,7 @@ import { cmError } from '../errors.ts';
 import { encodeFrame } from '../protocol.ts';
 import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
 import { sendFrame } from '../ws-writes.ts';
-import { query, transaction } from './db.ts';
+import { arrayLiteral, query, transaction } from './db.ts';
 import { entryKey } from './hub.ts';
 import type { Peer } from './hub.ts';
 import { OFFLINE_PRESENCE_SECONDS } from './presence.ts';
@@ -188,7 +188,7 @@ export class Delivery {
       // so its commit does not wait for the disk: the sends' commits do.
       transaction(this.#ctx.pool, async (client) => {
         await query(client, 'commit_without_flush', []);
-        await query(client, 'ack_deliveries', [batch.messageIds, batch.recipients]);
+        await query(client, 'ack_deliveries', [arrayLiteral(batch.messageIds), arrayLiteral(batch.recipients)]);
       }).then(
         () => undefined,
         (error: unknown) => this.#ctx.log.warn('ack flush failed; the rows stay queued and will be pushed again', { count: batch.messageIds.length, error }),
@@ -239,7 +239,7 @@ export class Delivery {
       const online = [...hub.online()].filter((peer) => !this.#catchingUp.has(peer));
       for (let start = 0; start < online.length; start += REDELIVERY_SLICE) {
         const slice = online.slice(start, start + REDELIVERY_SLICE);
-        const { rows } = await query(pool, 'pending_recipients', [slice.map((peer) => peer.meshId), slice.map((peer) => peer.key)]);
+        const { rows } = await query(pool, 'pending_recipients', [arrayLiteral(slice.map((peer) => peer.meshId)), arrayLiteral(slice.map((peer) => peer.key))]);
         for (const row of rows) {
           const peer = hub.get(row.mesh_id, row.recipient_key);
           if (peer === undefined) continue;

@@ -13,7 +13,7 @@ import type { CmError } from '../errors.ts';
 import { groupMatches, MAX_HOPS } from '../protocol.ts';
 import type { AckFrame, SendFrame } from '../protocol.ts';
 import { KeyedTokenBuckets } from '../token-bucket.ts';
-import { failureOf, query, transaction } from './db.ts';
+import { arrayLiteral, failureOf, query, transaction } from './db.ts';
 import type { Row } from './db.ts';
 import { SIGNAL_DELIVERIES } from './hub.ts';
 import type { Peer } from './hub.ts';
@@ -220,10 +220,12 @@ export class Sender {
         firstRow.push(position === 0);
       });
     });
-    const { rows } = fresh.length === 0 ? { rows: [] } : await query(client, 'insert_deliveries', [
+    const columns = [
       fresh.map((p) => p.messageId), fresh.map((p) => p.peer.meshId), fresh.map((p) => p.peer.key), fresh.map((p) => p.peer.memberKey), fresh.map((p) => p.frame.clientMessageId),
-      fresh.map((p) => p.fingerprint), fresh.map((p) => p.frame.target), fresh.map((p) => p.frame.priority), fresh.map((p) => p.frame.hops),
-      ...envelopes, config.messageTtlSeconds, delivery.claimSeconds, instanceId, firstRow,
+      fresh.map((p) => p.fingerprint), fresh.map((p) => p.frame.target), fresh.map((p) => p.frame.priority), fresh.map((p) => p.frame.hops), ...envelopes,
+    ].map(arrayLiteral);
+    const { rows } = fresh.length === 0 ? { rows: [] } : await query(client, 'insert_deliveries', [
+      ...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId, arrayLiteral(firstRow),
     ]);
     this.#grew(rows.length);
     const written = new Map<string, { at: Date; recipients: string[] }>();
