@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { embeddedPostgres } from '../lib/embedded-pg.ts';
 import type { EmbeddedPostgres } from '../lib/embedded-pg.ts';
+import { BINARY_RELOCATION } from './helpers/db.ts';
 import { freePort } from './helpers/ports.ts';
 
 const DEFAULT_PATTERNS = ['test/**/*.test.ts'];
@@ -32,8 +33,7 @@ if (adminUrl === undefined || adminUrl === '') {
   // As root in a clone others cannot enter (under /root, say), the postgres user cannot
   // reach the binaries in node_modules: a copy is kept where it can (reused by later runs).
   // The cluster itself is in the temporary directory, which it can reach.
-  const relocation = { dir: process.env.EMBEDDED_PG_RELOCATE_DIR || join(tmpdir(), 'claudemesh-pg-binaries'), cluster: false };
-  cluster = await embeddedPostgres({ baseDir, port: await freePort(), relocation });
+  cluster = await embeddedPostgres({ baseDir, port: await freePort(), relocation: BINARY_RELOCATION });
   await cluster.start();
   adminUrl = cluster.url;
   process.stderr.write(`test run: embedded Postgres on port ${cluster.port} ready in ${Date.now() - started} ms\n`);

@@ -2,10 +2,19 @@
 // CM_TEST_DATABASE_URL) and dropped when the file is done.
 
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 
 const DRAIN_ATTEMPTS = 100;
 const DRAIN_POLL_MS = 20;
+
+/**
+ * Where a test's own embedded cluster keeps its copy of the Postgres binaries when root runs
+ * the suite from a clone the postgres user cannot enter (under /root, say); elsewhere it is
+ * not used. The clusters themselves stay in each test's temporary directory.
+ */
+export const BINARY_RELOCATION = { dir: process.env.EMBEDDED_PG_RELOCATE_DIR || join(tmpdir(), 'claudemesh-pg-binaries'), cluster: false };
 
 export interface TestDatabase {
   url: string;

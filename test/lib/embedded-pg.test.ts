@@ -12,6 +12,7 @@ import pg from 'pg';
 import { embeddedPostgres } from '../../lib/embedded-pg.ts';
 import { isCmError } from '../../lib/errors.ts';
 import { freePort, takenPort } from '../helpers/ports.ts';
+import { BINARY_RELOCATION } from '../helpers/db.ts';
 
 const asRoot = process.getuid?.() === 0;
 const made: string[] = [];
@@ -47,13 +48,13 @@ describe('embeddedPostgres', () => {
   it('lets one process at a time use a data dir, naming the holder', async () => {
     const baseDir = join(await tempDir('cm-epg-lock-'), 'data');
     const port = await freePort();
-    const first = await embeddedPostgres({ baseDir, port });
-    const refused = await rejection(embeddedPostgres({ baseDir, port }));
+    const first = await embeddedPostgres({ baseDir, port, relocation: BINARY_RELOCATION });
+    const refused = await rejection(embeddedPostgres({ baseDir, port, relocation: BINARY_RELOCATION }));
     assert.equal(refused.code, 'CM_ERR_DATA_DIR_IN_USE');
     assert.match(refused.message, new RegExp(`in use by another broker: pid ${process.pid} `));
     await first.stop();
     assert.equal(existsSync(join(baseDir, 'cluster.lock')), false, 'stop releases the data dir');
-    const next = await embeddedPostgres({ baseDir, port });
+    const next = await embeddedPostgres({ baseDir, port, relocation: BINARY_RELOCATION });
     await next.stop();
   });
 
@@ -61,7 +62,7 @@ describe('embeddedPostgres', () => {
     const { port, release } = await takenPort();
     const baseDir = join(await tempDir('cm-epg-port-'), 'data');
     try {
-      const refused = await rejection(embeddedPostgres({ baseDir, port }));
+      const refused = await rejection(embeddedPostgres({ baseDir, port, relocation: BINARY_RELOCATION }));
       assert.equal(refused.code, 'CM_ERR_PORT_IN_USE');
       assert.match(refused.message, new RegExp(`port ${port} \\(EMBEDDED_PG_PORT\\) is in use by pid ${process.pid} `));
       assert.match(refused.hint, /EMBEDDED_PG_PORT/);
@@ -74,12 +75,12 @@ describe('embeddedPostgres', () => {
 
   it('never touches a Postgres that another live broker started on the cluster', async () => {
     const baseDir = join(await tempDir('cm-epg-other-'), 'data');
-    const running = await embeddedPostgres({ baseDir, port: await freePort() });
+    const running = await embeddedPostgres({ baseDir, port: await freePort(), relocation: BINARY_RELOCATION });
     await running.start();
     try {
       // a broker from before the data dir lock: its Postgres runs, but no lock says so
       await rm(join(baseDir, 'cluster.lock'));
-      const second = await embeddedPostgres({ baseDir, port: await freePort() });
+      const second = await embeddedPostgres({ baseDir, port: await freePort(), relocation: BINARY_RELOCATION });
       const refused = await rejection(second.start());
       await second.stop();
       assert.equal(refused.code, 'CM_ERR_DATA_DIR_IN_USE');

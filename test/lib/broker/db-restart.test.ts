@@ -22,6 +22,7 @@ import { seedMesh, TestPeer } from '../../helpers/peer.ts';
 import type { Frame } from '../../helpers/peer.ts';
 import { freePort } from '../../helpers/ports.ts';
 import { waitUntil } from '../../helpers/wait.ts';
+import { BINARY_RELOCATION } from '../../helpers/db.ts';
 
 const SEND_INTERVAL_MS = 5; // about 200 sends a second, the rate of the outside report
 const OUTAGE_MS = 1_500;
@@ -48,7 +49,7 @@ describe('Postgres restarting under the broker', () => {
 
   before(async () => {
     baseDir = await mkdtemp(join(tmpdir(), 'cm-restart-pg-'));
-    cluster = await embeddedPostgres({ baseDir, port: await freePort() });
+    cluster = await embeddedPostgres({ baseDir, port: await freePort(), relocation: BINARY_RELOCATION });
     await cluster.start();
     const admin = new pg.Client({ connectionString: cluster.url });
     await admin.connect();

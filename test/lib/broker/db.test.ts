@@ -12,7 +12,7 @@ import type { EmbeddedPostgres } from '../../../lib/embedded-pg.ts';
 import { createLogger } from '../../../lib/log.ts';
 import { createDatabase } from '../../../lib/broker/db.ts';
 import { brokerEnv, startBroker } from '../../helpers/broker-process.ts';
-import { createTestDatabase } from '../../helpers/db.ts';
+import { BINARY_RELOCATION, createTestDatabase } from '../../helpers/db.ts';
 import { freePort } from '../../helpers/ports.ts';
 
 const POLL_MS = 100;
@@ -36,7 +36,7 @@ describe('broker with Postgres going away', () => {
 
   before(async () => {
     baseDir = await mkdtemp(join(tmpdir(), 'cm-outage-pg-'));
-    cluster = await embeddedPostgres({ baseDir, port: await freePort() });
+    cluster = await embeddedPostgres({ baseDir, port: await freePort(), relocation: BINARY_RELOCATION });
     await cluster.start();
   });
   after(async () => {
