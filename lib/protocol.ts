@@ -82,10 +82,11 @@ function list<T>(item: Check<T>, min: number, max: number, expected: string): Ch
 }
 /** An object check; its field names stay readable (docs/protocol.md is checked against them). */
 function object<S extends Shape>(shape: S): Check<Of<S>> & { fields: string[] } {
+  const entries = Object.entries(shape);
   const check: Check<Of<S>> = (value, field) => {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) bad(field, `an object {${Object.keys(shape).join(', ')}}`, value);
     const out: Record<string, unknown> = {};
-    for (const [name, check] of Object.entries(shape)) {
+    for (const [name, check] of entries) {
       const parsed = check((value as Record<string, unknown>)[name], field === '' ? name : `${field}.${name}`);
       if (parsed !== undefined) out[name] = parsed;
     }

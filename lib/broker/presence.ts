@@ -142,9 +142,15 @@ export class Presence {
   }
 
   /** The roster, cached briefly; concurrent readers share one load. */
-  async roster(meshId: string): Promise<Roster> {
+  /** The roster when a fresh one is cached (no promise: the send path asks for it per message). */
+  cachedRoster(meshId: string): Roster | undefined {
     const cached = this.#cache.get(meshId);
-    if (cached !== undefined && this.#ctx.now() - cached.loadedAt < ROSTER_CACHE_MS) return cached.roster;
+    return cached !== undefined && this.#ctx.now() - cached.loadedAt < ROSTER_CACHE_MS ? cached.roster : undefined;
+  }
+
+  async roster(meshId: string): Promise<Roster> {
+    const cached = this.cachedRoster(meshId);
+    if (cached !== undefined) return cached;
     const inFlight = this.#loading.get(meshId);
     if (inFlight !== undefined) return inFlight;
     const version = this.#versions.get(meshId) ?? 0;

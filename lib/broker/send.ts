@@ -102,7 +102,7 @@ export class Sender {
     }
     let roster: Roster;
     try {
-      roster = await this.#ctx.presence.roster(peer.meshId);
+      roster = this.#ctx.presence.cachedRoster(peer.meshId) ?? await this.#ctx.presence.roster(peer.meshId);
     } catch (error) {
       return refuse('db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the roster could not be read; nothing was stored', { cause: error }));
     }
