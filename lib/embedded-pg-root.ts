@@ -156,20 +156,24 @@ async function sharedDir(relocateDir: string, user: PgUser): Promise<void> {
 export async function placeAsRoot(baseDir: string, nativeDir: string, relocation: Relocation | undefined): Promise<RootPlacement> {
   const user = postgresUser();
   const notes: string[] = [];
-  let binaries = nativeDir;
-  if (!reachable(join(nativeDir, 'bin', 'postgres'), user)) {
-    const why = outOfReach(nativeDir, user);
-    if (relocation === undefined) throw cmError('CM_ERR_EMBEDDED_PG_START', why, { hint: 'run from a directory others may traverse, run as a plain user, or set DATABASE_URL to your own Postgres' });
-    await sharedDir(relocation.dir, user);
-    binaries = await copyBinaries(nativeDir, relocation.dir);
-    notes.push(`binaries run from a copy in ${binaries}: ${why}`);
+  const binariesWhy = reachable(join(nativeDir, 'bin', 'postgres'), user) ? undefined : outOfReach(nativeDir, user);
+  if (binariesWhy !== undefined && relocation === undefined) {
+    throw cmError('CM_ERR_EMBEDDED_PG_START', binariesWhy, { hint: 'run from a directory others may traverse, run as a plain user, or set DATABASE_URL to your own Postgres' });
   }
+  // The binaries are copied only once the cluster's place is settled: a refusal below leaves
+  // nothing behind anywhere.
+  const placed = async (dataDir: string): Promise<RootPlacement> => {
+    if (binariesWhy === undefined || relocation === undefined) return { user, nativeDir, dataDir, notes };
+    await sharedDir(relocation.dir, user);
+    const binaries = await copyBinaries(nativeDir, relocation.dir);
+    return { user, nativeDir: binaries, dataDir, notes: [`binaries run from a copy in ${binaries}: ${binariesWhy}`, ...notes] };
+  };
   const inPlace = join(baseDir, CLUSTER_SUBDIR);
   const inPlaceResult = async (): Promise<RootPlacement> => {
     await chmod(baseDir, TRAVERSE_ONLY);
     await mkdir(inPlace, { recursive: true, mode: OWNER_ONLY });
     await chown(inPlace, user.uid, user.gid);
-    return { user, nativeDir: binaries, dataDir: inPlace, notes };
+    return placed(inPlace);
   };
   if (existsSync(join(inPlace, 'PG_VERSION'))) {
     if (!reachable(dirname(baseDir), user)) {
@@ -182,7 +186,7 @@ export async function placeAsRoot(baseDir: string, nativeDir: string, relocation
   const recorded = (await readFile(join(baseDir, LOCATION_FILE), 'utf8').catch(() => '')).trim();
   if (recorded !== '' && existsSync(join(recorded, 'PG_VERSION'))) {
     notes.push(`cluster kept in ${recorded} (recorded in ${join(baseDir, LOCATION_FILE)})`);
-    return { user, nativeDir: binaries, dataDir: recorded, notes };
+    return placed(recorded);
   }
   if (recorded !== '') notes.push(`the cluster recorded in ${join(baseDir, LOCATION_FILE)} (${recorded}) is gone: a new one is made`);
   if (reachable(dirname(baseDir), user)) return inPlaceResult();
@@ -199,5 +203,5 @@ export async function placeAsRoot(baseDir: string, nativeDir: string, relocation
   await chown(moved, user.uid, user.gid);
   await writeFile(join(baseDir, LOCATION_FILE), `${moved}\n`);
   notes.push(`cluster kept in ${moved} (recorded in ${join(baseDir, LOCATION_FILE)}): ${why}`);
-  return { user, nativeDir: binaries, dataDir: moved, notes };
+  return placed(moved);
 }
