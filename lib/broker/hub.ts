@@ -71,7 +71,7 @@ type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false;
 
 /** One key for a (mesh, key) pair, wherever a map is keyed by both. */
 /** A fresh peer to announce: its view, and the peers of its hello batch (they know of it). */
-interface Joined { key: string; view: object; json: string; mates: ReadonlySet<string> }
+interface Joined { key: string; json: string; mates: ReadonlySet<string> }
 
 export const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
 
@@ -208,7 +208,7 @@ export class Hub {
   announceJoined(meshId: string, key: string, view: object, batchMates: ReadonlySet<string>): void {
     if (this.#joins.size === 0) setTimeout(() => this.#tellJoins(), JOIN_GATHER_MS).unref();
     const list = this.#joins.get(meshId) ?? [];
-    list.push({ key, view, json: JSON.stringify(view), mates: batchMates });
+    list.push({ key, json: JSON.stringify(view), mates: batchMates });
     this.#joins.set(meshId, list);
   }
 
@@ -220,6 +220,7 @@ export class Hub {
       const list = this.#joins.get(meshId);
       if (list === undefined) continue;
       this.#joins.delete(meshId);
+      // Each view is encoded once, when announced, and spliced into whichever frames carry it.
       const frameOf = (chunk: readonly Joined[]): string => (chunk.length === 1
         ? `{"type":"system","event":"peer_joined","meshId":${JSON.stringify(meshId)},"at":"${at}","peer":${chunk[0]?.json}}`
         : `{"type":"system","event":"peers_joined","meshId":${JSON.stringify(meshId)},"at":"${at}","peers":[${chunk.map((each) => each.json).join(',')}]}`);
@@ -348,11 +349,14 @@ export class Hub {
     if (this.#beating) return;
     this.#beating = true;
     try {
-      const now = this.#ctx.now();
       const { pingIntervalMs, pongTimeoutMs } = this.#ctx.timings;
+      let now = this.#ctx.now();
       let done = 0;
       for (const peer of [...this.online()]) {
-        if (done > 0 && done % HEARTBEAT_SLICE === 0) await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_PAUSE_MS));
+        if (done > 0 && done % HEARTBEAT_SLICE === 0) {
+          await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_PAUSE_MS));
+          now = this.#ctx.now();
+        }
         done += 1;
         const socket = peer.socket;
         if (socket === null) continue;
