@@ -27,13 +27,13 @@ import { createUpgrade, HELLO_TIMEOUT_MS, serveConnection, unsentBytes } from '.
 import { createDatabase, migrate, query } from './lib/broker/db.ts';
 import type { Database } from './lib/broker/db.ts';
 import { CLAIM_MS, Delivery, REDELIVERY_TICK_MS, SWEEP_INTERVAL_MS } from './lib/broker/delivery.ts';
-import { createHttpHandler } from './lib/broker/http.ts';
+import { createHttpHandler, hookRoute } from './lib/broker/http.ts';
 import type { HealthReport } from './lib/broker/http.ts';
 import { Hub, LEASE_MS, PING_INTERVAL_MS, PONG_TIMEOUT_MS } from './lib/broker/hub.ts';
 import { membershipRoutes } from './lib/broker/membership.ts';
 import { createBrokerMetrics } from './lib/broker/metrics.ts';
 import type { BrokerMetrics } from './lib/broker/metrics.ts';
-import { hookRoute, INSTANCE_BEAT_MS, Presence, TTL_SWEEP_INTERVAL_MS } from './lib/broker/presence.ts';
+import { INSTANCE_BEAT_MS, Presence, TTL_SWEEP_INTERVAL_MS } from './lib/broker/presence.ts';
 import { SEND_GATHER_MS, Sender } from './lib/broker/send.ts';
 
 const SHUTDOWN_TIMEOUT_MS = 4_000;

@@ -13,11 +13,10 @@
 // socket: there is no handle to hand out that could go stale.
 
 import { WebSocket } from 'ws';
-import { cmError, ERROR_CODES } from '../lib/errors.ts';
-import type { CmError, ErrorCode } from '../lib/errors.ts';
+import { cmError } from '../lib/errors.ts';
 import { sign } from '../lib/crypto.ts';
 import {
-  attestationSigningString, encodeFrame, helloSigningString, isTerminalClose, parseServerFrame, sessionHelloSigningString,
+  attestationSigningString, encodeFrame, helloSigningString, isTerminalClose, parseServerFrame, refusalOf, sessionHelloSigningString,
 } from '../lib/protocol.ts';
 import type { ClientFrame, HelloAckFrame, MemberView, PeerView, PushFrame, ServerFrame, ServerFrameOf, ServerFrameType } from '../lib/protocol.ts';
 
@@ -75,7 +74,7 @@ export interface LinkStatus {
   nextRetryAt: number | null;
 }
 
-interface LinkHandlers {
+export interface LinkHandlers {
   onOpen?(ack: HelloAckFrame): void;
   /** every roster the broker gives (hello_ack, peers), so the daemon can keep the last one */
   onRoster?(roster: Roster): void;
@@ -395,13 +394,4 @@ export class BrokerLink {
       setTimeout(() => socket.terminate(), this.#timings.helloAckTimeoutMs).unref();
     });
   }
-}
-
-/** The broker's refusal as our error: its code when we know it, its message and hint as sent. */
-function refusalOf(answer: ServerFrame, request: string): CmError {
-  if (answer.type === 'error' || (answer.type === 'ack' && !answer.queued)) {
-    const code = (Object.hasOwn(ERROR_CODES, answer.code) ? answer.code : 'CM_ERR_INTERNAL') as ErrorCode;
-    return cmError(code, answer.message, { hint: answer.hint, ...(answer.details === undefined ? {} : { details: answer.details }) });
-  }
-  return cmError('CM_ERR_INTERNAL', `the broker answered ${request} with a ${answer.type} frame`);
 }

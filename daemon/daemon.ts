@@ -14,7 +14,7 @@ import { EventRing } from './events.ts';
 import { Inbox } from './inbox.ts';
 import type { InboxQuery, InboxRow } from './inbox.ts';
 import { Outbox } from './outbox.ts';
-import { receivePush } from './receive.ts';
+import { linkHandlers } from './link-handlers.ts';
 import { checkSendInput } from './send-input.ts';
 import type { SendInput } from './send-input.ts';
 import type { OutboxRow, OutboxStatus, SendRequest } from './outbox.ts';
@@ -28,7 +28,7 @@ import type { MembershipRecord } from './roster-store.ts';
 import { meshForTarget, planSend } from './send-plan.ts';
 import type { RosterView } from './send-plan.ts';
 import { publicSession, sessionAlive, SessionRegistry } from './sessions.ts';
-import { reported, storing } from './storage.ts';
+import { storing } from './storage.ts';
 import type { SessionRecord } from './sessions.ts';
 
 const PRUNE_INTERVAL_MS = 3600 * 1000;
@@ -104,27 +104,10 @@ export class Daemon {
       },
       ...(this.#timings.link === undefined ? {} : { timings: this.#timings.link }),
       now: this.#now,
-      // Handlers that write to disk report a failure (storage.ts) rather than end the process.
-      handlers: {
-        onOpen: reported(this.events, this.paths.dir, 'recording the membership', () => {
-          this.#sender.wake();
-          if (session === undefined) this.meshState.opened(mesh);
-        }),
-        onRoster: reported(this.events, this.paths.dir, 'keeping the roster', (roster) => void (session === undefined && this.meshState.rosterSeen(mesh.meshId, roster))),
-        // Not stored means not acknowledged: the broker pushes it again.
-        onPush: reported(this.events, this.paths.dir, 'storing a pushed message (not acknowledged: the broker pushes it again)',
-          (frame) => receivePush({ link, meshId: mesh.meshId, frame, inbox: this.inbox, events: this.events, now: this.#now })),
-        // System events are the mesh's, not a connection's: take them from the member link only.
-        onSystem: (frame) => {
-          if (session !== undefined) return;
-          if (frame.event === 'peer_left') this.events.push('peer_left', { meshId: mesh.meshId, peer: frame.peer, reason: frame.reason });
-          else for (const peer of frame.peers ?? (frame.peer === undefined ? [] : [frame.peer])) this.events.push('peer_joined', { meshId: mesh.meshId, peer });
-        },
-        onEvent: reported(this.events, this.paths.dir, 'recording the end of a membership', (kind, fields) => {
-          this.events.push(kind, { ...fields, mesh: mesh.name, ...(session === undefined ? {} : { session: session.name }) });
-          if (session === undefined && kind === 'link_stopped' && fields.terminal === true) this.#ended(mesh, link);
-        }),
-      },
+      handlers: linkHandlers({
+        events: this.events, inbox: this.inbox, meshState: this.meshState, dir: this.paths.dir, now: this.#now,
+        wake: () => this.#sender.wake(), ended: (ended, endedLink) => this.#ended(ended, endedLink),
+      }, mesh, session, () => link),
     });
     link.start();
     return link;
@@ -140,11 +123,6 @@ export class Daemon {
     const keys = [link.key, ...this.sessions.list().filter((each) => each.meshId === mesh.meshId).map((each) => each.sessionKey)];
     const abandoned = keys.reduce((sum, key) => sum + this.outbox.abandon(key, `mesh ${mesh.name}: ${record.state} (${record.reason ?? ''}) before the message left`), 0);
     if (abandoned > 0) this.events.push('send_dead', { meshId: mesh.meshId, abandoned, membership: record.state });
-  }
-
-  /** What the broker last said about this member key in this mesh (undefined: never asked). */
-  membership(mesh: MeshIdentity): MembershipRecord | undefined {
-    return this.meshState.membership(mesh);
   }
 
   start(): void {
@@ -279,10 +257,10 @@ export class Daemon {
   /** The caller's connection (its session's, else the member's), once its first connect attempt ended; refused when removed. */
   async #callerLink(wanted: string | undefined, session: SessionRecord | undefined): Promise<{ mesh: MeshIdentity; link: BrokerLink }> {
     const mesh = this.mesh(wanted ?? session?.meshId);
-    refuseIfRemoved(mesh.name, this.membership(mesh));
+    refuseIfRemoved(mesh.name, this.meshState.membership(mesh));
     const link = (session?.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined) ?? this.#link(mesh);
     await link.firstAttempt(FIRST_CONNECT_WAIT_MS);
-    refuseIfRemoved(mesh.name, this.membership(mesh));
+    refuseIfRemoved(mesh.name, this.meshState.membership(mesh));
     return { mesh, link };
   }
 
@@ -304,7 +282,7 @@ export class Daemon {
    */
   async send(input: SendInput, session?: SessionRecord): Promise<SendOutcome> {
     const mesh = this.#meshFor(input, session);
-    refuseIfRemoved(mesh.name, this.membership(mesh));
+    refuseIfRemoved(mesh.name, this.meshState.membership(mesh));
     const sessionLink = session !== undefined && session.meshId === mesh.meshId ? this.sessionLinks.get(session.token) : undefined;
     const link = sessionLink ?? this.#link(mesh);
     const { priority, clientMessageId } = checkSendInput(input);
@@ -313,7 +291,7 @@ export class Daemon {
     if (existing !== undefined) return sendOutcome(existing.status, existing.row, mesh.name, link.isOpen, this.meshState.known(mesh.meshId)?.roster);
     await link.firstAttempt(FIRST_CONNECT_WAIT_MS);
     // The first attempt may have ended the membership (a kicked member's daemon restarted).
-    refuseIfRemoved(mesh.name, this.membership(mesh));
+    refuseIfRemoved(mesh.name, this.meshState.membership(mesh));
     const view = await this.rosterView(mesh, link);
     const encrypted = planSend(input.to, input.text, view, { key: link.key, memberKey: mesh.publicKey, secret: link.secret });
     const result = storing(this.paths.dir, `message ${clientMessageId} was not queued`, () => this.outbox.enqueue(clientMessageId, request, encrypted));
@@ -371,7 +349,7 @@ export class Daemon {
     const meshes = this.#config.meshes.map((mesh) => {
       const link = this.links.get(mesh.meshId);
       const status: LinkStatus = link?.status() ?? { state: 'stopped', since: this.startedAt, attempts: 0, lastError: `join ${mesh.status}`, terminal: null, nextRetryAt: null };
-      return { meshId: mesh.meshId, name: mesh.name, ...status, membership: this.membership(mesh) ?? null };
+      return { meshId: mesh.meshId, name: mesh.name, ...status, membership: this.meshState.membership(mesh) ?? null };
     });
     const sessions = this.sessions.list().map((record) => ({
       name: record.name, meshId: record.meshId, sessionKey: record.sessionKey, pid: record.pid, ...this.sessionLinks.get(record.token)?.status(),

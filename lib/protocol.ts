@@ -5,8 +5,8 @@
 // that does not fit its shape is refused with CM_ERR_BAD_FRAME naming the field and the
 // value received. Also: the close-code table and the handshake signing strings.
 
-import { cmError } from './errors.ts';
-import type { CmError } from './errors.ts';
+import { cmError, ERROR_CODES } from './errors.ts';
+import type { CmError, ErrorCode } from './errors.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX, signingString } from './crypto.ts';
 import { PRIORITIES, STATUSES } from './wire-values.ts';
 
@@ -252,6 +252,15 @@ export function encodeFrame<T extends ServerFrameType>(type: T, fields: Omit<Ser
 export function encodeFrame<T extends ClientFrameType>(type: T, fields: Omit<ClientFrameOf<T>, 'type'>): string;
 export function encodeFrame(type: string, fields: object): string {
   return JSON.stringify({ type, ...fields });
+}
+
+/** The broker's refusal as our error: its code when we know it, its message and hint as sent. */
+export function refusalOf(answer: ServerFrame, request: string): CmError {
+  if (answer.type === 'error' || (answer.type === 'ack' && !answer.queued)) {
+    const code = (Object.hasOwn(ERROR_CODES, answer.code) ? answer.code : 'CM_ERR_INTERNAL') as ErrorCode;
+    return cmError(code, answer.message, { hint: answer.hint, ...(answer.details === undefined ? {} : { details: answer.details }) });
+  }
+  return cmError('CM_ERR_INTERNAL', `the broker answered ${request} with a ${answer.type} frame`);
 }
 
 /** An error frame for a refused request; `id` correlates it with the request when known. */

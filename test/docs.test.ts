@@ -11,7 +11,7 @@ import { createLogger } from '../lib/log.ts';
 import { CLIENT_FRAME_TYPES, CLOSES, frameFields, SERVER_FRAME_TYPES } from '../lib/protocol.ts';
 import { loadConfig } from '../lib/broker/config.ts';
 import { membershipRoutes } from '../lib/broker/membership.ts';
-import { hookRoute } from '../lib/broker/presence.ts';
+import { hookRoute } from '../lib/broker/http.ts';
 import { WS_PATH } from '../lib/broker/connection.ts';
 
 const ROOT = new URL('../', import.meta.url).pathname;

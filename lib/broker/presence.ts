@@ -1,19 +1,14 @@
 // Who is in a mesh and in what state, as everyone sees it: the roster (current members and
 // every proven key with status, summary and groups), read from Postgres — one source of
 // truth for `list_peers` and for routing — and every change to it: connect, close, lease
-// end, status (also from Claude Code hooks, POST /hook/set-status), summary and groups.
+// end, status (also from Claude Code hooks: hookRoute in http.ts), summary and groups.
 
 import type { Context } from '../../broker.ts';
-import type { IncomingMessage } from 'node:http';
-import { cmError, isCmError } from '../errors.ts';
 import { encodeFrame, MAX_GROUPS } from '../protocol.ts';
 import type { MemberView, PeerView, ServerFrameOf, Status } from '../protocol.ts';
 import { Batcher } from '../batch.ts';
-import { KeyedTokenBuckets } from '../token-bucket.ts';
 import { query } from './db.ts';
 import type { Row } from './db.ts';
-import { parseJsonObject, readBody, sendJson, sourceOf, verifySignedCall } from './http.ts';
-import type { RouteEntry } from './http.ts';
 import { entryKey, SIGNAL_ROSTERS, SIGNAL_TAKEOVERS } from './hub.ts';
 import type { Peer } from './hub.ts';
 
@@ -26,13 +21,6 @@ const ROSTER_CACHE_MS = 1_000;
 const ROSTER_SIGNAL_MS = 5;
 // Offline keys stay routable (store-and-forward to a session key) this long.
 export const OFFLINE_PRESENCE_SECONDS = 7 * 24 * 3600;
-export const HOOK_PATH = '/hook/set-status';
-const MAX_CWD_LENGTH = 4_096;
-const HOOK_STATUSES = ['working', 'idle'] as const;
-// Failed authentications per source address: enough for a misconfigured daemon to be heard,
-// too few for a stranger to make the broker verify signatures all day.
-const UNAUTHENTICATED_BURST = 60;
-const UNAUTHENTICATED_PER_SECOND = 1;
 
 export interface Roster {
   members: Map<string, MemberView>;
@@ -375,61 +363,4 @@ export class Presence {
   #at(): string {
     return new Date(this.#ctx.now()).toISOString();
   }
-}
-
-/**
- * POST /hook/set-status: Claude Code's UserPromptSubmit/Stop hooks report working/idle
- * through the daemon, signed by the session key, for that session's presence in that mesh
- * only — never a row found by cwd or pid. Authentication comes first: the rate limit counts
- * per session, so nobody else's requests can spend a session's budget. Requests that fail
- * authentication are counted per source address and slowed with 429, never the valid ones.
- */
-export function hookRoute(ctx: Context): RouteEntry {
-  const limit = ctx.config.hookRateLimitPerMin;
-  const sessions = new KeyedTokenBuckets({ capacity: limit, refillPerSecond: limit / 60, now: ctx.now });
-  const strangers = new KeyedTokenBuckets({ capacity: UNAUTHENTICATED_BURST, refillPerSecond: UNAUTHENTICATED_PER_SECOND, now: ctx.now });
-  const tooMany = (buckets: KeyedTokenBuckets, key: string, what: string) => cmError('CM_ERR_RATE_LIMITED', what, {
-    details: { retryAfterSeconds: Math.max(1, Math.ceil(buckets.retryAfterMs(key) / 1000)) },
-  });
-  async function authenticate(request: IncomingMessage, raw: Buffer): Promise<{ meshId: string; key: string }> {
-    const source = sourceOf(request, ctx.config.trustProxy);
-    try {
-      const signed = await verifySignedCall(ctx.pool, request, HOOK_PATH, raw, ctx.now());
-      const peer = signed.meshId === '' ? undefined : (await ctx.presence.roster(signed.meshId)).peers.get(signed.publicKey);
-      if (peer?.kind !== 'session') {
-        throw cmError('CM_ERR_UNAUTHORIZED', `key ${signed.publicKey.slice(0, 12)}… is not a session of mesh ${signed.meshId || '(none given)'}`, {
-          hint: 'hooks are sent by the daemon for a registered Claude session; check that the session is connected',
-        });
-      }
-      return { meshId: signed.meshId, key: signed.publicKey };
-    } catch (error) {
-      if (!isCmError(error) || error.status >= 500) throw error;
-      if (!strangers.take(source)) throw tooMany(strangers, source, `too many unauthenticated hook requests from ${source}`);
-      throw error;
-    }
-  }
-  return {
-    path: HOOK_PATH, method: 'POST', route: 'hook',
-    async handler(request, response) {
-      ctx.metrics.hookRequests.inc();
-      const raw = await readBody(request, ctx.config.maxMessageBytes);
-      const { meshId, key } = await authenticate(request, raw);
-      const { pid, cwd, status } = parseJsonObject(raw);
-      if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
-        throw cmError('CM_ERR_BAD_REQUEST', `field "pid" must be a positive integer, received ${JSON.stringify(pid)?.slice(0, 40) ?? 'nothing'}`);
-      }
-      if (typeof cwd !== 'string' || cwd.length === 0 || cwd.length > MAX_CWD_LENGTH) {
-        throw cmError('CM_ERR_BAD_REQUEST', `field "cwd" must be a non-empty path of at most ${MAX_CWD_LENGTH} characters`);
-      }
-      if (!(HOOK_STATUSES as readonly unknown[]).includes(status)) {
-        throw cmError('CM_ERR_BAD_REQUEST', `field "status" must be working or idle (dnd is set by hand only), received ${JSON.stringify(status)?.slice(0, 40) ?? 'nothing'}`);
-      }
-      const bucket = entryKey(meshId, key);
-      if (!sessions.take(bucket)) {
-        ctx.metrics.hookRateLimited.inc();
-        throw tooMany(sessions, bucket, `more than ${limit} hook requests per minute from session ${key.slice(0, 12)}… (pid ${pid}, ${cwd.slice(0, 200)})`);
-      }
-      sendJson(response, 200, { ok: true, ...(await ctx.presence.setStatus(meshId, key, status as Status, 'hook')) });
-    },
-  };
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { generateKeyPair } from '../../../lib/crypto.ts';
 import { signRequest } from '../../../lib/signed-request.ts';
-import { HOOK_PATH } from '../../../lib/broker/presence.ts';
+import { HOOK_PATH } from '../../../lib/broker/http.ts';
 import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
 import { metricValue, rawPost } from '../../helpers/http.ts';
