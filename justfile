@@ -44,7 +44,7 @@ bench *args:
 # five whole-machine reboots under 1,000-message bursts, then the fault scenarios (Postgres
 # stopped and killed, brokers killed, a locked database, slow consumers, a failing disk)
 chaos:
-    FUZZ_FRAMES=20000 REBOOT_ROUNDS=5 REBOOT_MESSAGES=500 node test/run.ts test/fuzz.test.ts test/reboot.test.ts test/broker-faults.test.ts test/lib/broker/db-restart.test.ts test/lib/broker/db.test.ts test/lib/broker/connection-backpressure.test.ts test/daemon/storage.test.ts
+    FUZZ_FRAMES=20000 REBOOT_ROUNDS=5 REBOOT_MESSAGES=500 node test/run.ts test/fuzz.test.ts test/reboot.test.ts test/broker-faults.test.ts test/lib/broker/db-restart.test.ts test/lib/broker/db.test.ts test/lib/broker/connection-backpressure.test.ts test/daemon/storage-disk.chaos.ts
 
 # what an auditor reads for the broker: files reached from broker.ts, plus sql/, with lines
 size:
