@@ -319,9 +319,9 @@ export class Daemon {
     return kept === undefined ? undefined : { ...kept, fresh: false };
   }
 
-  /** The roster: fresh, or the last one kept (connected: false, with its time); none at all is CM_ERR_MESH_OFFLINE. */
-  async peers(wanted: string | undefined): Promise<Record<string, unknown>> {
-    const { mesh, link } = await this.#callerLink(wanted, undefined);
+  /** The roster: fresh, or the last one kept (connected: false); none is CM_ERR_MESH_OFFLINE. A session's call waits for its own connection. */
+  async peers(wanted: string | undefined, session?: SessionRecord): Promise<Record<string, unknown>> {
+    const { mesh, link } = await this.#callerLink(wanted, session);
     return peersAnswer(mesh, await this.rosterView(mesh, link), link.status());
   }
 

@@ -114,7 +114,7 @@ const ROUTES = new Map<string, Handler>([
     }, session);
     return { status: outcome.status, body: outcome.body };
   }],
-  ['GET /v1/peers', async (daemon, query) => ({ body: await daemon.peers(optionalString(query, 'mesh')) })],
+  ['GET /v1/peers', async (daemon, query, _body, session) => ({ body: await daemon.peers(optionalString(query, 'mesh'), session) })],
   ['GET /v1/inbox', (daemon, query, _body, session) => {
     const wanted = optionalString(query, 'mesh');
     const search = optionalString(query, 'search');

@@ -229,6 +229,20 @@ describe('sessions on one daemon', () => {
     assert.equal(bob.daemon.sessionLinks.size, 1);
   });
 
+  it('answers a session’s first roster only once it is connected, so peers can reach it by name at once', async () => {
+    const registered = await ask(bob, 'POST', '/v1/sessions/register', { sessionId: 'claude-3', name: 'bob-c', pid: process.pid });
+    assert.equal(registered.status, 201);
+    const token = String(registered.body.token);
+    // No waiting here: the MCP server welcomes its Claude with this very answer.
+    const peers = await ask(bob, 'GET', '/v1/peers', undefined, token);
+    assert.equal(peers.status, 200, JSON.stringify(peers.body));
+    const itself = (peers.body.peers as Array<Record<string, unknown>>).find((each) => each.key === registered.body.sessionKey);
+    assert.equal(itself?.online, true, 'the session is in the roster it is given');
+    const sent = await ask(alice, 'POST', '/v1/send', { to: 'bob-c', text: 'hello, new session' });
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    assert.equal((await ask(bob, 'POST', '/v1/sessions/unregister', {}, token)).status, 200);
+  });
+
   it('unregisters a session whose process is gone', async () => {
     const paths = daemonPaths(join(scratch, 'reaper'));
     await ensureDaemonDir(paths);
