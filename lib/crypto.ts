@@ -3,9 +3,15 @@
 // domain-separated ("claudemesh/v1/<purpose>" first) so a signature made for one purpose can
 // never be replayed as another. Envelopes are crypto_box (x25519 + XSalsa20-Poly1305) with
 // the ed25519 keys converted to x25519, and a fresh random 24-byte nonce each.
+//
+// The box is computed in its two halves: the key a pair of identities shares (x25519, then
+// HSalsa20: crypto_box_beforenm), kept per pair, then a secretbox with it. The bytes on the
+// wire are exactly crypto_box_easy's; what changes is that a daemon receiving 1,000 messages
+// from one peer does the curve arithmetic once, not 1,000 times (docs/benchmarks.md).
 
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { hsalsa20 } from './hsalsa20.ts';
 
 // libsodium is loaded on the first call that needs it, not with this module: the key and
 // signing-string formats below are also what the CLI's everyday verbs check, and loading the
@@ -76,6 +82,10 @@ export function verify(signatureHex: unknown, message: Buffer, publicKeyHex: unk
 // conversions are kept (the oldest dropped past this many).
 const MAX_CONVERTED_KEYS = 4_096;
 const converted = new Map<string, Buffer | null>();
+// Shared keys are secrets: they stay in this process's memory, like the secret keys they come
+// from, and are never written, logged or sent. Bounded like the conversions.
+const MAX_SHARED_KEYS = 4_096;
+const sharedKeys = new Map<string, Buffer>();
 
 function x25519Public(publicKeyHex: string): Buffer | undefined {
   const known = converted.get(publicKeyHex);
@@ -102,6 +112,36 @@ function x25519Secret(secretKey: Buffer): Buffer {
   return out;
 }
 
+/**
+ * The secretbox key `ownSecretKey` shares with the holder of `peer` (its x25519 form), as
+ * crypto_box_beforenm makes it; undefined when the shared point is the identity (a
+ * low-order peer key, which libsodium refuses too).
+ */
+function sharedKey(ownSecretKey: Buffer, peerHex: string, peer: Buffer): Buffer | undefined {
+  // The secret's second half is its public key: a cheap, non-secret name for it.
+  const name = `${ownSecretKey.toString('hex', PUBLIC_KEY_BYTES)}:${peerHex}`;
+  const known = sharedKeys.get(name);
+  if (known !== undefined) return known;
+  const secret = x25519Secret(ownSecretKey);
+  const point = Buffer.alloc(X25519_KEY_BYTES);
+  try {
+    sodium().crypto_scalarmult(point, secret, peer);
+  } catch {
+    return undefined;
+  } finally {
+    sodium().sodium_memzero(secret);
+  }
+  const key = hsalsa20(point);
+  sodium().sodium_memzero(point);
+  if (sharedKeys.size >= MAX_SHARED_KEYS) {
+    const oldest = sharedKeys.keys().next().value ?? '';
+    sharedKeys.get(oldest)?.fill(0);
+    sharedKeys.delete(oldest);
+  }
+  sharedKeys.set(name, key);
+  return key;
+}
+
 export interface Envelope {
   nonce: Buffer;
   ciphertext: Buffer;
@@ -110,13 +150,12 @@ export interface Envelope {
 /** Encrypt for one recipient key, authenticated as the sender's key. */
 export function seal(plaintext: Buffer, recipientPublicKey: string, senderSecretKey: Buffer): Envelope {
   const recipient = isPublicKey(recipientPublicKey) ? x25519Public(recipientPublicKey) : undefined;
-  if (recipient === undefined) throw new TypeError(`cannot encrypt to "${recipientPublicKey}": not an ed25519 public key`);
+  const key = recipient === undefined ? undefined : sharedKey(senderSecretKey, recipientPublicKey, recipient);
+  if (key === undefined) throw new TypeError(`cannot encrypt to "${recipientPublicKey}": not an ed25519 public key`);
   const nonce = Buffer.alloc(NONCE_BYTES);
   sodium().randombytes_buf(nonce);
   const ciphertext = Buffer.alloc(plaintext.length + BOX_MAC_BYTES);
-  const secret = x25519Secret(senderSecretKey);
-  sodium().crypto_box_easy(ciphertext, plaintext, nonce, recipient, secret);
-  sodium().sodium_memzero(secret);
+  sodium().crypto_secretbox_easy(ciphertext, plaintext, nonce, key);
   return { nonce, ciphertext };
 }
 
@@ -124,11 +163,10 @@ export function seal(plaintext: Buffer, recipientPublicKey: string, senderSecret
 export function open(envelope: Envelope, senderPublicKey: string, recipientSecretKey: Buffer): Buffer | undefined {
   if (envelope.nonce.length !== NONCE_BYTES || envelope.ciphertext.length < BOX_MAC_BYTES) return undefined;
   const sender = isPublicKey(senderPublicKey) ? x25519Public(senderPublicKey) : undefined;
-  if (sender === undefined) return undefined;
+  const key = sender === undefined ? undefined : sharedKey(recipientSecretKey, senderPublicKey, sender);
+  if (key === undefined) return undefined;
   const plaintext = Buffer.alloc(envelope.ciphertext.length - BOX_MAC_BYTES);
-  const secret = x25519Secret(recipientSecretKey);
-  const ok = sodium().crypto_box_open_easy(plaintext, envelope.ciphertext, envelope.nonce, sender, secret);
-  sodium().sodium_memzero(secret);
+  const ok = sodium().crypto_secretbox_open_easy(plaintext, envelope.ciphertext, envelope.nonce, key);
   return ok ? plaintext : undefined;
 }
 

@@ -9,5 +9,8 @@ declare module 'sodium-native' {
   export function crypto_sign_ed25519_sk_to_curve25519(x25519SecretKey: Uint8Array, ed25519SecretKey: Uint8Array): void;
   export function crypto_box_easy(ciphertext: Uint8Array, message: Uint8Array, nonce: Uint8Array, publicKey: Uint8Array, secretKey: Uint8Array): void;
   export function crypto_box_open_easy(message: Uint8Array, ciphertext: Uint8Array, nonce: Uint8Array, publicKey: Uint8Array, secretKey: Uint8Array): boolean;
+  export function crypto_scalarmult(shared: Uint8Array, secretKey: Uint8Array, publicKey: Uint8Array): void;
+  export function crypto_secretbox_easy(ciphertext: Uint8Array, message: Uint8Array, nonce: Uint8Array, key: Uint8Array): void;
+  export function crypto_secretbox_open_easy(message: Uint8Array, ciphertext: Uint8Array, nonce: Uint8Array, key: Uint8Array): boolean;
   export function sodium_memzero(buffer: Uint8Array): void;
 }

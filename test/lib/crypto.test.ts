@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import { generateKeyPair, isPublicKey, keyPairFromSecret, open, seal, sha256Hex, sign, signingString, verify } from '../../lib/crypto.ts';
 
@@ -70,3 +71,41 @@ describe('envelopes', () => {
     assert.equal(sha256Hex('abc'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
   });
 });
+
+describe('envelopes on the wire', () => {
+  const sodium = createRequire(import.meta.url)('sodium-native') as typeof import('sodium-native');
+  const x25519 = (pair: { publicKey: string; secretKey: Buffer }) => {
+    const publicKey = Buffer.alloc(32);
+    const secretKey = Buffer.alloc(32);
+    sodium.crypto_sign_ed25519_pk_to_curve25519(publicKey, Buffer.from(pair.publicKey, 'hex'));
+    sodium.crypto_sign_ed25519_sk_to_curve25519(secretKey, pair.secretKey);
+    return { publicKey, secretKey };
+  };
+
+  it('are crypto_box_easy exactly, both ways, with the shared key kept between messages', () => {
+    const alice = generateKeyPair();
+    const bob = generateKeyPair();
+    for (const text of ['first', 'second, from the kept key', '']) {
+      const envelope = seal(Buffer.from(text), bob.publicKey, alice.secretKey);
+      const plain = Buffer.alloc(envelope.ciphertext.length - 16);
+      assert.equal(sodium.crypto_box_open_easy(plain, envelope.ciphertext, envelope.nonce, x25519(alice).publicKey, x25519(bob).secretKey), true, text);
+      assert.equal(plain.toString(), text);
+      const boxed = Buffer.alloc(text.length + 16);
+      sodium.crypto_box_easy(boxed, Buffer.from(text), envelope.nonce, x25519(alice).publicKey, x25519(bob).secretKey);
+      assert.equal(open({ nonce: envelope.nonce, ciphertext: boxed }, bob.publicKey, alice.secretKey)?.toString(), text, 'what libsodium sealed opens');
+    }
+  });
+
+  it('keep one key per pair of identities: a third party’s envelope does not open with another pair’s key', () => {
+    const alice = generateKeyPair();
+    const bob = generateKeyPair();
+    const carol = generateKeyPair();
+    const toBob = seal(Buffer.from('for bob'), bob.publicKey, alice.secretKey);
+    assert.equal(open(toBob, alice.publicKey, bob.secretKey)?.toString(), 'for bob');
+    const toCarol = seal(Buffer.from('for carol'), carol.publicKey, alice.secretKey);
+    assert.equal(open(toCarol, alice.publicKey, bob.secretKey), undefined, 'bob cannot read carol’s');
+    assert.equal(open(toCarol, alice.publicKey, carol.secretKey)?.toString(), 'for carol');
+    assert.equal(open(toBob, carol.publicKey, bob.secretKey), undefined, 'nor take it as from carol');
+  });
+});
+
