@@ -4,7 +4,8 @@
 
 import type { MeshIdentity } from '../lib/client-config.ts';
 import { cmError } from '../lib/errors.ts';
-import type { LinkStatus, Roster } from './broker-link.ts';
+import type { LinkStatus } from './broker-link.ts';
+import type { Roster } from './held-roster.ts';
 import type { RosterView } from './send-plan.ts';
 import type { OutboxRow, OutboxStatus } from './outbox.ts';
 import { DEFERRED_TARGET } from './outbox.ts';

@@ -18,7 +18,9 @@ import { sign } from '../lib/crypto.ts';
 import {
   attestationSigningString, encodeFrame, helloSigningString, isTerminalClose, parseServerFrame, refusalOf, sessionHelloSigningString,
 } from '../lib/protocol.ts';
-import type { ClientFrame, HelloAckFrame, MemberView, PeerView, PushFrame, ServerFrame, ServerFrameOf, ServerFrameType } from '../lib/protocol.ts';
+import type { ClientFrame, HelloAckFrame, PushFrame, ServerFrame, ServerFrameOf, ServerFrameType } from '../lib/protocol.ts';
+import { HeldRoster } from './held-roster.ts';
+import type { Roster } from './held-roster.ts';
 
 const HELLO_ACK_TIMEOUT_MS = 5_000;
 const BACKOFF_STEPS_MS: readonly number[] = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000];
@@ -56,11 +58,6 @@ interface LinkIdentity {
   name?: string;
   /** present for a session connection: the session's own key pair and groups */
   session?: { sessionKey: string; sessionSecret: Buffer; groups?: string[] };
-}
-
-export interface Roster {
-  peers: PeerView[];
-  members: MemberView[];
 }
 
 export interface LinkStatus {
@@ -120,7 +117,7 @@ export class BrokerLink {
   readonly #pending = new Map<string, Pending>();
   #socket: WebSocket | undefined;
   #status: LinkStatus;
-  #roster: Roster | undefined;
+  readonly #roster = new HeldRoster();
   #helloTimer: NodeJS.Timeout | undefined;
   #watchdog: NodeJS.Timeout | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -160,7 +157,7 @@ export class BrokerLink {
 
   /** The last roster the broker gave (hello_ack or list_peers); undefined before the first. */
   get roster(): Roster | undefined {
-    return this.#roster;
+    return this.#roster.roster;
   }
 
   start(): void {
@@ -180,14 +177,14 @@ export class BrokerLink {
     const named = name === undefined ? {} : { name };
     if (session === undefined) {
       const signature = sign(helloSigningString(meshId, memberKey, timestamp, challenge), memberSecret);
-      return encodeFrame('hello', { id: 'hello', meshId, memberKey, timestamp, challenge, signature, ...named });
+      return encodeFrame('hello', { id: 'hello', meshId, memberKey, timestamp, challenge, signature, ...named, ...this.#roster.known() });
     }
     const expiresAt = timestamp + ATTESTATION_TTL_MS;
     return encodeFrame('session_hello', {
       id: 'hello', meshId, memberKey, sessionKey: session.sessionKey, timestamp, challenge, ...named,
       attestation: { expiresAt, signature: sign(attestationSigningString(meshId, memberKey, session.sessionKey, expiresAt), memberSecret) },
       signature: sign(sessionHelloSigningString(meshId, memberKey, session.sessionKey, timestamp, challenge), session.sessionSecret),
-      ...(session.groups === undefined ? {} : { groups: session.groups }),
+      ...(session.groups === undefined ? {} : { groups: session.groups }), ...this.#roster.known(),
     });
   }
 
@@ -241,7 +238,6 @@ export class BrokerLink {
       if (pending !== undefined) {
         this.#pending.delete(id);
         clearTimeout(pending.timer);
-        if (frame.type === 'peers') this.#setRoster({ peers: frame.peers, members: frame.members });
         pending.resolve(frame);
         return;
       }
@@ -252,7 +248,7 @@ export class BrokerLink {
 
   #onHelloAck(frame: HelloAckFrame): void {
     clearTimeout(this.#helloTimer);
-    this.#setRoster({ peers: frame.peers, members: frame.members });
+    this.#setRoster(frame);
     // A proven connection: the next failure starts the backoff from its first step again.
     this.#status = { ...this.#status, attempts: 0, lastError: null, terminal: null };
     this.#setState('open', { reattached: frame.reattached });
@@ -261,9 +257,15 @@ export class BrokerLink {
     this.#attemptSettled();
   }
 
-  #setRoster(roster: Roster): void {
-    this.#roster = roster;
-    this.#handlers.onRoster?.(roster);
+  /** The roster a hello_ack or peers frame gives (undefined when it gives none: reported). */
+  #setRoster(frame: ServerFrameOf<'hello_ack'> | ServerFrameOf<'peers'>): Roster | undefined {
+    const taken = this.#roster.take(frame);
+    if ('error' in taken) {
+      this.#handlers.onEvent?.('frame_refused', { meshId: this.identity.meshId, error: taken.error });
+      return undefined;
+    }
+    this.#handlers.onRoster?.(taken.roster);
+    return taken.roster;
   }
 
   #attemptSettled(): void {
@@ -371,11 +373,11 @@ export class BrokerLink {
   async refreshRoster(timeoutMs?: number): Promise<Roster | undefined> {
     if (!this.isOpen) return undefined;
     try {
-      await this.request({ type: 'list_peers' }, timeoutMs);
+      const answer = await this.request({ type: 'list_peers', ...this.#roster.known() }, timeoutMs);
+      return answer.type === 'peers' ? this.#setRoster(answer) : undefined;
     } catch {
       return undefined;
     }
-    return this.#roster;
   }
 
   /** Stop for good: close 1000, fail what waits, no reconnect. Safe to call twice. */

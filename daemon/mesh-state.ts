@@ -5,7 +5,7 @@
 // member link's.
 
 import type { MeshIdentity } from '../lib/client-config.ts';
-import type { Roster } from './broker-link.ts';
+import type { Roster } from './held-roster.ts';
 import { membershipFromClose } from './membership.ts';
 import { RosterStore } from './roster-store.ts';
 import type { MembershipRecord, StoredRoster } from './roster-store.ts';
@@ -15,7 +15,7 @@ const ROSTER_REWRITE_MS = 60_000;
 export class MeshState {
   readonly #store: RosterStore;
   readonly #known = new Map<string, StoredRoster>();
-  readonly #written = new Map<string, { text: string; at: number }>();
+  readonly #written = new Map<string, { roster: Roster; text: string; at: number }>();
   readonly #now: () => number;
 
   constructor(path: string, now: () => number) {
@@ -34,13 +34,17 @@ export class MeshState {
   /** A roster from the broker: the freshest known, kept for the next start too. */
   rosterSeen(meshId: string, roster: Roster): void {
     const kept = { roster, at: this.#now() };
-    const text = JSON.stringify(roster);
     const previous = this.#written.get(meshId);
     this.#known.set(meshId, kept);
-    // Every send asks for the roster: write it only when it changed (or once a minute, for its time).
-    if (previous?.text === text && kept.at - previous.at < ROSTER_REWRITE_MS) return;
+    const text = previous?.roster === roster ? previous.text : JSON.stringify(roster);
+    // Every send asks for the roster: write it only when it changed (or once a minute, for its
+    // time). The same object again (the broker said it is unchanged) needs no comparing.
+    if (previous !== undefined && previous.text === text && kept.at - previous.at < ROSTER_REWRITE_MS) {
+      previous.roster = roster;
+      return;
+    }
     this.#store.saveRoster(meshId, roster, kept.at);
-    this.#written.set(meshId, { text, at: kept.at });
+    this.#written.set(meshId, { roster, text, at: kept.at });
   }
 
   known(meshId: string): StoredRoster | undefined {

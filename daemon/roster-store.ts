@@ -12,7 +12,7 @@
 
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
-import type { Roster } from './broker-link.ts';
+import type { Roster } from './held-roster.ts';
 import { restrictFiles } from './paths.ts';
 
 const BUSY_TIMEOUT_MS = 5_000;

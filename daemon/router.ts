@@ -16,7 +16,7 @@ import { groupMatches } from '../lib/protocol.ts';
 import type { EnvelopeFrame } from '../lib/protocol.ts';
 import { resolvePeer } from '../lib/select.ts';
 import type { Peer } from '../lib/select.ts';
-import type { Roster } from './broker-link.ts';
+import type { Roster } from './held-roster.ts';
 
 interface Sender {
   /** the key the message leaves as */

@@ -12,7 +12,7 @@
 
 import { cmError, isCmError } from '../lib/errors.ts';
 import type { MeshIdentity } from '../lib/client-config.ts';
-import type { Roster } from './broker-link.ts';
+import type { Roster } from './held-roster.ts';
 import type { Encrypted } from './outbox.ts';
 import { checkKeyTarget, encryptFor, resolveTarget } from './router.ts';
 

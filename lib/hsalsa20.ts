@@ -10,8 +10,8 @@
 // for clarity, not speed. test/lib/hsalsa20.test.ts checks it against crypto_box itself.
 
 const SIGMA = Buffer.from('expand 32-byte k', 'latin1');
-export const HSALSA20_KEY_BYTES = 32;
-export const HSALSA20_INPUT_BYTES = 16;
+const HSALSA20_KEY_BYTES = 32;
+const HSALSA20_INPUT_BYTES = 16;
 const ROUNDS = 20;
 /** where the output words sit in the state */
 const OUTPUT_WORDS = [0, 5, 10, 15, 6, 7, 8, 9] as const;

@@ -14,6 +14,9 @@ import { PRIORITIES, STATUSES } from './wire-values.ts';
 // hello can be replayed — on any instance, before or after a restart — without shared state.
 export const PROTOCOL_VERSION = 2;
 const CHALLENGE_LENGTH = 43; // 32 random bytes, base64url
+/** the first 132 bits of the SHA-256 of a roster as the broker encodes it, base64url */
+export const ROSTER_DIGEST_LENGTH = 22;
+const ROSTER_DIGEST = /^[A-Za-z0-9_-]{22}$/;
 export const MAX_ENVELOPES = 1_000;
 const MAX_CLIENT_MESSAGE_ID = 128;
 export const MAX_REQUEST_ID = 64;
@@ -105,6 +108,9 @@ const group = text(MAX_GROUP, 'a group name like "team" or "team/backend"', GROU
 const ids = list(uuid, 1, MAX_IDS, `a list of 1 to ${MAX_IDS} message ids`);
 const name = text(MAX_NAME, 'a name: letters, digits, ".", "_", "@", "-", up to 64, starting with a letter or digit', /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/);
 const challenge = text(CHALLENGE_LENGTH, 'the challenge this connection was sent (base64url)', BASE64URL);
+// A client that keeps the roster it was last given names it by its digest; the answer then
+// carries the lists only when they changed.
+const knownRoster = { rosterDigest: optional(text(ROSTER_DIGEST_LENGTH, `a roster digest (${ROSTER_DIGEST_LENGTH} base64url characters) from an earlier hello_ack or peers frame`, ROSTER_DIGEST)) };
 const anyText = text(MAX_TEXT, `text of at most ${MAX_TEXT} characters`);
 const summary = text(MAX_SUMMARY, `text of at most ${MAX_SUMMARY} characters`);
 const groups = list(group, 0, MAX_GROUPS, `a list of at most ${MAX_GROUPS} group names`);
@@ -125,10 +131,10 @@ const errorBody = { code: text(64, 'an error code'), message: anyText, hint: any
 // ---- client → broker ----------------------------------------------------------------------
 
 const CLIENT_FRAMES = {
-  hello: object({ ...requestId, meshId, memberKey: key, timestamp: time, challenge: optional(challenge), signature, name: optional(name) }),
+  hello: object({ ...requestId, meshId, memberKey: key, timestamp: time, challenge: optional(challenge), signature, name: optional(name), ...knownRoster }),
   session_hello: object({
     ...requestId, meshId, memberKey: key, sessionKey: key, attestation: object({ expiresAt: time, signature }), challenge: optional(challenge),
-    timestamp: time, signature, name: optional(name), groups: optional(groups),
+    timestamp: time, signature, name: optional(name), groups: optional(groups), ...knownRoster,
   }),
   send: object({
     ...requestId,
@@ -142,7 +148,7 @@ const CLIENT_FRAMES = {
   set_summary: object({ ...requestId, summary }),
   join_group: object({ ...requestId, group }),
   leave_group: object({ ...requestId, group }),
-  list_peers: object({ ...requestId }),
+  list_peers: object({ ...requestId, ...knownRoster }),
   message_status: object({ ...requestId, messageId: uuid }),
 };
 
@@ -150,7 +156,11 @@ const CLIENT_FRAMES = {
 
 const peer = object({ ...peerId, status: oneOf(STATUSES), summary, groups, connectedAt: iso, online: bool });
 const member = object({ key, name, role: oneOf(ROLES) });
-const roster = { peers: list(peer, 0, MAX_LIST, 'a list of peers'), members: list(member, 0, MAX_LIST, 'a list of members') };
+// Both lists are left out when the request named this very roster's digest (knownRoster).
+const roster = {
+  rosterDigest: optional(text(ROSTER_DIGEST_LENGTH, 'a roster digest', ROSTER_DIGEST)),
+  peers: optional(list(peer, 0, MAX_LIST, 'a list of peers')), members: optional(list(member, 0, MAX_LIST, 'a list of members')),
+};
 const stored = object({ ...requestId, queued: ((value, field) => (value === true ? true : bad(field, 'true', value))) as Check<true>, messageId: uuid, recipients: int(0, MAX_ENVELOPES), duplicate: optional(bool) });
 const refused = object({ ...requestId, queued: ((value, field) => (value === false ? false : bad(field, 'false', value))) as Check<false>, ...errorBody });
 

@@ -195,7 +195,7 @@ async function dispatch(ctx: Context, peer: Peer, frame: ClientFrame, reply: (te
     case 'leave_group':
       return reply(encodeFrame('ok', { ...id, of: 'leave_group', groups: await presence.leaveGroup(peer.meshId, peer.key, frame.group) }));
     case 'list_peers':
-      return reply(encodeWithRoster('peers', id, await presence.roster(peer.meshId)));
+      return reply(encodeWithRoster('peers', id, await presence.roster(peer.meshId), frame.rosterDigest));
     case 'message_status':
       return reply(JSON.stringify(await delivery.status(peer, frame.messageId, frame.id)));
   }
@@ -298,7 +298,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     const { meshId, meshName, key, memberKey, kind, role, name } = peer;
     reply(encodeWithRoster('hello_ack', {
       ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name, reattached: !fresh,
-    }, roster));
+    }, roster, frame.rosterDigest));
     if (fresh) ctx.presence.announceJoined(peer, roster, batchMates);
     void ctx.delivery.catchUpAfterHello(peer);
   }

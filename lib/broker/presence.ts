@@ -4,7 +4,8 @@
 // end, status (also from Claude Code hooks: hookRoute in http.ts), summary and groups.
 
 import type { Context } from '../../broker.ts';
-import { encodeFrame, MAX_GROUPS } from '../protocol.ts';
+import { createHash } from 'node:crypto';
+import { encodeFrame, MAX_GROUPS, ROSTER_DIGEST_LENGTH } from '../protocol.ts';
 import type { MemberView, PeerView, ServerFrameOf, Status } from '../protocol.ts';
 import { Batcher } from '../batch.ts';
 import { query } from './db.ts';
@@ -31,19 +32,26 @@ type GoneReason = 'lease_expired' | 'kicked' | 'banned' | 'left';
 type MemberRow = Omit<Row<'members_for_hello'>, 'n'>;
 interface Connect { peer: Peer; here: boolean; groups: string[] | null }
 
-// A roster is the same for every peer of its mesh until it changes: its JSON is made once
-// and spliced into each `hello_ack` and `peers` frame (a storm of a thousand hellos into one
-// mesh would otherwise encode the same thousand peers a thousand times).
-const rosterJson = new WeakMap<Roster, string>();
+// A roster is the same for every peer of its mesh until it changes: its JSON and digest are
+// made once and spliced into each `hello_ack` and `peers` frame (a storm of a thousand hellos
+// into one mesh would otherwise encode the same thousand peers a thousand times). A client
+// that names the digest it holds gets the digest back without the lists: a daemon that
+// reconnects, or refreshes before each send, to an unchanged mesh of a thousand peers is not
+// sent them again.
+const rosterJson = new WeakMap<Roster, { json: string; digest: string }>();
 
-/** A `hello_ack` or `peers` frame: its own fields, then the roster as it carries it. */
-export function encodeWithRoster<T extends 'hello_ack' | 'peers'>(type: T, fields: Omit<ServerFrameOf<T>, 'type' | 'peers' | 'members'>, roster: Roster): string {
-  let json = rosterJson.get(roster);
-  if (json === undefined) {
-    json = `"peers":${JSON.stringify([...roster.peers.values()])},"members":${JSON.stringify([...roster.members.values()])}`;
-    rosterJson.set(roster, json);
+/** A `hello_ack` or `peers` frame: its own fields, the roster's digest, and the roster unless `known` is that digest. */
+export function encodeWithRoster<T extends 'hello_ack' | 'peers'>(
+  type: T, fields: Omit<ServerFrameOf<T>, 'type' | 'peers' | 'members' | 'rosterDigest'>, roster: Roster, known: string | undefined,
+): string {
+  let encoded = rosterJson.get(roster);
+  if (encoded === undefined) {
+    const json = `"peers":${JSON.stringify([...roster.peers.values()])},"members":${JSON.stringify([...roster.members.values()])}`;
+    encoded = { json, digest: createHash('sha256').update(json).digest('base64url').slice(0, ROSTER_DIGEST_LENGTH) };
+    rosterJson.set(roster, encoded);
   }
-  return `${encodeFrame(type, fields as Omit<ServerFrameOf<T>, 'type'>).slice(0, -1)},${json}}`;
+  const head = encodeFrame(type, { ...fields, rosterDigest: encoded.digest } as Omit<ServerFrameOf<T>, 'type'>);
+  return known === encoded.digest ? head : `${head.slice(0, -1)},${encoded.json}}`;
 }
 
 export class Presence {

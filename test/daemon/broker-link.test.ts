@@ -188,6 +188,49 @@ describe('BrokerLink', () => {
     assert.equal(await linked.refreshRoster(), undefined, 'not connected: no fresh roster');
   });
 
+  it('names the roster it holds by its digest, and keeps it when the broker says it is current', async () => {
+    const DIGEST = 'digest-of-roster-one00';
+    const withDigest = (frame: string, digest: string, lists: boolean) => {
+      const { peers, members, ...rest } = JSON.parse(frame) as Frame;
+      return JSON.stringify({ ...rest, rosterDigest: digest, ...(lists ? { peers, members } : {}) });
+    };
+    const broker = await fakeBroker({
+      // The first connection gets the lists; later ones only the digest, when they name it.
+      onHello: (socket, hello, n) => socket.send(withDigest(helloAck(hello, [member(hello.memberKey, 'me', 'owner')], n > 1), DIGEST, hello.rosterDigest !== DIGEST)),
+      onFrame: (socket, frame) => {
+        if (frame.type === 'list_peers') socket.send(withDigest(peersFrame(frame.id, []), frame.rosterDigest === DIGEST ? DIGEST : 'digest-of-roster-two00', frame.rosterDigest !== DIGEST));
+        if (frame.type === 'set_summary') socket.close(1012, 'service restart');
+      },
+    });
+    const { link: linked, events } = link(broker.url);
+    linked.start();
+    await until('open', () => linked.isOpen);
+    assert.equal(broker.hellos[0]?.rosterDigest, undefined, 'nothing held yet');
+    const held = linked.roster;
+    assert.equal(held?.members.length, 1);
+    assert.equal(await linked.refreshRoster(), held, 'unchanged: the same roster, no lists sent');
+    linked.request({ type: 'set_summary', summary: 'x' }).catch(() => {});
+    await until('reconnected', () => broker.hellos.length === 2 && linked.isOpen);
+    assert.equal(broker.hellos[1]?.rosterDigest, DIGEST, 'the hello names the roster held');
+    assert.equal(linked.roster, held, 'kept across the reconnect');
+    assert.deepEqual(events.filter(([kind]) => kind === 'frame_refused'), []);
+  });
+
+  it('does not keep a roster the broker leaves out for a digest it was not sent', async () => {
+    const broker = await fakeBroker({
+      onHello: ack,
+      onFrame: (socket, frame) => {
+        if (frame.type === 'list_peers') socket.send(JSON.stringify({ type: 'peers', id: frame.id, rosterDigest: 'someone-elses-digest00' }));
+      },
+    });
+    const { link: linked, events } = link(broker.url);
+    linked.start();
+    await until('open', () => linked.isOpen);
+    assert.equal(await linked.refreshRoster(), undefined, 'not an answer: no fresh roster');
+    assert.equal(linked.roster?.members.length, 1, 'the roster of the hello_ack is still the one held, as the last one');
+    assert.ok(events.some(([kind, fields]) => kind === 'frame_refused' && /without its lists/.test(String(fields.error))), JSON.stringify(events));
+  });
+
   it('terminates a socket that stays silent past the idle timeout', async () => {
     const broker = await fakeBroker({ onHello: ack, autoPong: false });
     const { link: member, events } = link(broker.url);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encryptFor, resolveTarget } from '../../daemon/router.ts';
-import type { Roster } from '../../daemon/broker-link.ts';
+import type { Roster } from '../../daemon/held-roster.ts';
 import { generateKeyPair, open } from '../../lib/crypto.ts';
 
 const me = generateKeyPair();

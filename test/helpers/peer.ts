@@ -47,6 +47,8 @@ interface ConnectOptions {
   noWait?: boolean;
   /** sign this challenge instead of the one the broker sent (a replay) */
   challenge?: string;
+  /** the digest of a roster this client holds (the broker then leaves the lists out if it is current) */
+  rosterDigest?: string;
 }
 
 export class TestPeer {
@@ -108,6 +110,7 @@ export class TestPeer {
       };
     }
     if (options.name !== undefined) hello.name = options.name;
+    if (options.rosterDigest !== undefined) hello.rosterDigest = options.rosterDigest;
     socket.send(JSON.stringify(hello));
     if (options.noWait !== true) {
       peer.ack = await peer.waitFor((frame) => frame.id === 'hello');

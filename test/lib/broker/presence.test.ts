@@ -37,6 +37,36 @@ describe('presence', () => {
     await alice.close();
   });
 
+  it('sends the roster with its digest, and only the digest to a client that names the current one', async () => {
+    const mesh = await seedMesh(t.db.pool, 2, ['alice', 'bob']);
+    const alice = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
+    const first = alice.ack!;
+    assert.match(first.rosterDigest, /^[A-Za-z0-9_-]{22}$/);
+    assert.deepEqual(first.peers.map((p: Record<string, unknown>) => p.key), [alice.key]);
+    const same = await alice.request({ type: 'list_peers', rosterDigest: first.rosterDigest });
+    assert.deepEqual(same, { type: 'peers', id: same.id, rosterDigest: first.rosterDigest }, 'unchanged: no lists');
+    const stranger = await alice.request({ type: 'list_peers', rosterDigest: 'A'.repeat(22) });
+    assert.equal(stranger.rosterDigest, first.rosterDigest);
+    assert.equal(stranger.peers.length, 1, 'a digest that is not the current one gets the lists');
+
+    const bob = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[1]! });
+    const changed = await alice.request({ type: 'list_peers', rosterDigest: first.rosterDigest });
+    assert.notEqual(changed.rosterDigest, first.rosterDigest, 'a join changes the digest');
+    assert.deepEqual(changed.peers.map((p: Record<string, unknown>) => p.key).sort(), [alice.key, bob.key].sort());
+
+    // A reconnect inside the lease changes nothing others see: the hello_ack leaves the lists out.
+    alice.crash();
+    const back = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]!, rosterDigest: changed.rosterDigest });
+    assert.equal(back.ack!.reattached, true);
+    assert.equal(back.ack!.rosterDigest, changed.rosterDigest);
+    assert.deepEqual([back.ack!.peers, back.ack!.members], [undefined, undefined]);
+    const refused = await back.request({ type: 'list_peers', rosterDigest: 'short' });
+    assert.equal(refused.code, 'CM_ERR_BAD_FRAME');
+    assert.match(refused.message, /rosterDigest.*22 base64url/);
+    await back.close();
+    await bob.close();
+  });
+
   it('announces a new peer, keeps a reattach silent, and says peer_left only when the lease runs out', async () => {
     const mesh = await seedMesh(t.db.pool, 2);
     const watcher = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
