@@ -39,6 +39,12 @@ const BASE64URL = /^[A-Za-z0-9_-]+$/;
 // Free text that peers show to each other (summaries, error messages) may carry any printable
 // character, never NUL (Postgres text refuses it) nor other C0/C1 controls but tab and newline.
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+/**
+ * Patterns that match visible ASCII only (anchored character classes): a text they accept
+ * cannot hold a control, so it is not searched for one again. That search over every base64
+ * ciphertext was a measurable part of parsing a send (docs/benchmarks.md).
+ */
+export const VISIBLE_ASCII_PATTERNS: ReadonlySet<RegExp> = new Set([PUBLIC_KEY_HEX, SIGNATURE_HEX, BASE64, GROUP_NAME, MESH_ID, UUID, PRINTABLE, BASE64URL, ROSTER_DIGEST]);
 
 export { PRIORITIES, STATUSES };
 export const ROLES = ['owner', 'admin', 'member'] as const;
@@ -63,9 +69,12 @@ function bad(field: string, expected: string, value: unknown): never {
   throw cmError('CM_ERR_BAD_FRAME', `field "${field}" must be ${expected}, received ${shown === undefined ? 'nothing' : shown.slice(0, 80)}`);
 }
 
-const text = (max: number, expected: string, pattern?: RegExp): Check<string> => (value, field) => {
-  if (typeof value !== 'string' || value.length > max || (pattern !== undefined && !pattern.test(value)) || CONTROLS.test(value)) bad(field, expected, value);
-  return value;
+const text = (max: number, expected: string, pattern?: RegExp): Check<string> => {
+  const controls = pattern === undefined || !VISIBLE_ASCII_PATTERNS.has(pattern);
+  return (value, field) => {
+    if (typeof value !== 'string' || value.length > max || (pattern !== undefined && !pattern.test(value)) || (controls && CONTROLS.test(value))) bad(field, expected, value);
+    return value;
+  };
 };
 const int = (min: number, max: number): Check<number> => (value, field) => {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) bad(field, `an integer from ${min} to ${max}`, value);

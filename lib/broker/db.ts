@@ -125,7 +125,8 @@ const SQL = loadQueries(readFileSync(QUERIES_FILE, 'utf8'));
 
 /** Run a named query (prepared once per connection under a stable name), typed by its rows. */
 export async function query<N extends QueryName>(db: Queryable, name: N, values: unknown[]): Promise<pg.QueryResult<Row<N> & pg.QueryResultRow>> {
-  return db.query<Row<N> & pg.QueryResultRow>({ name: `cm_${name}`, text: SQL.get(name) ?? '', values });
+  const types = name === 'insert_deliveries' ? sameTimes() : undefined;
+  return db.query<Row<N> & pg.QueryResultRow>({ name: `cm_${name}`, text: SQL.get(name) ?? '', values, ...(types === undefined ? {} : { types }) });
 }
 
 // An element that needs no quotes in an array literal: no braces, commas, quotes,
@@ -138,7 +139,10 @@ const BARE_ELEMENT = /^[A-Za-z0-9_\-@*/.:+=]+$/;
  * expressions; the hot insert passes hundreds of thousands of keys, ids and base64 strings
  * that need none of it, so only the elements that do are quoted.
  */
-export function arrayLiteral(values: ReadonlyArray<string | number | boolean>): string {
+export function arrayLiteral(values: ReadonlyArray<string | number | boolean>, checked = false): string {
+  // Values whose shape lib/protocol.ts has already checked (hex keys, uuids, base64, mesh ids,
+  // targets, numbers and booleans: see BARE_ELEMENT) need no look at all.
+  if (checked) return `{${values.join(',')}}`;
   let out = '{';
   for (let index = 0; index < values.length; index += 1) {
     const value = values[index];
@@ -147,6 +151,25 @@ export function arrayLiteral(values: ReadonlyArray<string | number | boolean>): 
     out += typeof value !== 'string' || (BARE_ELEMENT.test(text) && text.toUpperCase() !== 'NULL') ? text : `"${text.replace(/[\\"]/g, '\\$&')}"`;
   }
   return `${out}}`;
+}
+
+/**
+ * Type parsers for a statement whose rows share one timestamp (an insert's `now()`, the same
+ * for every row of its transaction): each distinct text is parsed once per statement, not
+ * once per row (pg's date parsing was a measurable part of a burst, docs/benchmarks.md).
+ */
+function sameTimes(): pg.CustomTypesConfig {
+  let last: { text: string; date: Date } | undefined;
+  const parseTime = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ, 'text');
+  return {
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
+      if (oid !== pg.types.builtins.TIMESTAMPTZ || format === 'binary') return pg.types.getTypeParser(oid, format);
+      return (text: string) => {
+        if (last?.text !== text) last = { text, date: parseTime(text) as Date };
+        return last.date;
+      };
+    }) as pg.CustomTypesConfig['getTypeParser'],
+  };
 }
 
 // ---- holding a client ---------------------------------------------------------------------

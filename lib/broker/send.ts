@@ -220,12 +220,15 @@ export class Sender {
         firstRow.push(position === 0);
       });
     });
+    // Every column but the client message id (any printable text) has a shape lib/protocol.ts
+    // checked, or is ours: it goes into its array literal as it is.
     const columns = [
-      fresh.map((p) => p.messageId), fresh.map((p) => p.peer.meshId), fresh.map((p) => p.peer.key), fresh.map((p) => p.peer.memberKey), fresh.map((p) => p.frame.clientMessageId),
-      fresh.map((p) => p.fingerprint), fresh.map((p) => p.frame.target), fresh.map((p) => p.frame.priority), fresh.map((p) => p.frame.hops), ...envelopes,
-    ].map(arrayLiteral);
+      arrayLiteral(fresh.map((p) => p.messageId), true), arrayLiteral(fresh.map((p) => p.peer.meshId), true), arrayLiteral(fresh.map((p) => p.peer.key), true),
+      arrayLiteral(fresh.map((p) => p.peer.memberKey), true), arrayLiteral(fresh.map((p) => p.frame.clientMessageId)),
+      ...[fresh.map((p) => p.fingerprint), fresh.map((p) => p.frame.target), fresh.map((p) => p.frame.priority), fresh.map((p) => p.frame.hops), ...envelopes].map((column) => arrayLiteral(column, true)),
+    ];
     const { rows } = fresh.length === 0 ? { rows: [] } : await query(client, 'insert_deliveries', [
-      ...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId, arrayLiteral(firstRow),
+      ...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId, arrayLiteral(firstRow, true),
     ]);
     this.#grew(rows.length);
     const written = new Map<string, { at: Date; recipients: string[] }>();

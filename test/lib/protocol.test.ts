@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { groupMatches, parseClientFrame } from '../../lib/protocol.ts';
+import { groupMatches, parseClientFrame, VISIBLE_ASCII_PATTERNS } from '../../lib/protocol.ts';
 
 const KEY = 'a'.repeat(64);
 const SIG = 'b'.repeat(128);
@@ -52,3 +52,30 @@ describe('groupMatches', () => {
     assert.equal(groupMatches(['team'], '@team/backend'), false);
   });
 });
+
+describe('VISIBLE_ASCII_PATTERNS', () => {
+  // Each pattern is trusted to refuse every control (the control search is skipped after it):
+  // a sample it accepts, with a control put in at the start, the middle or the end, must fail.
+  const SAMPLES = ['a'.repeat(64), 'a'.repeat(128), 'QUJD', 'team/backend', 'mesh_12345678', '01234567-89ab-cdef-0123-456789abcdef', 'cmid-1', 'abc_-XYZ', 'A'.repeat(22)];
+  const CONTROL_CHARS = ['\u0000', '\t', '\n', '\u001f', '\u007f', '\u0085', '\u009f'];
+
+  it('each refuses a control anywhere in a text it would otherwise accept', () => {
+    for (const pattern of VISIBLE_ASCII_PATTERNS) {
+      const accepted = SAMPLES.filter((sample) => pattern.test(sample));
+      assert.ok(accepted.length > 0, `a sample for ${pattern}`);
+      for (const sample of accepted) {
+        for (const control of CONTROL_CHARS) {
+          for (const placed of [control + sample, sample.slice(0, 2) + control + sample.slice(3), sample.slice(0, -1) + control]) {
+            assert.equal(pattern.test(placed), false, `${pattern} accepted ${JSON.stringify(placed)}`);
+          }
+        }
+      }
+    }
+  });
+
+  it('still refuses controls in fields without such a pattern', () => {
+    assert.throws(() => parseClientFrame(JSON.stringify({ type: 'set_summary', summary: 'bad\u0000nul' })), { code: 'CM_ERR_BAD_FRAME' });
+    assert.throws(() => parseClientFrame(JSON.stringify({ type: 'send', clientMessageId: 'a', target: '*', envelopes: [{ to: 'a'.repeat(64), nonce: 'A'.repeat(32), ciphertext: 'QUJD\u0000' }] })), { code: 'CM_ERR_BAD_FRAME' });
+  });
+});
+

@@ -49,4 +49,14 @@ describe('arrayLiteral', () => {
     assert.deepEqual(rows[0], { texts, numbers: [0, 7, -3], flags: [true, false], ids: ['11111111-2222-4333-8444-555555555555'] });
     assert.deepEqual((await client.query('SELECT $1::text[] AS empty', [arrayLiteral([])])).rows[0], { empty: [] });
   });
+
+  it('passes checked values (keys, ids, base64, targets, numbers, flags) as they are, and they read back the same', async () => {
+    const checked = ['a'.repeat(64), 'mesh_12345678', 'q+/AZaz09==', '@team/backend', '*', 'now'];
+    assert.equal(arrayLiteral(checked, true), `{${checked.join(',')}}`);
+    const { rows } = await client.query('SELECT $1::text[] AS texts, $2::smallint[] AS hops, $3::bool[] AS flags', [
+      arrayLiteral(checked, true), arrayLiteral([0, 255], true), arrayLiteral([false, true], true),
+    ]);
+    assert.deepEqual(rows[0], { texts: checked, hops: [0, 255], flags: [false, true] });
+    assert.deepEqual((await client.query('SELECT $1::text[] AS empty', [arrayLiteral([], true)])).rows[0], { empty: [] });
+  });
 });
