@@ -4,7 +4,7 @@
 // of the roster it holds with its next hello and list_peers; when the mesh has not changed
 // the answer is the digest alone, and the roster held is current again. In a mesh of a
 // thousand peers that spares each send's roster refresh, and each reconnect after a broker
-// restart, about 200 KB. A list-less answer naming any other digest is a broker fault: it
+// restart, about 410 KB. A list-less answer naming any other digest is a broker fault: it
 // is not taken, and the next request asks for the lists again.
 
 import type { MemberView, PeerView } from '../lib/protocol.ts';
