@@ -8,7 +8,7 @@
 import type { Context } from '../../broker.ts';
 import { Batcher } from '../batch.ts';
 import { cmError } from '../errors.ts';
-import { encodeFrame } from '../protocol.ts';
+import { encodePush } from '../protocol.ts';
 import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
 import { sendFrame } from '../ws-writes.ts';
 import { arrayLiteral, query, transaction } from './db.ts';
@@ -56,10 +56,14 @@ interface PushRow {
   hops: number;
 }
 
+// The rows of one insert share one Date (db.ts parses an insert's time once): format it once.
+let lastTime: { date: Date; iso: string } | undefined;
+
 function pushFrame(row: PushRow): string {
-  const { nonce, ciphertext, createdAt, ...fields } = row;
-  return encodeFrame('push', {
-    ...fields, envelope: { nonce, ciphertext }, createdAt: createdAt.toISOString(),
+  if (lastTime?.date !== row.createdAt) lastTime = { date: row.createdAt, iso: row.createdAt.toISOString() };
+  return encodePush({
+    messageId: row.messageId, meshId: row.meshId, senderKey: row.senderKey, senderMemberKey: row.senderMemberKey, target: row.target, priority: row.priority,
+    envelope: { nonce: row.nonce, ciphertext: row.ciphertext }, createdAt: lastTime.iso, clientMessageId: row.clientMessageId, hops: row.hops,
   });
 }
 

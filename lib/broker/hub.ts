@@ -69,10 +69,10 @@ export interface Peer extends PeerIdentity {
 
 type AttachResult = { ok: true; peer: Peer; reattached: boolean } | { ok: false; reason: 'capacity' | 'member_capacity' | 'removed' };
 
-/** One key for a (mesh, key) pair, wherever a map is keyed by both. */
 /** A fresh peer to announce: its view, and the peers of its hello batch (they know of it). */
 interface Joined { key: string; json: string; mates: ReadonlySet<string> }
 
+/** One key for a (mesh, key) pair, wherever a map is keyed by both. */
 export const entryKey = (meshId: string, key: string): string => `${meshId}\n${key}`;
 
 export class Hub {

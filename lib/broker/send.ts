@@ -59,6 +59,7 @@ export class Sender {
   #inserted = 0;
   #legacy: { possible: boolean; checkedAt: number } | undefined;
   #analyzeAt = FIRST_ANALYZE_ROWS;
+  readonly #peerLimitKeys = new WeakMap<Peer, { member: string; route: string }>();
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
@@ -85,11 +86,12 @@ export class Sender {
       return { type: 'ack', ...idOf(frame), queued: false, ...error.toJSON() };
     };
     const { config } = this.#ctx;
-    if (!this.#members.take(`${peer.meshId}\n${peer.memberKey}`)) {
+    const limits = this.#limitKeys(peer);
+    if (!this.#members.take(limits.member)) {
       return refuse('rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${config.sendBurst} messages in a burst (steady limit ${config.sendRatePerSecond}/s)`));
     }
     if (frame.hops > MAX_HOPS) return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
-    if (!this.#pairs.take(`${peer.meshId}\n${peer.key}\n${frame.target}`)) {
+    if (!this.#pairs.take(limits.route + frame.target)) {
       return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${config.loopGuardBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
     }
     const envelopes: Envelope[] = [];
@@ -127,6 +129,16 @@ export class Sender {
       // rate that fills each commit (and its fsync) with several sends instead of one or two.
       if (this.#queue.length === 1 && !this.#flushing) setTimeout(() => void this.#flush(), this.#ctx.timings.sendGatherMs);
     });
+  }
+
+  /** A peer's rate-limit keys, made once per connection rather than once per message. */
+  #limitKeys(peer: Peer): { member: string; route: string } {
+    let keys = this.#peerLimitKeys.get(peer);
+    if (keys === undefined) {
+      keys = { member: `${peer.meshId}\n${peer.memberKey}`, route: `${peer.meshId}\n${peer.key}\n` };
+      this.#peerLimitKeys.set(peer, keys);
+    }
+    return keys;
   }
 
   /** The answer already given for this (sender, clientMessageId), if it was stored. Throws on a database error. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { groupMatches, parseClientFrame, VISIBLE_ASCII_PATTERNS } from '../../lib/protocol.ts';
+import { encodeFrame, encodePush, groupMatches, parseClientFrame, parseServerFrame, VISIBLE_ASCII_PATTERNS } from '../../lib/protocol.ts';
 
 const KEY = 'a'.repeat(64);
 const SIG = 'b'.repeat(128);
@@ -76,6 +76,22 @@ describe('VISIBLE_ASCII_PATTERNS', () => {
   it('still refuses controls in fields without such a pattern', () => {
     assert.throws(() => parseClientFrame(JSON.stringify({ type: 'set_summary', summary: 'bad\u0000nul' })), { code: 'CM_ERR_BAD_FRAME' });
     assert.throws(() => parseClientFrame(JSON.stringify({ type: 'send', clientMessageId: 'a', target: '*', envelopes: [{ to: 'a'.repeat(64), nonce: 'A'.repeat(32), ciphertext: 'QUJD\u0000' }] })), { code: 'CM_ERR_BAD_FRAME' });
+  });
+});
+
+describe('encodePush', () => {
+  it('parses to exactly what encodeFrame gives, whatever printable client message id it carries', () => {
+    const base = {
+      messageId: '01234567-89ab-cdef-0123-456789abcdef', meshId: 'mesh_12345678', senderKey: 'a'.repeat(64), senderMemberKey: 'b'.repeat(64),
+      target: '@team/backend', priority: 'now' as const, envelope: { nonce: 'A'.repeat(32), ciphertext: 'q+/AZaz09==' }, createdAt: '2026-11-28T12:00:00.000Z', hops: 3,
+    };
+    for (const clientMessageId of ['plain-1', 'say"hi"', 'back\\slash\\', '{}[],:', '\\u0000', '~!@#$%^&*()']) {
+      const fields = { ...base, clientMessageId };
+      const text = encodePush(fields);
+      assert.deepEqual(JSON.parse(text), JSON.parse(encodeFrame('push', fields)), clientMessageId);
+      assert.deepEqual(parseServerFrame(text), { type: 'push', ...fields }, 'the daemon reads it as sent');
+    }
+    assert.equal(JSON.parse(encodePush({ ...base, target: '*', clientMessageId: 'x' })).target, '*');
   });
 });
 
