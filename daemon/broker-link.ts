@@ -20,6 +20,7 @@ import {
 } from '../lib/protocol.ts';
 import type { ClientFrame, HelloAckFrame, PushFrame, ServerFrame, ServerFrameOf, ServerFrameType } from '../lib/protocol.ts';
 import { HeldRoster } from './held-roster.ts';
+import { Latch } from './latch.ts';
 import type { Roster } from './held-roster.ts';
 
 const HELLO_ACK_TIMEOUT_MS = 5_000;
@@ -97,9 +98,7 @@ interface Pending {
 }
 
 /** ws(s)://host/ws for an http(s) broker origin. */
-function wsUrlOf(brokerUrl: string): string {
-  return `${brokerUrl.replace(/^http/, 'ws')}/ws`;
-}
+const wsUrlOf = (brokerUrl: string): string => `${brokerUrl.replace(/^http/, 'ws')}/ws`;
 
 /** Full jitter: a delay uniformly in [0, step], the step growing with each failed attempt. */
 export function backoffDelay(attempt: number, steps: readonly number[], random: () => number): number {
@@ -124,8 +123,8 @@ export class BrokerLink {
   #lastSeen = 0;
   #requestCounter = 0;
   #stopping = false;
-  #attempted = false;
-  #onAttempted: Array<() => void> = [];
+  readonly #attempted = new Latch();
+  readonly #caughtUp = new Latch(); // `caught_up` on this connection (or it closed, or a wait gave up)
 
   constructor(options: BrokerLinkOptions) {
     this.identity = options.identity;
@@ -242,19 +241,21 @@ export class BrokerLink {
         return;
       }
     }
-    if (frame.type === 'push') this.#handlers.onPush?.(frame);
+    if (frame.type === 'caught_up') this.#caughtUp.open();
+    else if (frame.type === 'push') this.#handlers.onPush?.(frame);
     else if (frame.type === 'system') this.#handlers.onSystem?.(frame);
   }
 
   #onHelloAck(frame: HelloAckFrame): void {
     clearTimeout(this.#helloTimer);
+    this.#caughtUp.close();
     this.#setRoster(frame);
     // A proven connection: the next failure starts the backoff from its first step again.
     this.#status = { ...this.#status, attempts: 0, lastError: null, terminal: null };
     this.#setState('open', { reattached: frame.reattached });
     this.#watchdog = setInterval(() => this.#watch(), this.#timings.pingIntervalMs);
     this.#handlers.onOpen?.(frame);
-    this.#attemptSettled();
+    this.#attempted.open();
   }
 
   /** The roster a hello_ack or peers frame gives (undefined when it gives none: reported). */
@@ -268,25 +269,22 @@ export class BrokerLink {
     return taken.roster;
   }
 
-  #attemptSettled(): void {
-    this.#attempted = true;
-    for (const resolve of this.#onAttempted.splice(0)) resolve();
-  }
-
   /**
    * Resolves once the first connect attempt has ended (a hello_ack, or a close of any kind),
    * or after `timeoutMs`: a request right after the daemon started waits for the broker's
    * answer instead of being told the mesh is offline while the connect is still under way.
    */
-  firstAttempt(timeoutMs: number): Promise<void> {
-    if (this.#attempted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.#onAttempted.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+  async firstAttempt(timeoutMs: number): Promise<void> {
+    await this.#attempted.wait(timeoutMs);
+  }
+
+  /**
+   * Resolves once this connection's catch-up arrived (`caught_up`), or the link is not open,
+   * or after `timeoutMs` (then not waited for again on this connection: an older broker).
+   */
+  async caughtUp(timeoutMs: number): Promise<void> {
+    if (!this.isOpen) return;
+    if (!(await this.#caughtUp.wait(timeoutMs))) this.#caughtUp.open();
   }
 
   #watch(): void {
@@ -306,7 +304,8 @@ export class BrokerLink {
     clearTimeout(this.#helloTimer);
     clearInterval(this.#watchdog);
     this.#failPending(`connection to the broker closed (${code}${reason === '' ? '' : ` ${reason}`})`);
-    this.#attemptSettled();
+    this.#attempted.open();
+    this.#caughtUp.open();
     if (this.#stopping) {
       this.#setState('stopped', { code, reason });
       return;

@@ -21,7 +21,7 @@ import type { OutboxRow, OutboxStatus, SendRequest } from './outbox.ts';
 import type { DaemonPaths } from './paths.ts';
 import { peersAnswer, publicRow, sendOutcome, withNames } from './answers.ts';
 import type { SendOutcome } from './answers.ts';
-import { deleteInbox, listInbox, markInbox } from './inbox-access.ts';
+import { deleteInbox, FIRST_CONNECT_WAIT_MS, listInbox, markInbox } from './inbox-access.ts';
 import { refuseIfRemoved } from './membership.ts';
 import { MeshState } from './mesh-state.ts';
 import type { MembershipRecord } from './roster-store.ts';
@@ -36,7 +36,6 @@ const ROSTER_REFRESH_TIMEOUT_MS = 3_000;
 const REAP_INTERVAL_MS = 5_000;
 // A request right after the daemon started waits this long at most for the first connect
 // attempt to end, so it is answered from the broker's roster rather than "offline".
-const FIRST_CONNECT_WAIT_MS = 3_000;
 
 export interface DaemonTimings {
   link?: Partial<LinkTimings>;

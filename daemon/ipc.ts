@@ -33,6 +33,7 @@ import { OUTBOX_STATUSES } from './outbox.ts';
 import type { OutboxStatus } from './outbox.ts';
 import { DAEMON_FILE_MODE } from './paths.ts';
 import { storageFailure } from './storage.ts';
+import { caughtUp } from './inbox-access.ts';
 
 const MAX_IPC_BODY_BYTES = 256 * 1024;
 const IPC_API = 'v1';
@@ -115,8 +116,12 @@ const ROUTES = new Map<string, Handler>([
     return { status: outcome.status, body: outcome.body };
   }],
   ['GET /v1/peers', async (daemon, query, _body, session) => ({ body: await daemon.peers(optionalString(query, 'mesh'), session) })],
-  ['GET /v1/inbox', (daemon, query, _body, session) => {
+  ['GET /v1/inbox', async (daemon, query, _body, session) => {
     const wanted = optionalString(query, 'mesh');
+    // The links whose pushes this read shows: the session's and its member's, or the members'.
+    const meshId = wanted === undefined ? session?.meshId : daemon.mesh(wanted).meshId;
+    const members = meshId === undefined ? [...daemon.links.values()] : [daemon.links.get(meshId)];
+    await caughtUp([...members, session === undefined ? undefined : daemon.sessionLinks.get(session.token)].filter((link) => link !== undefined));
     const search = optionalString(query, 'search');
     const limit = optionalInt(query, 'limit');
     const afterId = optionalInt(query, 'after');

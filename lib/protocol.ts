@@ -190,6 +190,8 @@ const SERVER_FRAMES = {
     createdAt: iso, clientMessageId: text(MAX_CLIENT_MESSAGE_ID, 'a client message id', PRINTABLE), hops: int(0, MAX_WIRE_HOPS),
   }),
   peers: object({ ...requestId, ...roster }),
+  /** once per connection, after the hello: everything that could be pushed when it opened has been */
+  caught_up: object({}),
   message_status: object({
     ...requestId, messageId: uuid, target, priority: oneOf(PRIORITIES), clientMessageId: text(MAX_CLIENT_MESSAGE_ID, 'a client message id'),
     createdAt: iso, expiresAt: iso,

@@ -8,7 +8,7 @@
 import type { Context } from '../../broker.ts';
 import { Batcher } from '../batch.ts';
 import { cmError } from '../errors.ts';
-import { encodePush } from '../protocol.ts';
+import { encodeFrame, encodePush } from '../protocol.ts';
 import type { Priority, ServerFrameOf, Status } from '../protocol.ts';
 import { sendFrame } from '../ws-writes.ts';
 import { arrayLiteral, query, transaction } from './db.ts';
@@ -69,8 +69,8 @@ function pushFrame(row: PushRow): string {
 
 export class Delivery {
   readonly #ctx: Context;
-  // catch-up in progress per peer; `true` when another was asked for meanwhile
-  readonly #catchingUp = new Map<Peer, boolean>();
+  // catch-up in progress per peer: `again` when another was asked for meanwhile
+  readonly #catchingUp = new Map<Peer, { again: boolean; done: Promise<boolean> }>();
   #acks = { messageIds: [] as string[], recipients: [] as string[] };
   #ackTimer: NodeJS.Timeout | undefined;
   #ackFlush: Promise<void> = Promise.resolve();
@@ -118,47 +118,64 @@ export class Delivery {
     }
   }
 
-  /** A peer just said hello: catch up if anything waits for it. */
+  /**
+   * A peer just said hello: catch up if anything waits for it, then say `caught_up` (a client
+   * that was away can tell "nothing waits" from "not pushed yet"). Not said when the catch-up
+   * could not finish: the redelivery tick pushes what waits, and the client stops waiting.
+   */
   async catchUpAfterHello(peer: Peer): Promise<void> {
     try {
-      if (!(await this.#queuedFor.run(peer))) return;
+      if (await this.#queuedFor.run(peer) && !(await this.catchUp(peer))) return;
     } catch (error) {
       this.#ctx.log.warn('catch-up check failed; the redelivery tick will find what waits', { meshId: peer.meshId, key: peer.key.slice(0, 12), error });
       return;
     }
-    await this.catchUp(peer);
+    const socket = peer.socket;
+    if (socket !== null && socket.readyState === socket.OPEN) sendFrame(socket, encodeFrame('caught_up', {}));
   }
 
-  /** Claim and push everything this peer may take now. Concurrent calls coalesce. */
-  async catchUp(peer: Peer): Promise<void> {
-    if (this.#catchingUp.has(peer)) {
-      this.#catchingUp.set(peer, true);
-      return;
+  /**
+   * Claim and push everything this peer may take now; true when it all went out. A call
+   * while one runs makes that one look again, and shares its end.
+   */
+  catchUp(peer: Peer): Promise<boolean> {
+    const running = this.#catchingUp.get(peer);
+    if (running !== undefined) {
+      running.again = true;
+      return running.done;
     }
-    this.#catchingUp.set(peer, false);
-    try {
-      do {
-        this.#catchingUp.set(peer, false);
-        await this.#catchUpOnce(peer);
-      } while (this.#catchingUp.get(peer) === true);
-    } catch (error) {
-      this.#ctx.log.warn('catch-up failed', { meshId: peer.meshId, key: peer.key.slice(0, 12), error });
-    } finally {
-      this.#catchingUp.delete(peer);
-    }
+    const state = { again: false, done: Promise.resolve(false) };
+    this.#catchingUp.set(peer, state);
+    state.done = (async () => {
+      try {
+        let complete: boolean;
+        do {
+          state.again = false;
+          complete = await this.#catchUpOnce(peer);
+        } while (state.again && complete);
+        return complete;
+      } catch (error) {
+        this.#ctx.log.warn('catch-up failed', { meshId: peer.meshId, key: peer.key.slice(0, 12), error });
+        return false;
+      } finally {
+        this.#catchingUp.delete(peer);
+      }
+    })();
+    return state.done;
   }
 
-  async #catchUpOnce(peer: Peer): Promise<void> {
+  /** One pass; false when the peer's socket went away (or another connection took its key). */
+  async #catchUpOnce(peer: Peer): Promise<boolean> {
     const { pool, hub, presence, instanceId } = this.#ctx;
     for (;;) {
-      if (hub.writable(peer.meshId, peer.key) !== peer) return;
+      if (hub.writable(peer.meshId, peer.key) !== peer) return false;
       const takeHeld = mayPush('next', await presence.statusOf(peer.meshId, peer.key));
       const { rows } = await query(pool, 'claim_queued', [peer.meshId, peer.key, takeHeld, CATCH_UP_BATCH, this.claimSeconds, instanceId]);
       const socket = peer.socket;
       if (socket === null || socket.readyState !== socket.OPEN) {
         // Never hold a claim for a dead socket: hand the rows back for the reattach.
         if (rows.length > 0) await this.releaseClaims(peer);
-        return;
+        return false;
       }
       rows.sort((a, b) => Number(a.id) - Number(b.id));
       for (const row of rows) {
@@ -167,7 +184,7 @@ export class Delivery {
           priority: row.priority, nonce: row.nonce.toString('base64'), ciphertext: row.ciphertext.toString('base64'), createdAt: row.created_at, clientMessageId: row.client_message_id, hops: row.hops,
         }));
       }
-      if (rows.length < CATCH_UP_BATCH) return;
+      if (rows.length < CATCH_UP_BATCH) return true;
     }
   }
 

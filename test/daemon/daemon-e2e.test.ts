@@ -241,10 +241,18 @@ describe('the daemon, as real processes against a real broker', () => {
     const refused = await cli('bob', ['inbox', '--json'], { CLAUDEMESH_NO_AUTOSTART: '1' });
     assert.equal(refused.code, 3);
     assert.equal(refused.json.error.code, 'CM_ERR_DAEMON_NOT_RUNNING');
+    const waiting = await cli('alice', ['send', 'bob', 'waited at the broker', '--id', 'cold-inbox', '--json']);
+    assert.equal(waiting.code, 0, waiting.stderr);
+    await waitFor('the broker to hold it', async () => {
+      const status = await cli('alice', ['msg', 'status', 'cold-inbox', '--json']);
+      return status.json.outbox?.status === 'done' ? status : undefined;
+    });
     const started = await cli('bob', ['inbox', '--json']);
     assert.equal(started.code, 0, started.stderr);
     assert.match(started.stderr, /started the daemon/);
     assert.ok(started.json.items.length >= 3, 'the inbox survived the restarts');
+    // No waiting here: the cold daemon's first read already shows what the broker held.
+    assert.ok(started.json.items.some((item: { body: string }) => item.body === 'waited at the broker'), JSON.stringify(started.json.items.map((item: { body: string }) => item.body)));
     const stopped = await cli('bob', ['daemon', 'down']);
     assert.equal(stopped.code, 0, stopped.stderr);
   });

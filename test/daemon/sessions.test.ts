@@ -44,13 +44,13 @@ let broker: TestBroker;
 
 const until = <T>(what: string, probe: () => T | undefined | Promise<T | undefined>) => waitUntil(what, probe, { timeoutMs: WAIT_MS, pollMs: 20 });
 
-async function run(home: string, mesh: MeshIdentity): Promise<Running> {
+async function run(home: string, mesh: MeshIdentity, { waitOpen = true } = {}): Promise<Running> {
   const paths = daemonPaths(join(scratch, home));
   await ensureDaemonDir(paths);
   const daemon = new Daemon({ paths, config: { version: 1, meshes: [mesh] }, timings: TIMINGS });
   daemon.start();
   const server = await listenIpc(daemon);
-  await until(`${home} connected`, () => (daemon.links.get(mesh.meshId)?.isOpen === true ? true : undefined));
+  if (waitOpen) await until(`${home} connected`, () => (daemon.links.get(mesh.meshId)?.isOpen === true ? true : undefined));
   return { daemon, server, socket: paths.socket, stop: async () => {
     await closeIpc(server, paths.socket);
     await daemon.close();
@@ -241,6 +241,17 @@ describe('sessions on one daemon', () => {
     const sent = await ask(alice, 'POST', '/v1/send', { to: 'bob-c', text: 'hello, new session' });
     assert.equal(sent.status, 202, JSON.stringify(sent.body));
     assert.equal((await ask(bob, 'POST', '/v1/sessions/unregister', {}, token)).status, 200);
+  });
+
+  it('answers a cold daemon’s first inbox read with what waited at the broker', async () => {
+    await bob.stop();
+    const sent = await ask(alice, 'POST', '/v1/send', { to: 'bob', text: 'waited for a cold daemon', clientMessageId: 'cold-inbox' });
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    await until('stored at the broker', () => (alice.daemon.outbox.get('cold-inbox')?.status === 'done' ? true : undefined));
+    bob = await run('bob', bobIdentity, { waitOpen: false });
+    // Asked at once, before bob's link is even open: "no messages" would be a lie.
+    const first = await ask(bob, 'GET', '/v1/inbox');
+    assert.ok((first.body.items as Array<{ body: string }>).some((item) => item.body === 'waited for a cold daemon'), JSON.stringify(first.body));
   });
 
   it('unregisters a session whose process is gone', async () => {

@@ -71,6 +71,23 @@ describe('delivery', () => {
     await sender.close();
   });
 
+  it('says caught_up once per connection, after what waited was pushed, and at once when nothing waited', async () => {
+    const mesh = await seedMesh(t.db.pool, 2);
+    const [alice, bob] = [mesh.members[0]!, mesh.members[1]!];
+    const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: alice });
+    const caught = await sender.waitFor((frame) => frame.type === 'caught_up');
+    assert.deepEqual(caught, { type: 'caught_up' }, 'nothing waited for alice');
+    const acks = [await sender.send(bob.publicKey, [bob.publicKey], 'one'), await sender.send(bob.publicKey, [bob.publicKey], 'two')];
+    const later = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob });
+    await later.waitFor((frame) => frame.type === 'caught_up');
+    const after = later.frames.filter((frame) => frame.type === 'push' || frame.type === 'caught_up').map((frame) => frame.type === 'push' ? later.read(frame) : frame.type);
+    assert.deepEqual(after, ['one', 'two', 'caught_up'], 'every waiting message before it');
+    assert.deepEqual(acks.map((ack) => ack.queued), [true, true]);
+    assert.equal(sender.frames.filter((frame) => frame.type === 'caught_up').length, 1, 'once per connection');
+    await later.close();
+    await sender.close();
+  });
+
   it('purges messages long final, and never one still waiting for its recipient', async () => {
     const mesh = await seedMesh(t.db.pool, 3);
     const [alice, bob, carol] = [mesh.members[0]!, mesh.members[1]!, mesh.members[2]!];
