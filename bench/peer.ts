@@ -7,6 +7,8 @@ import type { SigningKeyPair } from '../lib/crypto.ts';
 import { helloSigningString } from '../lib/protocol.ts';
 
 const ACK_FLUSH_MS = 5;
+// BENCH_ROSTER_DIGEST=0 reconnects without naming the roster held (as before the digest).
+const SEND_ROSTER_DIGEST = process.env.BENCH_ROSTER_DIGEST !== '0';
 const HELLO_TIMEOUT_MS = 30_000;
 
 interface Received { clientMessageId: string; messageId: string; at: number }
@@ -21,6 +23,9 @@ export class BenchPeer {
   duplicates = 0;
   decryptFailures = 0;
   decrypt = true;
+  /** the size of the last hello_ack, and whether it carried the roster */
+  helloAck: { bytes: number; lists: boolean } | undefined;
+  #rosterDigest: string | undefined;
   #pendingAcks: string[] = [];
   #ackTimer: NodeJS.Timeout | undefined;
   #onHelloAck: ((frame: Record<string, unknown>) => void) | undefined;
@@ -42,7 +47,12 @@ export class BenchPeer {
     // The broker's first frame is the challenge the hello signs; the rest go to #onFrame.
     const challenged = new Promise<string>((resolve) => socket.once('message', (data) => {
       resolve(String((JSON.parse(String(data)) as { nonce?: unknown }).nonce));
-      socket.on('message', (more) => this.#onFrame(JSON.parse(String(more)) as Record<string, any>));
+      socket.on('message', (more) => {
+        const text = String(more);
+        const frame = JSON.parse(text) as Record<string, any>;
+        if (frame.type === 'hello_ack') this.helloAck = { bytes: Buffer.byteLength(text), lists: frame.peers !== undefined };
+        this.#onFrame(frame);
+      });
     }));
     await new Promise((resolve, reject) => {
       socket.once('open', resolve);
@@ -60,6 +70,8 @@ export class BenchPeer {
     socket.send(JSON.stringify({
       type: 'hello', id: 'hello', meshId: this.meshId, memberKey: this.key, timestamp, challenge,
       signature: sign(helloSigningString(this.meshId, this.key, timestamp, challenge), this.member.secretKey),
+      // As the daemon does: name the roster held, so an unchanged one is not sent again.
+      ...(this.#rosterDigest === undefined || !SEND_ROSTER_DIGEST ? {} : { rosterDigest: this.#rosterDigest }),
     }));
     return answer;
   }
@@ -95,6 +107,7 @@ export class BenchPeer {
 
   #onFrame(frame: Record<string, any>): void {
     const now = performance.now();
+    if (frame.type === 'hello_ack' && frame.peers !== undefined) this.#rosterDigest = frame.rosterDigest;
     if (frame.type === 'hello_ack' || (frame.type === 'error' && frame.id === 'hello')) {
       this.#onHelloAck?.(frame);
       return;

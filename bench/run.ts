@@ -145,7 +145,7 @@ for (const r of held) {
 }
 for (const r of storms) {
   lines.push('');
-  lines.push(`${r.point}: ${r.reattached}/${r.sockets} reattached silently in ${fmt(r.reattachedMs / 1000, 2)} s; ${r.messagesDuringStorm} messages sent meanwhile, lost ${r.lost}, duplicates ${r.duplicates}; broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB`);
+  lines.push(`${r.point}: ${r.reattached}/${r.sockets} reattached silently in ${fmt(r.reattachedMs / 1000, 2)} s; ${r.messagesDuringStorm} messages sent meanwhile, lost ${r.lost}, duplicates ${r.duplicates}; broker peak RSS ${fmt(r.brokerPeakRssMb, 0)} MB; their hello_acks ${fmt(r.helloAckMb, 2)} MB, ${r.rosterResent} with the whole roster`);
 }
 for (const r of connects) {
   lines.push('');

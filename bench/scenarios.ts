@@ -215,7 +215,11 @@ export async function heldPriority(postgres: Postgres, options: { peers: number;
   }
 }
 
-export interface StormResult { point: string; sockets: number; reattachedMs: number; reattached: number; messagesDuringStorm: number; lost: number; duplicates: number; brokerPeakRssMb: number }
+export interface StormResult {
+  point: string; sockets: number; reattachedMs: number; reattached: number; messagesDuringStorm: number; lost: number; duplicates: number; brokerPeakRssMb: number;
+  /** what the reconnects' hello_acks weighed, and how many carried the whole roster */
+  helloAckMb: number; rosterResent: number;
+}
 
 /** Drop every socket at once, send to the dropped peers meanwhile, reconnect all: time and losses. */
 export async function reconnectStorm(postgres: Postgres, options: { sockets: number; senders: number }): Promise<StormResult> {
@@ -250,6 +254,8 @@ export async function reconnectStorm(postgres: Postgres, options: { sockets: num
       lost: sent - count(),
       duplicates: targets.reduce((sum, peer) => sum + peer.duplicates, 0),
       brokerPeakRssMb: usage.broker.peakRssBytes / MB,
+      helloAckMb: targets.reduce((sum, peer) => sum + (peer.helloAck?.bytes ?? 0), 0) / MB,
+      rosterResent: targets.filter((peer) => peer.helloAck?.lists === true).length,
     };
     await Promise.all(all.map((peer) => peer.close()));
     return result;

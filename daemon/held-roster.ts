@@ -3,9 +3,10 @@
 // The broker gives its digest with every roster (hello_ack, peers). A link sends the digest
 // of the roster it holds with its next hello and list_peers; when the mesh has not changed
 // the answer is the digest alone, and the roster held is current again. In a mesh of a
-// thousand peers that spares each send's roster refresh, and each reconnect after a broker
-// restart, about 410 KB. A list-less answer naming any other digest is a broker fault: it
-// is not taken, and the next request asks for the lists again.
+// thousand peers that spares each send's roster refresh about 410 KB while the mesh does not
+// change (and a reconnect, when nothing changed since the roster held). A list-less answer
+// naming any other digest is a broker fault: it is not taken, and the next request asks for
+// the lists again.
 
 import type { MemberView, PeerView } from '../lib/protocol.ts';
 

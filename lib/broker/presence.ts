@@ -36,8 +36,7 @@ interface Connect { peer: Peer; here: boolean; groups: string[] | null }
 // made once and spliced into each `hello_ack` and `peers` frame (a storm of a thousand hellos
 // into one mesh would otherwise encode the same thousand peers a thousand times). A client
 // that names the digest it holds gets the digest back without the lists: a daemon that
-// reconnects, or refreshes before each send, to an unchanged mesh of a thousand peers is not
-// sent them again.
+// refreshes before each send in an unchanged mesh of a thousand peers is not sent them again.
 const rosterJson = new WeakMap<Roster, { json: string; digest: string }>();
 
 /** A `hello_ack` or `peers` frame: its own fields, the roster's digest, and the roster unless `known` is that digest. */
