@@ -119,14 +119,15 @@ const ROUTES = new Map<string, Handler>([
   ['GET /v1/inbox', async (daemon, query, _body, session) => {
     const wanted = optionalString(query, 'mesh');
     // The links whose pushes this read shows: the session's and its member's, or the members'.
-    const meshId = wanted === undefined ? session?.meshId : daemon.mesh(wanted).meshId;
+    const asked = wanted === undefined ? undefined : daemon.mesh(wanted).meshId;
+    const meshId = asked ?? session?.meshId;
     const members = meshId === undefined ? [...daemon.links.values()] : [daemon.links.get(meshId)];
     await caughtUp([...members, session === undefined ? undefined : daemon.sessionLinks.get(session.token)].filter((link) => link !== undefined));
     const search = optionalString(query, 'search');
     const limit = optionalInt(query, 'limit');
     const afterId = optionalInt(query, 'after');
     const items = daemon.listInbox({
-      ...(wanted === undefined ? {} : { meshId: daemon.mesh(wanted).meshId }),
+      ...(asked === undefined ? {} : { meshId: asked }),
       ...(search === undefined ? {} : { search }), ...(limit === undefined ? {} : { limit }), ...(afterId === undefined ? {} : { afterId }),
       unsurfacedOnly: query.get('unsurfaced') === '1' || query.get('unseen') === '1',
     }, session);

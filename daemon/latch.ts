@@ -5,10 +5,6 @@ export class Latch {
   #open = false;
   #waiters: Array<() => void> = [];
 
-  get isOpen(): boolean {
-    return this.#open;
-  }
-
   /** The moment came: every waiter goes on. */
   open(): void {
     this.#open = true;

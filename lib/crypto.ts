@@ -87,6 +87,18 @@ const converted = new Map<string, Buffer | null>();
 const MAX_SHARED_KEYS = 4_096;
 const sharedKeys = new Map<string, Buffer>();
 
+/** Keep `value` under `name`, dropping the oldest entry (through `drop`) past `max`. */
+function keep<V>(map: Map<string, V>, max: number, name: string, value: V, drop?: (old: V) => void): V {
+  if (map.size >= max) {
+    const oldest = map.keys().next().value ?? '';
+    const old = map.get(oldest);
+    if (old !== undefined) drop?.(old);
+    map.delete(oldest);
+  }
+  map.set(name, value);
+  return value;
+}
+
 function x25519Public(publicKeyHex: string): Buffer | undefined {
   const known = converted.get(publicKeyHex);
   if (known !== undefined) return known ?? undefined;
@@ -96,9 +108,7 @@ function x25519Public(publicKeyHex: string): Buffer | undefined {
   } catch {
     out = null; // not a valid curve point
   }
-  if (converted.size >= MAX_CONVERTED_KEYS) converted.delete(converted.keys().next().value ?? '');
-  converted.set(publicKeyHex, out);
-  return out ?? undefined;
+  return keep(converted, MAX_CONVERTED_KEYS, publicKeyHex, out) ?? undefined;
 }
 
 /** Whether a key can be encrypted to: 64 hex that is also a point on the curve. */
@@ -133,13 +143,7 @@ function sharedKey(ownSecretKey: Buffer, peerHex: string, peer: Buffer): Buffer 
   }
   const key = hsalsa20(point);
   sodium().sodium_memzero(point);
-  if (sharedKeys.size >= MAX_SHARED_KEYS) {
-    const oldest = sharedKeys.keys().next().value ?? '';
-    sharedKeys.get(oldest)?.fill(0);
-    sharedKeys.delete(oldest);
-  }
-  sharedKeys.set(name, key);
-  return key;
+  return keep(sharedKeys, MAX_SHARED_KEYS, name, key, (old) => old.fill(0));
 }
 
 export interface Envelope {

@@ -117,9 +117,10 @@ const group = text(MAX_GROUP, 'a group name like "team" or "team/backend"', GROU
 const ids = list(uuid, 1, MAX_IDS, `a list of 1 to ${MAX_IDS} message ids`);
 const name = text(MAX_NAME, 'a name: letters, digits, ".", "_", "@", "-", up to 64, starting with a letter or digit', /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/);
 const challenge = text(CHALLENGE_LENGTH, 'the challenge this connection was sent (base64url)', BASE64URL);
+const rosterDigest = optional(text(ROSTER_DIGEST_LENGTH, `a roster digest (${ROSTER_DIGEST_LENGTH} base64url characters) from an earlier hello_ack or peers frame`, ROSTER_DIGEST));
 // A client that keeps the roster it was last given names it by its digest; the answer then
 // carries the lists only when they changed.
-const knownRoster = { rosterDigest: optional(text(ROSTER_DIGEST_LENGTH, `a roster digest (${ROSTER_DIGEST_LENGTH} base64url characters) from an earlier hello_ack or peers frame`, ROSTER_DIGEST)) };
+const knownRoster = { rosterDigest };
 const anyText = text(MAX_TEXT, `text of at most ${MAX_TEXT} characters`);
 const summary = text(MAX_SUMMARY, `text of at most ${MAX_SUMMARY} characters`);
 const groups = list(group, 0, MAX_GROUPS, `a list of at most ${MAX_GROUPS} group names`);
@@ -167,7 +168,7 @@ const peer = object({ ...peerId, status: oneOf(STATUSES), summary, groups, conne
 const member = object({ key, name, role: oneOf(ROLES) });
 // Both lists are left out when the request named this very roster's digest (knownRoster).
 const roster = {
-  rosterDigest: optional(text(ROSTER_DIGEST_LENGTH, 'a roster digest', ROSTER_DIGEST)),
+  rosterDigest,
   peers: optional(list(peer, 0, MAX_LIST, 'a list of peers')), members: optional(list(member, 0, MAX_LIST, 'a list of members')),
 };
 const stored = object({ ...requestId, queued: ((value, field) => (value === true ? true : bad(field, 'true', value))) as Check<true>, messageId: uuid, recipients: int(0, MAX_ENVELOPES), duplicate: optional(bool) });

@@ -125,8 +125,7 @@ const SQL = loadQueries(readFileSync(QUERIES_FILE, 'utf8'));
 
 /** Run a named query (prepared once per connection under a stable name), typed by its rows. */
 export async function query<N extends QueryName>(db: Queryable, name: N, values: unknown[]): Promise<pg.QueryResult<Row<N> & pg.QueryResultRow>> {
-  const types = name === 'insert_deliveries' ? sameTimes() : undefined;
-  return db.query<Row<N> & pg.QueryResultRow>({ name: `cm_${name}`, text: SQL.get(name) ?? '', values, ...(types === undefined ? {} : { types }) });
+  return db.query<Row<N> & pg.QueryResultRow>({ name: `cm_${name}`, text: SQL.get(name) ?? '', values, types: sameTimes() });
 }
 
 // An element that needs no quotes in an array literal: no braces, commas, quotes,
@@ -154,9 +153,11 @@ export function arrayLiteral(values: ReadonlyArray<string | number | boolean>, c
 }
 
 /**
- * Type parsers for a statement whose rows share one timestamp (an insert's `now()`, the same
- * for every row of its transaction): each distinct text is parsed once per statement, not
- * once per row (pg's date parsing was a measurable part of a burst, docs/benchmarks.md).
+ * Type parsers for one statement: a timestamp text equal to the one before is not parsed
+ * again, and its rows share one Date (nothing here changes a Date in place). An insert's
+ * `now()` is the same for every row of its transaction, so the hot insert parses one time per
+ * batch, not one per row (pg's date parsing was a measurable part of a burst,
+ * docs/benchmarks.md); elsewhere it costs one comparison per timestamp.
  */
 function sameTimes(): pg.CustomTypesConfig {
   let last: { text: string; date: Date } | undefined;
