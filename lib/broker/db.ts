@@ -45,7 +45,7 @@ const QUERY_ROWS = {
   set_summary: rows<never>(),
   join_group: rows<{ groups: string[] }>(),
   leave_group: rows<{ groups: string[] }>(),
-  insert_deliveries: rows<{ message_id: string; recipient_key: string; queued_at: Date }>(),
+  insert_deliveries: rows<{ message_id: string | null; recipient_key: string; queued_at: Date }>(),
   delete_deliveries: rows<never>(),
   legacy_rows: rows<{ found: boolean }>(),
   existing_messages: rows<{ id: string; mesh_id: string; sender_key: string; client_message_id: string; fingerprint: string; recipients: number }>(),

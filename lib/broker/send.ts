@@ -181,7 +181,13 @@ export class Sender {
     // first goes into the insert, the others get its answer as repeats.
     const firstOf = new Map<string, Pending>();
     for (const pending of batch) if (!firstOf.has(pending.messageId)) firstOf.set(pending.messageId, pending);
-    const { inserted, existing } = await transaction(this.#ctx.pool, (client) => this.#insert(client, [...firstOf.values()]));
+    const firsts = [...firstOf.values()];
+    // A message of one envelope is written whole or not at all, so a batch of them needs no
+    // transaction around its one statement (which also carries the signal): one round trip
+    // instead of three. A batch with a wider message may have to take rows out again.
+    const { inserted, existing } = firsts.every((pending) => pending.envelopes.length === 1)
+      ? await this.#insert(this.#ctx.pool, firsts)
+      : await transaction(this.#ctx.pool, (client) => this.#insert(client, firsts));
     for (const pending of batch) {
       const { messageId, peer, frame, envelopes } = pending;
       const createdAt = inserted.get(messageId);
@@ -202,53 +208,49 @@ export class Sender {
     }
   }
 
-  /** Tell the other instances, inside the transaction so that it leaves only at COMMIT. */
-  async #signal(client: pg.PoolClient, batch: Pending[], inserted: ReadonlyMap<string, Date>): Promise<void> {
-    const payload = unclaimedRecipients(batch, inserted);
-    if (payload !== '') await query(client, 'notify', [SIGNAL_DELIVERIES, payload]);
-  }
-
   /**
-   * One batch (distinct message ids) in one transaction and one insert. The insert has no
-   * look-up against the table (its plan cannot go wrong as the table grows); the unique
-   * indexes turn a retry away. A retry that reused a client message id for other recipients
-   * may write some rows past its first: those are taken out again, and it is answered as a
-   * conflict.
+   * One batch (distinct message ids) in one insert, which also tells the other instances
+   * (the signal leaves at COMMIT). The insert has no look-up against the table (its plan
+   * cannot go wrong as the table grows); the unique indexes turn a retry away. A retry that
+   * reused a client message id for other recipients may write some rows past its first:
+   * those are taken out again in the same transaction, and it is answered as a conflict.
    */
-  async #insert(client: pg.PoolClient, batch: Pending[]) {
+  async #insert(client: pg.Pool | pg.PoolClient, batch: Pending[]) {
     const { config, instanceId, delivery } = this.#ctx;
     const existing = new Map<string, Stored>();
     if (await this.#legacyPossible(client)) for (const row of await this.#stored(client, batch)) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
     const fresh = existing.size === 0 ? batch : batch.filter((p) => !existing.has(senderKeyOf(p.peer.meshId, p.peer.key, p.frame.clientMessageId)));
-    const envelopes: [number[], string[], string[], string[], boolean[]] = [[], [], [], [], []];
-    const firstRow: boolean[] = [];
-    fresh.forEach((pending, index) => {
+    // One element per row: a message's own fields repeat for each of its envelopes.
+    const perRow: [Pending[], Envelope[], boolean[]] = [[], [], []];
+    for (const pending of fresh) {
       pending.envelopes.forEach((envelope, position) => {
-        envelopes[0].push(index + 1);
-        envelopes[1].push(envelope.to);
-        envelopes[2].push(envelope.nonce);
-        envelopes[3].push(envelope.ciphertext);
-        envelopes[4].push(envelope.claimed);
-        firstRow.push(position === 0);
+        perRow[0].push(pending);
+        perRow[1].push(envelope);
+        perRow[2].push(position === 0);
       });
-    });
+    }
+    const [senders, envelopes, firstRow] = perRow;
     // Every column but the client message id (any printable text) has a shape lib/protocol.ts
     // checked, or is ours: it goes into its array literal as it is.
     const columns = [
-      arrayLiteral(fresh.map((p) => p.messageId), true), arrayLiteral(fresh.map((p) => p.peer.meshId), true), arrayLiteral(fresh.map((p) => p.peer.key), true),
-      arrayLiteral(fresh.map((p) => p.peer.memberKey), true), arrayLiteral(fresh.map((p) => p.frame.clientMessageId)),
-      ...[fresh.map((p) => p.fingerprint), fresh.map((p) => p.frame.target), fresh.map((p) => p.frame.priority), fresh.map((p) => p.frame.hops), ...envelopes].map((column) => arrayLiteral(column, true)),
+      ...[senders.map((p) => p.messageId), senders.map((p) => p.peer.meshId), senders.map((p) => p.peer.key), senders.map((p) => p.peer.memberKey)].map((column) => arrayLiteral(column, true)),
+      arrayLiteral(senders.map((p) => p.frame.clientMessageId)),
+      ...[senders.map((p) => p.fingerprint), senders.map((p) => p.frame.target), senders.map((p) => p.frame.priority), senders.map((p) => p.frame.hops),
+        envelopes.map((e) => e.to), envelopes.map((e) => e.nonce), envelopes.map((e) => e.ciphertext), envelopes.map((e) => e.claimed), firstRow].map((column) => arrayLiteral(column, true)),
     ];
-    const { rows } = fresh.length === 0 ? { rows: [] } : await query(client, 'insert_deliveries', [
-      ...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId, arrayLiteral(firstRow, true),
+    const { rows: answered } = fresh.length === 0 ? { rows: [] } : await query(client, 'insert_deliveries', [
+      ...columns, config.messageTtlSeconds, delivery.claimSeconds, instanceId, SIGNAL_DELIVERIES, unclaimedRecipients(fresh),
     ]);
-    this.#grew(rows.length);
     const written = new Map<string, { at: Date; recipients: string[] }>();
-    for (const row of rows) {
-      const entry = written.get(row.message_id) ?? { at: row.queued_at, recipients: [] };
-      entry.recipients.push(row.recipient_key);
-      written.set(row.message_id, entry);
+    let rows = 0;
+    for (const { message_id: id, recipient_key: recipient, queued_at: at } of answered) {
+      if (id === null) continue; // the signal's row
+      rows += 1;
+      const entry = written.get(id) ?? { at, recipients: [] };
+      entry.recipients.push(recipient);
+      written.set(id, entry);
     }
+    this.#grew(rows);
     const inserted = new Map<string, Date>();
     const undo: [string[], string[]] = [[], []];
     for (const pending of fresh) {
@@ -264,7 +266,6 @@ export class Sender {
       }
     }
     if (undo[0].length > 0) await query(client, 'delete_deliveries', undo);
-    await this.#signal(client, fresh, inserted);
     const repeats = fresh.filter((pending) => !inserted.has(pending.messageId));
     if (repeats.length > 0) for (const row of await this.#stored(client, repeats)) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
     return { inserted, existing };
@@ -275,7 +276,7 @@ export class Sender {
    * client id, before the insert). Asked once, then again every LEGACY_RECHECK_MS while the
    * answer is yes; no legacy row is ever written again, so a no is final.
    */
-  async #legacyPossible(client: pg.PoolClient): Promise<boolean> {
+  async #legacyPossible(client: pg.Pool | pg.PoolClient): Promise<boolean> {
     const now = this.#ctx.now();
     if (this.#legacy === undefined || (this.#legacy.possible && now - this.#legacy.checkedAt >= LEGACY_RECHECK_MS)) {
       const { rows } = await query(client, 'legacy_rows', []);
@@ -312,11 +313,13 @@ export function messageIdOf(meshId: string, senderKey: string, clientMessageId: 
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
-/** One notification per batch, at COMMIT, naming the recipients no socket here took. */
-function unclaimedRecipients(batch: Pending[], inserted: ReadonlyMap<string, Date>): string {
+/**
+ * One notification per batch, at COMMIT, naming the recipients no socket here took. A retry
+ * turned away by the insert is named too: the instance that looks finds nothing new.
+ */
+function unclaimedRecipients(batch: Pending[]): string {
   const pairs = new Map<string, [string, string]>();
   for (const pending of batch) {
-    if (!inserted.has(pending.messageId)) continue;
     for (const envelope of pending.envelopes) if (!envelope.claimed) pairs.set(`${pending.peer.meshId}\n${envelope.to}`, [pending.peer.meshId, envelope.to]);
   }
   const payload = JSON.stringify([...pairs.values()]);

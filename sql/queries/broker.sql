@@ -125,25 +125,32 @@ RETURNING groups;
 UPDATE presences SET groups = array_remove(groups, $3::text) WHERE mesh_id = $1 AND key = $2 RETURNING groups;
 
 -- name: insert_deliveries
--- One row per recipient: $1..$9 are the messages, $10..$14 their envelopes ($10 = the
--- message's position in $1; nonce and ciphertext in the sender's base64; $18 marks each
--- message's first envelope). A row that meets a stored one on either unique index (a retry)
--- is skipped; RETURNING names the rows written, and lib/broker/send.ts decides per message.
-WITH m AS (
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::smallint[])
-    WITH ORDINALITY AS u(id, mesh_id, sender, member_key, cmid, fingerprint, target, priority, hops, n)
+-- One row per recipient, each column an array with one element per row ($14 marks each
+-- message's first row; nonce and ciphertext in the sender's base64). No join: at a steady
+-- rate a batch is two or three rows, and building a hash join for them cost more than the
+-- rows. A row that meets a stored one on either unique index (a retry) is skipped; RETURNING
+-- names the rows written, and lib/broker/send.ts decides per message. When $19 is not empty
+-- it is signalled on channel $18 (lib/broker/hub.ts) in the same statement, so a batch that
+-- needs nothing else commits in one round trip; the signal's row has a null message id.
+WITH written AS (
+  INSERT INTO deliveries (message_id, mesh_id, sender_key, sender_member_key, client_message_id, fingerprint, target, priority, hops,
+                          recipient_key, nonce, ciphertext, first_row, expires_at, claimed_until, claimed_by, pushes)
+  SELECT r.id, r.mesh_id, r.sender, r.member_key, r.cmid, r.fingerprint, r.target, r.priority, r.hops,
+         r.recipient, decode(r.nonce, 'base64'), decode(r.ciphertext, 'base64'), r.first_row, now() + make_interval(secs => $15),
+         CASE WHEN r.claimed THEN now() + make_interval(secs => $16) END,
+         CASE WHEN r.claimed THEN $17 END,
+         CASE WHEN r.claimed THEN 1 ELSE 0 END
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::smallint[],
+              $10::text[], $11::text[], $12::text[], $13::bool[], $14::bool[])
+    AS r(id, mesh_id, sender, member_key, cmid, fingerprint, target, priority, hops, recipient, nonce, ciphertext, claimed, first_row)
+  ON CONFLICT DO NOTHING
+  RETURNING message_id, recipient_key, queued_at
+), signalled AS (
+  SELECT pg_notify($18, $19) WHERE $19 <> ''
 )
-INSERT INTO deliveries (message_id, mesh_id, recipient_key, priority, nonce, ciphertext, sender_key, sender_member_key,
-                        client_message_id, fingerprint, target, hops, first_row, expires_at, claimed_until, claimed_by, pushes)
-SELECT m.id, m.mesh_id, e.recipient, m.priority, decode(e.nonce, 'base64'), decode(e.ciphertext, 'base64'), m.sender, m.member_key, m.cmid, m.fingerprint, m.target, m.hops,
-       e.first_row, now() + make_interval(secs => $15),
-       CASE WHEN e.claimed THEN now() + make_interval(secs => $16) END,
-       CASE WHEN e.claimed THEN $17 END,
-       CASE WHEN e.claimed THEN 1 ELSE 0 END
-FROM unnest($10::int[], $11::text[], $12::text[], $13::text[], $14::bool[], $18::bool[]) AS e(n, recipient, nonce, ciphertext, claimed, first_row)
-JOIN m ON m.n = e.n
-ON CONFLICT DO NOTHING
-RETURNING message_id, recipient_key, queued_at;
+SELECT message_id, recipient_key, queued_at FROM written
+UNION ALL
+SELECT NULL, NULL, NULL FROM signalled;
 
 -- name: delete_deliveries
 -- ($1 message ids, $2 recipient keys, pairwise) rows a conflicting retry wrote, taken out again
