@@ -59,11 +59,11 @@ interface PushRow {
 // The rows of one insert share one Date (db.ts parses an insert's time once): format it once.
 let lastTime: { date: Date; iso: string } | undefined;
 
-function pushFrame(row: PushRow): string {
+function pushFrame(row: Omit<PushRow, 'nonce' | 'ciphertext'>, envelope: { nonce: string; ciphertext: string }): string {
   if (lastTime?.date !== row.createdAt) lastTime = { date: row.createdAt, iso: row.createdAt.toISOString() };
   return encodePush({
     messageId: row.messageId, meshId: row.meshId, senderKey: row.senderKey, senderMemberKey: row.senderMemberKey, target: row.target, priority: row.priority,
-    envelope: { nonce: row.nonce, ciphertext: row.ciphertext }, createdAt: lastTime.iso, clientMessageId: row.clientMessageId, hops: row.hops,
+    envelope, createdAt: lastTime.iso, clientMessageId: row.clientMessageId, hops: row.hops,
   });
 }
 
@@ -114,7 +114,7 @@ export class Delivery {
         if (recipient !== undefined) void this.releaseClaims(recipient);
         continue;
       }
-      sendFrame(socket, pushFrame({ ...row, nonce: envelope.nonce, ciphertext: envelope.ciphertext }));
+      sendFrame(socket, pushFrame(row, envelope));
     }
   }
 
@@ -181,8 +181,8 @@ export class Delivery {
       for (const row of rows) {
         sendFrame(socket, pushFrame({
           messageId: row.message_id, meshId: peer.meshId, senderKey: row.sender_key, senderMemberKey: row.sender_member_key, target: row.target,
-          priority: row.priority, nonce: row.nonce.toString('base64'), ciphertext: row.ciphertext.toString('base64'), createdAt: row.created_at, clientMessageId: row.client_message_id, hops: row.hops,
-        }));
+          priority: row.priority, createdAt: row.created_at, clientMessageId: row.client_message_id, hops: row.hops,
+        }, { nonce: row.nonce.toString('base64'), ciphertext: row.ciphertext.toString('base64') }));
       }
       if (rows.length < CATCH_UP_BATCH) return true;
     }

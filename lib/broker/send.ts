@@ -340,8 +340,10 @@ function base64Bytes(text: string): number {
  * JSON.stringify made before, so rows stored earlier keep matching.
  */
 function fingerprintOf(frame: SendFrame): string {
-  const envelopes = frame.envelopes.length === 1 ? frame.envelopes : [...frame.envelopes].sort((a, b) => a.to.localeCompare(b.to));
-  const listed = envelopes.map((e) => `["${e.to}","${e.nonce}","${e.ciphertext}"]`).join(',');
+  const only = frame.envelopes.length === 1 ? frame.envelopes[0] : undefined;
+  const listed = only !== undefined
+    ? `["${only.to}","${only.nonce}","${only.ciphertext}"]`
+    : [...frame.envelopes].sort((a, b) => a.to.localeCompare(b.to)).map((e) => `["${e.to}","${e.nonce}","${e.ciphertext}"]`).join(',');
   return hash('sha256', `[${JSON.stringify(frame.target)},${JSON.stringify(frame.priority)},[${listed}]]`);
 }
 
@@ -351,6 +353,8 @@ function fingerprintOf(frame: SendFrame): string {
  * session key the sender chose to include; `@group` → every key in that group.
  */
 function checkRecipients(roster: Roster, sender: Peer, target: string, envelopes: ReadonlyArray<{ to: string }>): CmError | undefined {
+  // The common case, a direct message with its one envelope, answered without building sets.
+  if (envelopes.length === 1 && envelopes[0]?.to === target && target !== sender.key && (roster.members.has(target) || roster.peers.has(target))) return undefined;
   const required = new Set<string>();
   const allowed = new Set<string>();
   if (target === '*') {
