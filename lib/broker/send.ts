@@ -221,15 +221,16 @@ export class Sender {
     if (await this.#legacyPossible(client)) for (const row of await this.#stored(client, batch)) existing.set(senderKeyOf(row.mesh_id, row.sender_key, row.client_message_id), row);
     const fresh = existing.size === 0 ? batch : batch.filter((p) => !existing.has(senderKeyOf(p.peer.meshId, p.peer.key, p.frame.clientMessageId)));
     // One element per row: a message's own fields repeat for each of its envelopes.
-    const perRow: [Pending[], Envelope[], boolean[]] = [[], [], []];
+    const senders: Pending[] = [];
+    const envelopes: Envelope[] = [];
+    const firstRow: boolean[] = [];
     for (const pending of fresh) {
       pending.envelopes.forEach((envelope, position) => {
-        perRow[0].push(pending);
-        perRow[1].push(envelope);
-        perRow[2].push(position === 0);
+        senders.push(pending);
+        envelopes.push(envelope);
+        firstRow.push(position === 0);
       });
     }
-    const [senders, envelopes, firstRow] = perRow;
     // Every column but the client message id (any printable text) has a shape lib/protocol.ts
     // checked, or is ours: it goes into its array literal as it is.
     const columns = [
