@@ -85,7 +85,7 @@ const converted = new Map<string, Buffer | null>();
 // Shared keys are secrets: they stay in this process's memory, like the secret keys they come
 // from, and are never written, logged or sent. One per (own key, peer key) pair: a daemon with
 // a few sessions in a mesh of 1,000 uses several thousand, and the bench harness, 100 peers
-// in one process, 9,900. Past the bound the least recently used is dropped (about 5 MB when
+// in one process, 9,900. Past the bound the least recently used is dropped (about 9 MB when
 // full); at 4,096, first in first out, the harness recomputed most of them, 90 µs each.
 const MAX_SHARED_KEYS = 16_384;
 const sharedKeys = new Map<string, Buffer>();
