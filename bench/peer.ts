@@ -61,7 +61,7 @@ export class BenchPeer {
         }
         const text = String(more);
         const frame = JSON.parse(text) as Record<string, any>;
-        if (frame.type === 'hello_ack') this.helloAck = { bytes: Buffer.byteLength(text), lists: frame.peers !== undefined };
+        if (frame.type === 'hello_ack') this.helloAck = { bytes: Buffer.isBuffer(more) ? more.length : Buffer.byteLength(text), lists: frame.peers !== undefined };
         this.#onFrame(frame);
       });
     }));
