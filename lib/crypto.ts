@@ -79,7 +79,7 @@ export function verify(signatureHex: unknown, message: Buffer, publicKeyHex: unk
 
 // Converting an ed25519 public key to its x25519 form decompresses a curve point: about
 // 150 µs, three times the box operation itself. Keys are public and peers few, so the
-// conversions are kept (the oldest dropped past this many).
+// conversions are kept (the least recently used dropped past this many).
 const MAX_CONVERTED_KEYS = 4_096;
 const converted = new Map<string, Buffer | null>();
 // Shared keys are secrets: they stay in this process's memory, like the secret keys they come
@@ -90,7 +90,17 @@ const converted = new Map<string, Buffer | null>();
 const MAX_SHARED_KEYS = 16_384;
 const sharedKeys = new Map<string, Buffer>();
 
-/** Keep `value` under `name`, dropping the oldest entry (through `drop`) past `max`. */
+/** The entry under `name`, moved to the young end of `map` (away from the next drop). */
+function recall<V>(map: Map<string, V>, name: string): V | undefined {
+  const value = map.get(name);
+  if (value !== undefined) {
+    map.delete(name);
+    map.set(name, value);
+  }
+  return value;
+}
+
+/** Keep `value` under `name`, dropping the least recently kept or recalled entry (through `drop`) past `max`. */
 function keep<V>(map: Map<string, V>, max: number, name: string, value: V, drop?: (old: V) => void): V {
   if (map.size >= max) {
     const oldest = map.keys().next().value ?? '';
@@ -103,7 +113,7 @@ function keep<V>(map: Map<string, V>, max: number, name: string, value: V, drop?
 }
 
 function x25519Public(publicKeyHex: string): Buffer | undefined {
-  const known = converted.get(publicKeyHex);
+  const known = recall(converted, publicKeyHex);
   if (known !== undefined) return known ?? undefined;
   let out: Buffer | null = Buffer.alloc(X25519_KEY_BYTES);
   try {
@@ -133,13 +143,8 @@ function x25519Secret(secretKey: Buffer): Buffer {
 function sharedKey(ownSecretKey: Buffer, peerHex: string, peer: Buffer): Buffer | undefined {
   // The secret's second half is its public key: a cheap, non-secret name for it.
   const name = `${ownSecretKey.toString('hex', PUBLIC_KEY_BYTES)}:${peerHex}`;
-  const known = sharedKeys.get(name);
-  if (known !== undefined) {
-    // used again: it moves to the young end, away from the next drop
-    sharedKeys.delete(name);
-    sharedKeys.set(name, known);
-    return known;
-  }
+  const known = recall(sharedKeys, name);
+  if (known !== undefined) return known;
   const secret = x25519Secret(ownSecretKey);
   const point = Buffer.alloc(X25519_KEY_BYTES);
   try {
