@@ -22,7 +22,7 @@ import {
   attestationSigningString, CLOSES, encodeFrame, errorFrame, helloSigningString, MAX_REQUEST_ID, parseClientFrame, PROTOCOL_VERSION,
   sessionHelloSigningString,
 } from '../protocol.ts';
-import type { Close, ClientFrame, HelloFrame, SessionHelloFrame } from '../protocol.ts';
+import type { AckFrame, Close, ClientFrame, HelloFrame, SessionHelloFrame } from '../protocol.ts';
 import { CLOCK_SKEW_MS } from '../signed-request.ts';
 import { sendFrame } from '../ws-writes.ts';
 import { failureOf } from './db.ts';
@@ -220,19 +220,22 @@ export function unsentBytes(sockets: Iterable<WebSocket>): { slow: number; bytes
 /**
  * Run `handle` for each frame, at most MAX_FRAMES_IN_FLIGHT at once, and none while the
  * socket is a slow consumer. Frames beyond that wait as raw bytes and the socket is paused
- * until the backlog drains.
+ * until the backlog drains. The function returned is to be called once per frame, when it
+ * has been answered: one function per socket rather than a promise per frame, which a send
+ * would hold until its commit.
  */
-function handleWithBackpressure(socket: WebSocket, handle: (data: RawData, isBinary: boolean) => Promise<void>): void {
+function handleWithBackpressure(socket: WebSocket, handle: (data: RawData, isBinary: boolean) => void): () => void {
   let inFlight = 0;
   const backlog: Array<[RawData, boolean]> = [];
   let drainTimer: NodeJS.Timeout | undefined;
   const slow = (): boolean => socket.bufferedAmount > MAX_BUFFERED_BYTES;
+  const done = (): void => {
+    inFlight -= 1;
+    pump();
+  };
   const run = (data: RawData, isBinary: boolean): void => {
     inFlight += 1;
-    void handle(data, isBinary).finally(() => {
-      inFlight -= 1;
-      pump();
-    });
+    handle(data, isBinary);
   };
   const pump = (): void => {
     clearTimeout(drainTimer);
@@ -258,13 +261,15 @@ function handleWithBackpressure(socket: WebSocket, handle: (data: RawData, isBin
     if (inFlight === 0) pump();
   });
   socket.on('close', () => clearTimeout(drainTimer));
+  return done;
 }
 
 /** Serve one accepted socket until it closes. */
 export function serveConnection(ctx: Context, socket: WebSocket): void {
-  const { log, hub, metrics } = ctx;
+  const { log, hub, metrics, delivery } = ctx;
   let peer: Peer | undefined;
   let hello: Promise<void> | undefined;
+  let helloAnswered = false;
   const reply = (text: string): void => {
     if (socket.readyState === socket.OPEN) sendFrame(socket, text);
   };
@@ -302,21 +307,39 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     void ctx.delivery.catchUpAfterHello(peer);
   }
 
-  async function onMessage(data: RawData, isBinary: boolean): Promise<void> {
+  function onMessage(data: RawData, isBinary: boolean): void {
     let frame: ClientFrame;
     try {
       if (isBinary) throw cmError('CM_ERR_BAD_FRAME', 'binary frames are not part of the protocol: send JSON text');
       frame = parseClientFrame(data.toString());
     } catch (error) {
       reply(errorFrame(isCmError(error) ? error : cmError('CM_ERR_BAD_FRAME', 'frame could not be read'), requestIdOf(data, isBinary)));
-      return;
+      return done();
     }
     if (peer !== undefined) hub.touch(peer);
+    // The two frames of every message, once the hello is answered: handled in this turn,
+    // with no promise or async frame held per send until its commit.
+    if (helloAnswered && peer !== undefined && (frame.type === 'send' || frame.type === 'client_ack')) {
+      try {
+        if (frame.type === 'send') return ctx.sender.submit(peer, frame, answerSend);
+        delivery.ack(peer, frame.messageIds);
+      } catch (error) {
+        log.warn('frame failed', { type: frame.type, error });
+        reply(errorFrame(failureOf(error, frame.type), frame.id));
+      }
+      return done();
+    }
+    void handleFrame(frame).finally(done);
+  }
+
+  async function handleFrame(frame: ClientFrame): Promise<void> {
     if (hello !== undefined) await hello;
     if (peer === undefined && (frame.type === 'hello' || frame.type === 'session_hello')) {
       hello = sayHello(frame).catch((error: unknown) => {
         log.warn('hello failed', { error });
         refuse({ reason: 'internal', close: CLOSES.internal, error: failureOf(error, 'the hello') }, frame.id);
+      }).finally(() => {
+        helloAnswered = true;
       });
       return hello;
     }
@@ -329,7 +352,11 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     }
   }
 
-  handleWithBackpressure(socket, onMessage);
+  const answerSend = (ack: AckFrame): void => {
+    reply(JSON.stringify(ack));
+    done();
+  };
+  const done = handleWithBackpressure(socket, onMessage);
   socket.on('pong', () => peer !== undefined && hub.touch(peer));
   socket.on('close', () => {
     clearTimeout(timer);

@@ -4,13 +4,12 @@
 // messages. The ack goes out after COMMIT only (acknowledged means durable); then the
 // batch is handed to delivery.ts, which pushes it.
 
-import { hash } from 'node:crypto';
 import type pg from 'pg';
 import type { Context } from '../../broker.ts';
 import { BOX_MAC_BYTES, NONCE_BYTES } from '../crypto.ts';
 import { cmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
-import { groupMatches, MAX_HOPS } from '../protocol.ts';
+import { MAX_HOPS } from '../protocol.ts';
 import type { AckFrame, SendFrame } from '../protocol.ts';
 import { KeyedTokenBuckets } from '../token-bucket.ts';
 import { arrayLiteral, failureOf, query, transaction } from './db.ts';
@@ -19,6 +18,7 @@ import { SIGNAL_DELIVERIES } from './hub.ts';
 import type { Peer } from './hub.ts';
 import type { MESSAGE_REJECT_REASONS } from './metrics.ts';
 import type { Roster } from './presence.ts';
+import { base64Bytes, checkRecipients, fingerprintOf, messageIdOf } from './send-checks.ts';
 
 const MAX_BATCH_SENDS = 2000;
 // how long a send that finds no transaction running waits for others to share its commit
@@ -42,9 +42,10 @@ interface Pending {
   frame: SendFrame;
   envelopes: Envelope[];
   fingerprint: string;
-  resolve: (ack: AckFrame) => void;
+  answer: Answer;
 }
 type RejectReason = (typeof MESSAGE_REJECT_REASONS)[number];
+type Answer = (ack: AckFrame) => void;
 type Stored = Row<'existing_messages'>;
 
 const idOf = (frame: SendFrame) => (frame.id === undefined ? {} : { id: frame.id });
@@ -70,65 +71,90 @@ export class Sender {
     this.#pairs = new KeyedTokenBuckets({ capacity: config.loopGuardBurst, refillPerSecond: config.loopGuardRatePerSecond, now });
   }
 
-  async send(peer: Peer, frame: SendFrame): Promise<AckFrame> {
+  /**
+   * Take one send; `answer` is called once with its ack: after the commit, or as soon as it
+   * is refused. The common case (limits, envelopes and the cached roster all fine) runs
+   * without a promise, an async frame or a closure of its own: up to thousands of sends wait
+   * for their commit at once, and what each of them holds is what the young generation has
+   * to copy at every collection (docs/benchmarks.md, round six).
+   */
+  submit(peer: Peer, frame: SendFrame, answer: Answer): void {
     const fingerprint = fingerprintOf(frame);
-    const refuse = async (reason: RejectReason, error: CmError): Promise<AckFrame> => {
-      // A retry of a message already stored (its ack was lost) gets the original answer,
-      // whatever a limit or the roster would say now.
-      let original: AckFrame | undefined;
-      try {
-        original = await this.#original(peer, frame, fingerprint);
-      } catch (cause) {
-        [reason, error] = ['db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the broker could not check whether this message was already stored; nothing was queued, retry it', { cause })];
-      }
-      if (original !== undefined) return original;
-      this.#ctx.metrics.messagesRejected.inc({ reason });
-      return { type: 'ack', ...idOf(frame), queued: false, ...error.toJSON() };
-    };
     const { config } = this.#ctx;
     const limits = this.#limitKeys(peer);
     if (!this.#members.take(limits.member)) {
-      return refuse('rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${config.sendBurst} messages in a burst (steady limit ${config.sendRatePerSecond}/s)`));
+      return void this.#refuse(peer, frame, fingerprint, answer, 'rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${config.sendBurst} messages in a burst (steady limit ${config.sendRatePerSecond}/s)`));
     }
-    if (frame.hops > MAX_HOPS) return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
+    if (frame.hops > MAX_HOPS) return void this.#refuse(peer, frame, fingerprint, answer, 'loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
     if (!this.#pairs.take(limits.route + frame.target)) {
-      return refuse('loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${config.loopGuardBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
+      return void this.#refuse(peer, frame, fingerprint, answer, 'loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${config.loopGuardBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
     }
     const envelopes: Envelope[] = [];
     for (const envelope of frame.envelopes) {
       const { nonce, ciphertext } = envelope;
       if (base64Bytes(nonce) !== NONCE_BYTES || base64Bytes(ciphertext) < BOX_MAC_BYTES) {
-        return refuse('bad_envelope', cmError('CM_ERR_BAD_FRAME', `envelope for ${envelope.to.slice(0, 12)}… must carry a ${NONCE_BYTES}-byte nonce and at least ${BOX_MAC_BYTES} bytes of ciphertext`));
+        return void this.#refuse(peer, frame, fingerprint, answer, 'bad_envelope', cmError('CM_ERR_BAD_FRAME', `envelope for ${envelope.to.slice(0, 12)}… must carry a ${NONCE_BYTES}-byte nonce and at least ${BOX_MAC_BYTES} bytes of ciphertext`));
       }
       envelopes.push({ to: envelope.to, nonce, ciphertext, claimed: false });
     }
+    const cached = this.#ctx.presence.cachedRoster(peer.meshId);
+    if (cached !== undefined && checkRecipients(cached, peer, frame.target, envelopes) === undefined) return this.#enqueue(peer, frame, envelopes, fingerprint, cached, answer);
+    void this.#checkStored(peer, frame, envelopes, fingerprint, cached !== undefined, answer);
+  }
+
+  /** The same as submit, as a promise. */
+  send(peer: Peer, frame: SendFrame): Promise<AckFrame> {
+    return new Promise((resolve) => this.submit(peer, frame, resolve));
+  }
+
+  /**
+   * The recipients checked against the roster as stored: none was cached, or the cached one
+   * refused them and may be a moment behind (a peer that joined on another instance), so
+   * only what the stored roster says is refused.
+   */
+  async #checkStored(peer: Peer, frame: SendFrame, envelopes: Envelope[], fingerprint: string, cachedRefused: boolean, answer: Answer): Promise<void> {
     let roster: Roster;
+    let problem: CmError | undefined;
     try {
-      roster = this.#ctx.presence.cachedRoster(peer.meshId) ?? await this.#ctx.presence.roster(peer.meshId);
-    } catch (error) {
-      return refuse('db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the roster could not be read; nothing was stored', { cause: error }));
-    }
-    let problem = checkRecipients(roster, peer, frame.target, envelopes);
-    if (problem !== undefined) {
-      // The cached roster may be a moment behind (a peer that joined on another instance):
-      // refuse only what the roster as stored says.
-      this.#ctx.presence.forget(peer.meshId);
-      try {
-        roster = await this.#ctx.presence.roster(peer.meshId);
-      } catch (error) {
-        return refuse('db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the roster could not be read; nothing was stored', { cause: error }));
-      }
+      if (cachedRefused) this.#ctx.presence.forget(peer.meshId);
+      roster = await this.#ctx.presence.roster(peer.meshId);
       problem = checkRecipients(roster, peer, frame.target, envelopes);
+      if (problem !== undefined && !cachedRefused) {
+        this.#ctx.presence.forget(peer.meshId);
+        roster = await this.#ctx.presence.roster(peer.meshId);
+        problem = checkRecipients(roster, peer, frame.target, envelopes);
+      }
+    } catch (error) {
+      return this.#refuse(peer, frame, fingerprint, answer, 'db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the roster could not be read; nothing was stored', { cause: error }));
     }
-    if (problem !== undefined) return refuse(problem.code === 'CM_ERR_UNKNOWN_RECIPIENT' ? 'unknown_recipient' : 'bad_envelope', problem);
+    if (problem !== undefined) return this.#refuse(peer, frame, fingerprint, answer, problem.code === 'CM_ERR_UNKNOWN_RECIPIENT' ? 'unknown_recipient' : 'bad_envelope', problem);
+    this.#enqueue(peer, frame, envelopes, fingerprint, roster, answer);
+  }
+
+  /** Queue a checked send for the next commit. */
+  #enqueue(peer: Peer, frame: SendFrame, envelopes: Envelope[], fingerprint: string, roster: Roster, answer: Answer): void {
     // Decided now, written with the insert: which recipients are pushed right after commit.
     for (const envelope of envelopes) envelope.claimed = this.#ctx.delivery.claimable(peer.meshId, envelope.to, frame.priority, roster);
-    return new Promise((resolve) => {
-      this.#queue.push({ messageId: messageIdOf(peer.meshId, peer.key, frame.clientMessageId), peer, frame, envelopes, fingerprint, resolve });
-      // A send that finds no transaction running waits SEND_GATHER_MS for company: at a steady
-      // rate that fills each commit (and its fsync) with several sends instead of one or two.
-      if (this.#queue.length === 1 && !this.#flushing) setTimeout(() => void this.#flush(), this.#ctx.timings.sendGatherMs);
-    });
+    this.#queue.push({ messageId: messageIdOf(peer.meshId, peer.key, frame.clientMessageId), peer, frame, envelopes, fingerprint, answer });
+    // A send that finds no transaction running waits SEND_GATHER_MS for company: at a steady
+    // rate that fills each commit (and its fsync) with several sends instead of one or two.
+    if (this.#queue.length === 1 && !this.#flushing) setTimeout(() => void this.#flush(), this.#ctx.timings.sendGatherMs);
+  }
+
+  /**
+   * Answer a refused send. A retry of a message already stored (its ack was lost) gets the
+   * original answer, whatever a limit or the roster would say now.
+   */
+  async #refuse(peer: Peer, frame: SendFrame, fingerprint: string, answer: Answer, reason: RejectReason, error: CmError): Promise<void> {
+    let original: AckFrame | undefined;
+    try {
+      original = await this.#original(peer, frame, fingerprint);
+    } catch (cause) {
+      [reason, error] = ['db_unavailable', cmError('CM_ERR_DB_UNAVAILABLE', 'the broker could not check whether this message was already stored; nothing was queued, retry it', { cause })];
+    }
+    if (original !== undefined) return answer(original);
+    this.#ctx.metrics.messagesRejected.inc({ reason });
+    answer({ type: 'ack', ...idOf(frame), queued: false, ...error.toJSON() });
   }
 
   /** A peer's rate-limit keys, made once per connection rather than once per message. */
@@ -168,7 +194,7 @@ export class Sender {
       this.#ctx.log.warn('send batch failed', { sends: batch.length, error });
       for (const pending of batch) {
         this.#ctx.metrics.messagesRejected.inc({ reason: 'db_unavailable' });
-        pending.resolve({ type: 'ack', ...idOf(pending.frame), queued: false, ...failure.toJSON() });
+        pending.answer({ type: 'ack', ...idOf(pending.frame), queued: false, ...failure.toJSON() });
       }
     } finally {
       this.#flushing = false;
@@ -196,11 +222,11 @@ export class Sender {
         const stored = createdAt !== undefined && first !== undefined
           ? { id: messageId, fingerprint: first.fingerprint, recipients: first.envelopes.length }
           : existing.get(senderKeyOf(peer.meshId, peer.key, frame.clientMessageId));
-        pending.resolve(this.#repeat(frame, stored, pending.fingerprint));
+        pending.answer(this.#repeat(frame, stored, pending.fingerprint));
         continue;
       }
       this.#ctx.metrics.messagesRouted.inc({ priority: frame.priority });
-      pending.resolve({ type: 'ack', ...idOf(frame), queued: true, messageId, recipients: envelopes.length });
+      pending.answer({ type: 'ack', ...idOf(frame), queued: true, messageId, recipients: envelopes.length });
       this.#ctx.delivery.pushCommitted({
         messageId, meshId: peer.meshId, senderKey: peer.key, senderMemberKey: peer.memberKey, target: frame.target,
         priority: frame.priority, createdAt, clientMessageId: frame.clientMessageId, hops: frame.hops,
@@ -305,16 +331,6 @@ export class Sender {
 }
 
 /**
- * A message's id: derived from (mesh, sender key, client message id), so that a retry lands
- * on the row its first copy wrote (the primary key is the idempotency check). The mesh id
- * has no newline and the key is hex, so the joined string is unambiguous.
- */
-export function messageIdOf(meshId: string, senderKey: string, clientMessageId: string): string {
-  const hex = hash('sha256', `${meshId}\n${senderKey}\n${clientMessageId}`);
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
-}
-
-/**
  * One notification per batch, at COMMIT, naming the recipients no socket here took. A retry
  * turned away by the insert is named too: the instance that looks finds nothing new.
  */
@@ -326,75 +342,4 @@ function unclaimedRecipients(batch: Pending[]): string {
   const payload = JSON.stringify([...pairs.values()]);
   // A notification carries at most 8,000 bytes: past that, every instance looks for itself.
   return pairs.size === 0 ? '' : payload.length <= MAX_SIGNAL_BYTES ? payload : '*';
-}
-
-/** How many bytes a base64 string (charset checked by lib/protocol.ts) decodes to; -1 when its length is not whole quads. */
-function base64Bytes(text: string): number {
-  if (text.length % 4 !== 0) return -1;
-  return (text.length / 4) * 3 - (text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0);
-}
-
-/**
- * The request's identity for idempotency: the SHA-256 of the JSON text of [target, priority,
- * [[to, nonce, ciphertext], …] in key order]. Keys are hex and envelopes base64 (checked by
- * lib/protocol.ts), so only the target needs JSON escaping; the text is the one
- * JSON.stringify made before, so rows stored earlier keep matching.
- */
-function fingerprintOf(frame: SendFrame): string {
-  const only = frame.envelopes.length === 1 ? frame.envelopes[0] : undefined;
-  const listed = only !== undefined
-    ? `["${only.to}","${only.nonce}","${only.ciphertext}"]`
-    : [...frame.envelopes].sort((a, b) => a.to.localeCompare(b.to)).map((e) => `["${e.to}","${e.nonce}","${e.ciphertext}"]`).join(',');
-  return hash('sha256', `[${JSON.stringify(frame.target)},${JSON.stringify(frame.priority)},[${listed}]]`);
-}
-
-/**
- * Which keys a target reaches, checked against the envelopes the sender encrypted: a key →
- * exactly that key; `*` → every current member (offline too), plus any live or recent
- * session key the sender chose to include; `@group` → every key in that group.
- */
-function checkRecipients(roster: Roster, sender: Peer, target: string, envelopes: ReadonlyArray<{ to: string }>): CmError | undefined {
-  // The common case, a direct message with its one envelope, answered without building sets.
-  if (envelopes.length === 1 && envelopes[0]?.to === target && target !== sender.key && (roster.members.has(target) || roster.peers.has(target))) return undefined;
-  const required = new Set<string>();
-  const allowed = new Set<string>();
-  if (target === '*') {
-    for (const key of roster.members.keys()) {
-      if (key !== sender.memberKey) required.add(key);
-      allowed.add(key);
-    }
-    for (const key of roster.peers.keys()) allowed.add(key);
-  } else if (target.startsWith('@')) {
-    for (const peer of roster.peers.values()) {
-      if (groupMatches(peer.groups, target)) {
-        required.add(peer.key);
-        allowed.add(peer.key);
-      }
-    }
-  } else {
-    if (!roster.members.has(target) && !roster.peers.has(target)) {
-      return cmError('CM_ERR_UNKNOWN_RECIPIENT', `no member or session with key ${target.slice(0, 12)}… in mesh ${sender.meshId}`);
-    }
-    required.add(target);
-    allowed.add(target);
-  }
-  required.delete(sender.key);
-  allowed.delete(sender.key);
-  if (allowed.size === 0) return cmError('CM_ERR_UNKNOWN_RECIPIENT', `target ${target} reaches nobody in mesh ${sender.meshId}`, { hint: 'check the group name with list_peers' });
-  const seen = new Set<string>();
-  const unexpected: string[] = [];
-  for (const envelope of envelopes) {
-    if (seen.has(envelope.to) || !allowed.has(envelope.to)) unexpected.push(envelope.to);
-    seen.add(envelope.to);
-  }
-  const missing = [...required].filter((key) => !seen.has(key));
-  if (unexpected.length > 0 && !target.startsWith('@') && target !== '*') {
-    return cmError('CM_ERR_UNKNOWN_RECIPIENT', `a message to ${target.slice(0, 12)}… carries envelopes for other keys: ${unexpected.map((k) => k.slice(0, 12)).join(', ')}`);
-  }
-  if (unexpected.length > 0 || missing.length > 0) {
-    return cmError('CM_ERR_ENVELOPES_MISMATCH', `envelopes do not match the recipients of ${target}: ${missing.length} missing, ${unexpected.length} unexpected or repeated`, {
-      details: { missing, unexpected },
-    });
-  }
-  return undefined;
 }

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { createLogger } from '../../../lib/log.ts';
 import { migrate, query, readMigrations } from '../../../lib/broker/db.ts';
-import { messageIdOf } from '../../../lib/broker/send.ts';
+import { messageIdOf } from '../../../lib/broker/send-checks.ts';
 import { createTestDatabase } from '../../helpers/db.ts';
 import type { TestDatabase } from '../../helpers/db.ts';
 
