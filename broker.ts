@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type pg from 'pg';
 import type { WebSocket } from 'ws';
-import { openGate, diagnoseDb } from './lib/broker-start.ts';
+import { diagnoseDb, LISTEN_BACKLOG, openGate } from './lib/broker-start.ts';
 import type { StartGate } from './lib/broker-start.ts';
 import { embeddedPostgres } from './lib/embedded-pg.ts';
 import type { EmbeddedPostgres } from './lib/embedded-pg.ts';
@@ -206,7 +206,7 @@ export function createBroker(options: BrokerOptions): Broker {
       return new Promise((resolve, reject) => {
         if (httpServer.listening) return resolve(httpServer.address() as AddressInfo);
         httpServer.once('error', reject);
-        httpServer.listen(config.port, config.host, () => {
+        httpServer.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => {
           httpServer.off('error', reject);
           resolve(httpServer.address() as AddressInfo);
         });

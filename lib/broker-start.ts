@@ -16,6 +16,11 @@ import { refuseUpgrade } from './broker/connection.ts';
 import { sendJson } from './broker/http.ts';
 
 const RETRY_AFTER_SECONDS = 2;
+// Connections the kernel holds for us while the event loop is busy (a restart brings every
+// daemon back at once). Node's default is 511; past it the kernel drops the handshake and
+// the client retries after a second, then three, then seven. Linux caps it at
+// net.core.somaxconn (4096 on current kernels); docs/scaling.md says how to read the drops.
+export const LISTEN_BACKLOG = 4096;
 const PROBE_TIMEOUT_MS = 1_000;
 // Postgres refusing these will refuse them again: waiting cannot help, the operator must act.
 const FATAL_SQLSTATES = new Set(['28P01', '3D000', '28000']);
@@ -129,7 +134,7 @@ export async function openGate(options: { host: string; port: number; version: s
   server.on('clientError', onClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => void listenFailure(error, options.host, options.port).then(reject));
-    server.listen(options.port, options.host, () => resolve());
+    server.listen({ port: options.port, host: options.host, backlog: LISTEN_BACKLOG }, () => resolve());
   });
   server.removeAllListeners('error');
   server.on('error', (error) => options.log.error('http server error', { error }));

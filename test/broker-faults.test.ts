@@ -1,10 +1,15 @@
 // Faults an operator meets, against real broker processes: a broker killed (SIGKILL) with
 // deliveries claimed and restarted in the same place; an instance that dies while another
-// runs on the same database; a database that stops answering (a table locked).
+// runs on the same database; a database that stops answering (a table locked); a broker that
+// is not scheduled while a restart's worth of daemons connect.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { LISTEN_BACKLOG } from '../lib/broker-start.ts';
 import { createLogger } from '../lib/log.ts';
 import { createDatabase, migrate } from '../lib/broker/db.ts';
 import { brokerEnv, startBroker } from './helpers/broker-process.ts';
@@ -16,6 +21,9 @@ import { freePort } from './helpers/ports.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 const MESSAGES = 30;
+// more than Node's default listen backlog (511)
+const STORM_SOCKETS = 1_000;
+const CONNECT_WAIT_MS = 700;
 const quiet = createLogger({ write: () => {} });
 
 describe('broker faults', () => {
@@ -103,6 +111,34 @@ describe('broker faults', () => {
       await sender.close();
     } finally {
       await locker.end();
+      await broker.stop('SIGTERM');
+    }
+  });
+
+  it('a broker that is not scheduled keeps the connections of a restart queued in the kernel instead of dropping them', async () => {
+    // The kernel caps the backlog at net.core.somaxconn; past it, new handshakes are dropped and
+    // each client waits a second before it tries again.
+    const room = Math.min(LISTEN_BACKLOG, Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8')));
+    const sockets = Math.min(STORM_SOCKETS, room);
+    const broker = await startBroker(brokerEnv({ DATABASE_URL: database.url }));
+    const opened: Socket[] = [];
+    try {
+      // a frozen event loop, as in the first seconds after a restart: nothing is accepted
+      process.kill(broker.child.pid!, 'SIGSTOP');
+      const connected = await Promise.all(Array.from({ length: sockets }, () => new Promise<boolean>((resolve) => {
+        const socket = connect(broker.port, '127.0.0.1');
+        opened.push(socket);
+        const timer = setTimeout(() => resolve(false), CONNECT_WAIT_MS);
+        socket.once('connect', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+        socket.once('error', () => resolve(false));
+      })));
+      assert.equal(connected.filter(Boolean).length, sockets, `all ${sockets} handshakes completed while the broker was stopped`);
+    } finally {
+      process.kill(broker.child.pid!, 'SIGCONT');
+      for (const socket of opened) socket.destroy();
       await broker.stop('SIGTERM');
     }
   });
