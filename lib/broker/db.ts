@@ -35,10 +35,10 @@ const QUERY_ROWS = {
   presence_gone: rows<never>(),
   presence_orphan_instance: rows<never>(),
   presence_expire_orphans: rows<{ mesh_id: string; key: string; name: string; kind: Kind; member_key: string; role: Role; current: boolean }>(),
-  roster_members: rows<{ key: string; name: string; role: Role }>(),
+  roster_members: rows<{ id: string; key: string; name: string; role: Role }>(),
   roster_presences: rows<{
-    key: string; kind: Kind; role: Role; name: string; status: Status; status_source: 'hook' | 'manual' | 'inferred'; summary: string;
-    groups: string[]; connected_at: Date; member_key: string; online: boolean;
+    key: string; kind: Kind; member_id: string; name: string; status: Status; status_source: 'hook' | 'manual' | 'inferred'; summary: string;
+    groups: string[]; connected_at: Date; online: boolean;
   }>(),
   set_status: rows<{ status: Status }>(),
   status_ttl_sweep: rows<{ mesh_id: string; key: string }>(),

@@ -6,7 +6,7 @@
 import type { Context } from '../../broker.ts';
 import { createHash } from 'node:crypto';
 import { encodeFrame, MAX_GROUPS, ROSTER_DIGEST_LENGTH } from '../protocol.ts';
-import type { MemberView, PeerView, ServerFrameOf, Status } from '../protocol.ts';
+import type { MemberView, PeerView, Role, ServerFrameOf, Status } from '../protocol.ts';
 import { Batcher } from '../batch.ts';
 import { query } from './db.ts';
 import type { Row } from './db.ts';
@@ -161,15 +161,22 @@ export class Presence {
   }
 
   async #load(meshId: string): Promise<Roster> {
-    const [members, peers] = await Promise.all([
-      query(this.#ctx.pool, 'roster_members', [meshId]),
-      query(this.#ctx.pool, 'roster_presences', [meshId, OFFLINE_PRESENCE_SECONDS]),
-    ]);
+    // Presences first: a member row is written before any presence of it, so every presence
+    // read here finds its member in the read after, unless that member has left since.
+    const peers = await query(this.#ctx.pool, 'roster_presences', [meshId, OFFLINE_PRESENCE_SECONDS]);
+    const members = await query(this.#ctx.pool, 'roster_members', [meshId]);
     const roster: Roster = { members: new Map(), peers: new Map() };
-    for (const row of members.rows) roster.members.set(row.key, { key: row.key, name: row.name, role: row.role });
+    const current = new Map<string, { key: string; role: Role }>();
+    for (const row of members.rows) {
+      roster.members.set(row.key, { key: row.key, name: row.name, role: row.role });
+      current.set(row.id, row);
+    }
     for (const row of peers.rows) {
+      // a key of a member who left or was banned is not in the roster
+      const member = current.get(row.member_id);
+      if (member === undefined) continue;
       roster.peers.set(row.key, {
-        key: row.key, memberKey: row.member_key, name: row.name, kind: row.kind, role: row.role, status: row.status,
+        key: row.key, memberKey: member.key, name: row.name, kind: row.kind, role: member.role, status: row.status,
         summary: row.summary, groups: row.groups, connectedAt: row.connected_at.toISOString(), online: row.online,
       });
     }

@@ -81,17 +81,20 @@ WHERE p.instance_id IS NULL AND p.lease_until <= now() AND m.id = p.member_id
 RETURNING p.mesh_id, p.key, p.name, p.kind, m.key AS member_key, m.role, (m.left_at IS NULL AND m.banned_at IS NULL) AS current;
 
 -- name: roster_members
-SELECT key, name, role FROM members
+SELECT id, key, name, role FROM members
 WHERE mesh_id = $1 AND left_at IS NULL AND banned_at IS NULL ORDER BY id;
 
 -- name: roster_presences
--- every proven key of the mesh's current members seen within $2 seconds; `online` while
--- connected or inside the lease after a close
-SELECT p.key, p.kind, m.role, p.name, p.status, p.status_source, p.summary, p.groups, p.connected_at,
-       m.key AS member_key, (p.disconnected_at IS NULL OR p.lease_until > now()) AS online
-FROM presences p JOIN members m ON m.id = p.member_id
-WHERE p.mesh_id = $1 AND m.left_at IS NULL AND m.banned_at IS NULL
-  AND (p.disconnected_at IS NULL OR p.disconnected_at > now() - make_interval(secs => $2))
+-- every proven key of the mesh seen within $2 seconds; `online` while connected or inside
+-- the lease after a close. No join: lib/broker/presence.ts keeps those of current members
+-- (roster_members) in memory. A join here was planned from the statistics of the moment,
+-- and a mesh whose presences grew from nothing in a connect storm looked like one row: the
+-- plan then scanned every current member once per presence (130,000 rows for 500 peers,
+-- 150 ms a load; docs/benchmarks.md, round six).
+SELECT p.key, p.kind, p.member_id, p.name, p.status, p.status_source, p.summary, p.groups, p.connected_at,
+       (p.disconnected_at IS NULL OR p.lease_until > now()) AS online
+FROM presences p
+WHERE p.mesh_id = $1 AND (p.disconnected_at IS NULL OR p.disconnected_at > now() - make_interval(secs => $2))
 ORDER BY p.connected_at, p.id;
 
 -- name: set_status

@@ -37,6 +37,26 @@ describe('presence', () => {
     await alice.close();
   });
 
+  it('keeps the keys of a member who left or was banned out of the roster, though their presences are still stored', async () => {
+    const mesh = await seedMesh(t.db.pool, 4, ['alice', 'bob', 'carol', 'dave']);
+    const [alice, bob, carol, dave] = mesh.members;
+    const bobSession = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob!, session: generateKeyPair(), name: 'bob-claude' });
+    const others = [await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: carol! }), await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: dave! })];
+    await bobSession.close();
+    await others[1]!.close();
+    await t.db.pool.query('UPDATE members SET left_at = now() WHERE mesh_id = $1 AND key = $2', [mesh.meshId, bob!.publicKey]);
+    await t.db.pool.query('UPDATE members SET banned_at = now() WHERE mesh_id = $1 AND key = $2', [mesh.meshId, dave!.publicKey]);
+    t.broker.context.presence.forget(mesh.meshId);
+    const { rows } = await t.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM presences WHERE mesh_id = $1', [mesh.meshId]);
+    assert.equal(rows[0]!.n, 3, 'the presences of bob and dave are still stored');
+    const viewer = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: alice! });
+    const list = await viewer.request({ type: 'list_peers' });
+    assert.deepEqual(list.peers.map((p: Record<string, unknown>) => p.name).sort(), ['alice', 'carol']);
+    assert.deepEqual(list.members.map((m: Record<string, unknown>) => m.name), ['alice', 'carol']);
+    await viewer.close();
+    await others[0]!.close();
+  });
+
   it('sends the roster with its digest, and only the digest to a client that names the current one', async () => {
     const mesh = await seedMesh(t.db.pool, 2, ['alice', 'bob']);
     const alice = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: mesh.members[0]! });
