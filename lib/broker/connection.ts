@@ -83,10 +83,10 @@ export function createUpgrade(ctx: Context, isDraining: () => boolean, onSocket:
   return { handle, wss };
 }
 
-/** Check a hello in a fixed order, cheapest first; the database is asked last. */
 /** Live connections other instances hold, in the hello's mesh and for its member. */
 interface Elsewhere { mesh: number; member: number }
 
+/** Check a hello in a fixed order, cheapest first; the database is asked last. */
 async function verifyHello(ctx: Context, frame: Hello, nonce: string): Promise<{ identity: PeerIdentity; elsewhere: Elsewhere } | Refusal> {
   const now = ctx.now();
   const refusal = (reason: RejectReason, close: Close, error: CmError): Refusal => ({ error, close, reason });
@@ -264,6 +264,42 @@ function handleWithBackpressure(socket: WebSocket, handle: (data: RawData, isBin
   return done;
 }
 
+/** What answering a hello needs of its connection. */
+interface HelloSide {
+  socket: WebSocket;
+  nonce: string;
+  timer: NodeJS.Timeout;
+  reply: (text: string) => void;
+  refuse: (refusal: Refusal, id?: string) => void;
+  /** called as soon as the hub holds the peer, before its presence is written */
+  attached: (peer: Peer) => void;
+}
+
+/** Check a hello, attach its peer, record its presence, then answer with the roster. */
+async function sayHello(ctx: Context, side: HelloSide, frame: Hello): Promise<void> {
+  const { socket, reply, refuse } = side;
+  const verified = await verifyHello(ctx, frame, side.nonce);
+  if ('error' in verified) return refuse(verified, frame.id);
+  const { identity, elsewhere } = verified;
+  // The socket may have closed while we were checking: never attach a dead socket.
+  if (socket.readyState !== socket.OPEN) return;
+  const attached = ctx.hub.attach(identity, socket, elsewhere);
+  if (!attached.ok) return refuse(attachRefusal(ctx, identity, attached.reason), frame.id);
+  clearTimeout(side.timer);
+  const peer = attached.peer;
+  side.attached(peer);
+  const { roster, fresh, batchMates } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
+  // Closed while its presence was written: the close's record may have gone first and been
+  // overwritten, leaving the peer online for good. Record the close again, after the connect.
+  if (peer.socket === null) return ctx.presence.detached(peer);
+  const { meshId, meshName, key, memberKey, kind, role, name } = peer;
+  reply(encodeWithRoster('hello_ack', {
+    ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name, reattached: !fresh,
+  }, roster, frame.rosterDigest));
+  if (fresh) ctx.presence.announceJoined(peer, roster, batchMates);
+  void ctx.delivery.catchUpAfterHello(peer);
+}
+
 /** Serve one accepted socket until it closes. */
 export function serveConnection(ctx: Context, socket: WebSocket): void {
   const { log, hub, metrics, delivery } = ctx;
@@ -284,28 +320,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
     if (peer !== undefined || hello !== undefined) return;
     refuse({ reason: 'hello_timeout', close: CLOSES.helloTimeout, error: cmError('CM_ERR_HELLO_TIMEOUT', `no hello within ${ctx.timings.helloTimeoutMs / 1000} s of connecting`) });
   }, ctx.timings.helloTimeoutMs);
-
-  async function sayHello(frame: Hello): Promise<void> {
-    const verified = await verifyHello(ctx, frame, nonce);
-    if ('error' in verified) return refuse(verified, frame.id);
-    const { identity, elsewhere } = verified;
-    // The socket may have closed while we were checking: never attach a dead socket.
-    if (socket.readyState !== socket.OPEN) return;
-    const attached = hub.attach(identity, socket, elsewhere);
-    if (!attached.ok) return refuse(attachRefusal(ctx, identity, attached.reason), frame.id);
-    clearTimeout(timer);
-    peer = attached.peer;
-    const { roster, fresh, batchMates } = await ctx.presence.connected(peer, attached.reattached, frame.type === 'session_hello' ? (frame.groups ?? null) : null);
-    // Closed while its presence was written: the close's record may have gone first and been
-    // overwritten, leaving the peer online for good. Record the close again, after the connect.
-    if (peer.socket === null) return ctx.presence.detached(peer);
-    const { meshId, meshName, key, memberKey, kind, role, name } = peer;
-    reply(encodeWithRoster('hello_ack', {
-      ...(frame.id === undefined ? {} : { id: frame.id }), protocolVersion: PROTOCOL_VERSION, meshId, meshName, key, memberKey, kind, role, name, reattached: !fresh,
-    }, roster, frame.rosterDigest));
-    if (fresh) ctx.presence.announceJoined(peer, roster, batchMates);
-    void ctx.delivery.catchUpAfterHello(peer);
-  }
+  const side: HelloSide = { socket, nonce, timer, reply, refuse, attached: (attached) => { peer = attached; } };
 
   function onMessage(data: RawData, isBinary: boolean): void {
     let frame: ClientFrame;
@@ -335,7 +350,7 @@ export function serveConnection(ctx: Context, socket: WebSocket): void {
   async function handleFrame(frame: ClientFrame): Promise<void> {
     if (hello !== undefined) await hello;
     if (peer === undefined && (frame.type === 'hello' || frame.type === 'session_hello')) {
-      hello = sayHello(frame).catch((error: unknown) => {
+      hello = sayHello(ctx, side, frame).catch((error: unknown) => {
         log.warn('hello failed', { error });
         refuse({ reason: 'internal', close: CLOSES.internal, error: failureOf(error, 'the hello') }, frame.id);
       }).finally(() => {
