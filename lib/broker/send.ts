@@ -83,23 +83,23 @@ export class Sender {
     const { config } = this.#ctx;
     const limits = this.#limitKeys(peer);
     if (!this.#members.take(limits.member)) {
-      return void this.#refuse(peer, frame, fingerprint, answer, 'rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${config.sendBurst} messages in a burst (steady limit ${config.sendRatePerSecond}/s)`));
+      return this.#refuse(peer, frame, fingerprint, answer, 'rate_limited', cmError('CM_ERR_RATE_LIMITED', `member ${peer.name} sent more than ${config.sendBurst} messages in a burst (steady limit ${config.sendRatePerSecond}/s)`));
     }
-    if (frame.hops > MAX_HOPS) return void this.#refuse(peer, frame, fingerprint, answer, 'loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
+    if (frame.hops > MAX_HOPS) return this.#refuse(peer, frame, fingerprint, answer, 'loop_guard', cmError('CM_ERR_LOOP_GUARD', `message has been relayed ${frame.hops} times (limit ${MAX_HOPS})`));
     if (!this.#pairs.take(limits.route + frame.target)) {
-      return void this.#refuse(peer, frame, fingerprint, answer, 'loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${config.loopGuardBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
+      return this.#refuse(peer, frame, fingerprint, answer, 'loop_guard', cmError('CM_ERR_LOOP_GUARD', `more than ${config.loopGuardBurst} messages from ${peer.key.slice(0, 12)}… to ${frame.target.slice(0, 12)} in a short time`));
     }
     const envelopes: Envelope[] = [];
     for (const envelope of frame.envelopes) {
       const { nonce, ciphertext } = envelope;
       if (base64Bytes(nonce) !== NONCE_BYTES || base64Bytes(ciphertext) < BOX_MAC_BYTES) {
-        return void this.#refuse(peer, frame, fingerprint, answer, 'bad_envelope', cmError('CM_ERR_BAD_FRAME', `envelope for ${envelope.to.slice(0, 12)}… must carry a ${NONCE_BYTES}-byte nonce and at least ${BOX_MAC_BYTES} bytes of ciphertext`));
+        return this.#refuse(peer, frame, fingerprint, answer, 'bad_envelope', cmError('CM_ERR_BAD_FRAME', `envelope for ${envelope.to.slice(0, 12)}… must carry a ${NONCE_BYTES}-byte nonce and at least ${BOX_MAC_BYTES} bytes of ciphertext`));
       }
       envelopes.push({ to: envelope.to, nonce, ciphertext, claimed: false });
     }
     const cached = this.#ctx.presence.cachedRoster(peer.meshId);
     if (cached !== undefined && checkRecipients(cached, peer, frame.target, envelopes) === undefined) return this.#enqueue(peer, frame, envelopes, fingerprint, cached, answer);
-    void this.#checkStored(peer, frame, envelopes, fingerprint, cached !== undefined, answer);
+    this.#checkStored(peer, frame, envelopes, fingerprint, cached !== undefined, answer).catch((error: unknown) => this.#failed(frame, answer, error));
   }
 
   /** The same as submit, as a promise. */
@@ -145,7 +145,11 @@ export class Sender {
    * Answer a refused send. A retry of a message already stored (its ack was lost) gets the
    * original answer, whatever a limit or the roster would say now.
    */
-  async #refuse(peer: Peer, frame: SendFrame, fingerprint: string, answer: Answer, reason: RejectReason, error: CmError): Promise<void> {
+  #refuse(peer: Peer, frame: SendFrame, fingerprint: string, answer: Answer, reason: RejectReason, error: CmError): void {
+    this.#answerRefused(peer, frame, fingerprint, answer, reason, error).catch((failure: unknown) => this.#failed(frame, answer, failure));
+  }
+
+  async #answerRefused(peer: Peer, frame: SendFrame, fingerprint: string, answer: Answer, reason: RejectReason, error: CmError): Promise<void> {
     let original: AckFrame | undefined;
     try {
       original = await this.#original(peer, frame, fingerprint);
@@ -155,6 +159,16 @@ export class Sender {
     if (original !== undefined) return answer(original);
     this.#ctx.metrics.messagesRejected.inc({ reason });
     answer({ type: 'ack', ...idOf(frame), queued: false, ...error.toJSON() });
+  }
+
+  /** A send whose checks failed unexpectedly is still answered, once, and the broker stays up. */
+  #failed(frame: SendFrame, answer: Answer, error: unknown): void {
+    this.#ctx.log.warn('send failed', { error });
+    try {
+      answer({ type: 'ack', ...idOf(frame), queued: false, ...failureOf(error, 'the send').toJSON() });
+    } catch (again) {
+      this.#ctx.log.warn('a failed send could not be answered', { error: again });
+    }
   }
 
   /** A peer's rate-limit keys, made once per connection rather than once per message. */
