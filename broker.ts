@@ -221,7 +221,7 @@ export function createBroker(options: BrokerOptions): Broker {
 
 // ---- the process ----------------------------------------------------------------------------
 
-interface ProcessState { gate?: StartGate; embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean }
+interface ProcessState { gate?: StartGate; embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean; stopped: AbortController }
 
 /**
  * Wait until the database answers, retrying with backoff: a slow or restarting Postgres is
@@ -265,7 +265,7 @@ async function start(config: BrokerConfig, log: Logger, state: ProcessState): Pr
   state.gate.waiting('waiting for the database');
   if (!(await waitForDatabase(db, url, log, state))) return;
   state.gate.waiting('applying migrations');
-  await migrate(db.pool, log);
+  await migrate(db.pool, log, undefined, state.stopped.signal);
   // Stable per host and port: a broker killed and restarted in the same place is the same
   // instance and takes back at once what its former life held (port 0 means a fresh one).
   const instanceId = config.instanceId ?? (config.port === 0 ? undefined : `${hostname()}:${config.port}`);
@@ -293,12 +293,13 @@ async function main(): Promise<void> {
   }
   const { config } = result;
   const log = createLogger({ level: config.logLevel });
-  const state: ProcessState = { stopping: false };
+  const state: ProcessState = { stopping: false, stopped: new AbortController() };
 
   // After a failed start the `start failed` line is the last word: no shutdown chatter after it.
   async function stop(reason: string, code: number, quiet = false): Promise<void> {
     if (state.stopping) return;
     state.stopping = true;
+    state.stopped.abort();
     setTimeout(() => {
       log.error('shutdown timed out', { limitMs: SHUTDOWN_HARD_LIMIT_MS });
       process.exit(EXIT_FAILURE);
@@ -330,6 +331,9 @@ async function main(): Promise<void> {
   try {
     await start(config, log, state);
   } catch (error) {
+    // A stop signal during the start closes what the start was using (the pool under a
+    // migration, the embedded Postgres): what fails then is the stop at work, not the start.
+    if (state.stopping) return;
     if (isCmError(error)) log.error('start failed', { code: error.code, error: error.message, hint: error.hint });
     else log.error('start failed', { error });
     // A database that refuses the broker's credentials is a configuration to fix, like a bad variable.

@@ -4,6 +4,7 @@
 // is not scheduled while a restart's worth of daemons connect.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
@@ -11,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { LISTEN_BACKLOG } from '../lib/broker-start.ts';
 import { createLogger } from '../lib/log.ts';
-import { createDatabase, migrate } from '../lib/broker/db.ts';
+import { ADVISORY_LOCK_KEY, createDatabase, migrate } from '../lib/broker/db.ts';
 import { brokerEnv, startBroker } from './helpers/broker-process.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import type { TestDatabase } from './helpers/db.ts';
@@ -140,6 +141,33 @@ describe('broker faults', () => {
       process.kill(broker.child.pid!, 'SIGCONT');
       for (const socket of opened) socket.destroy();
       await broker.stop('SIGTERM');
+    }
+  });
+
+  it('a stop signal while the start waits on the migrations lock ends as a stop: exit 0, no "start failed"', async () => {
+    // another broker migrating the same database holds the lock
+    const holder = await pool.connect();
+    await holder.query('SELECT pg_advisory_lock($1)', [ADVISORY_LOCK_KEY]);
+    const port = await freePort();
+    const child = spawn(process.execPath, ['broker.ts'], { cwd: new URL('../', import.meta.url).pathname, env: brokerEnv({ DATABASE_URL: database.url, BROKER_PORT: String(port) }), stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await waitUntil('the start to wait on the migrations lock', async () => {
+        const health = await fetch(`http://127.0.0.1:${port}/health`).then((response) => response.json() as Promise<{ step?: string }>).catch(() => undefined);
+        return health?.step === 'applying migrations';
+      });
+      child.kill('SIGTERM');
+      const code = await exited;
+      const messages = stderr.trim().split('\n').map((line) => (JSON.parse(line) as { msg: string }).msg);
+      assert.equal(code, 0, stderr);
+      assert.ok(!messages.includes('start failed'), stderr);
+      assert.equal(messages.at(-1), 'shutdown complete');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await holder.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCK_KEY]);
+      holder.release();
     }
   });
 });

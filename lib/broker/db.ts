@@ -22,7 +22,10 @@ const MONITOR_INTERVAL_MS = 2_000;
 const MIGRATIONS_DIR = new URL('../../sql/', import.meta.url).pathname;
 const QUERIES_FILE = new URL('../../sql/queries/broker.sql', import.meta.url);
 const MIGRATION_FILE = /^(\d{3})_([a-z0-9_]+)\.sql$/;
-const ADVISORY_LOCK_KEY = 0x636d657368; // "cmesh": shared by every claudemesh broker
+export const ADVISORY_LOCK_KEY = 0x636d657368; // "cmesh": shared by every claudemesh broker
+// While another broker migrates, ours asks for the lock this often rather than blocking on it,
+// so that a stop signal meanwhile is not held up by a session waiting in Postgres.
+const MIGRATION_LOCK_POLL_MS = 200;
 
 // ---- named queries: the row type each returns; the SQL lives in sql/queries/broker.sql ----
 
@@ -351,14 +354,20 @@ export async function readMigrations(dir: string = MIGRATIONS_DIR): Promise<Migr
  * that brokers starting together never race. An applied file whose checksum changed stops
  * the start: the database would no longer be what the source says it is.
  */
-export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIONS_DIR): Promise<{ applied: string[]; alreadyApplied: number }> {
+export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIONS_DIR, stop?: AbortSignal): Promise<{ applied: string[]; alreadyApplied: number }> {
   const migrations = await readMigrations(dir);
   return withClient(pool, async (client, discard) => {
     // A migration may take long, and so may waiting for another broker's: no timeouts on
     // this session, which is therefore never pooled again.
     discard();
     await client.query('SET statement_timeout = 0; SET lock_timeout = 0');
-    await client.query('SELECT pg_advisory_lock($1)', [ADVISORY_LOCK_KEY]);
+    for (;;) {
+      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [ADVISORY_LOCK_KEY]);
+      if (rows[0]?.locked === true) break;
+      stop?.throwIfAborted();
+      await new Promise((resolve) => setTimeout(resolve, MIGRATION_LOCK_POLL_MS));
+      stop?.throwIfAborted();
+    }
     try {
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
       const { rows: applied } = await client.query<{ version: number; name: string; checksum: string }>('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
