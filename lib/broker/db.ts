@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { cmError, isCmError } from '../errors.ts';
 import type { CmError } from '../errors.ts';
@@ -361,12 +362,8 @@ export async function migrate(pool: pg.Pool, log: Logger, dir: string = MIGRATIO
     // this session, which is therefore never pooled again.
     discard();
     await client.query('SET statement_timeout = 0; SET lock_timeout = 0');
-    for (;;) {
-      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [ADVISORY_LOCK_KEY]);
-      if (rows[0]?.locked === true) break;
-      stop?.throwIfAborted();
-      await new Promise((resolve) => setTimeout(resolve, MIGRATION_LOCK_POLL_MS));
-      stop?.throwIfAborted();
+    while ((await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [ADVISORY_LOCK_KEY])).rows[0]?.locked !== true) {
+      await sleep(MIGRATION_LOCK_POLL_MS, undefined, { signal: stop });
     }
     try {
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
