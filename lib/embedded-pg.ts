@@ -268,9 +268,19 @@ async function prepareCluster(options: EmbeddedOptions): Promise<{ release: () =
     const nativeDir = await installedNativeDir();
     const placement: Placement = process.getuid?.() === 0 ? await placeAsRoot(baseDir, nativeDir, options.relocation) : { nativeDir, dataDir: join(baseDir, CLUSTER_SUBDIR), notes: [] };
     const passwordFile = join(baseDir, PASSWORD_FILE);
-    if (!existsSync(passwordFile)) await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
+    const made = existsSync(join(placement.dataDir, 'PG_VERSION'));
+    if (!existsSync(passwordFile)) {
+      // A cluster kept outside the data dir (root's relocation) outlives a data dir deleted and
+      // made again at the same path, and its password went with the old one: say so, not 28P01.
+      if (made) {
+        throw cmError('CM_ERR_EMBEDDED_PG_START', `the embedded cluster ${placement.dataDir} of ${baseDir} exists, but its password file ${passwordFile} does not (was the data dir deleted?)`, {
+          hint: `put back ${passwordFile} from the old data dir; or remove ${placement.dataDir} to start with an empty database (its messages are lost)`,
+        });
+      }
+      await writeFile(passwordFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
+    }
     const password = (await readFile(passwordFile, 'utf8')).trim();
-    if (!existsSync(join(placement.dataDir, 'PG_VERSION'))) {
+    if (!made) {
       // A clash on the port is told now, not after a new cluster was made for nothing.
       await requirePortFree(port);
       await initdb(placement.nativeDir, placement.dataDir, password, placement.user, options.onLog ?? (() => undefined));

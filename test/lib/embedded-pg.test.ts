@@ -112,6 +112,14 @@ describe('embeddedPostgres', () => {
     } finally {
       await again.stop();
     }
+
+    // The clone deleted and made again at the same path: the cluster outside it is still there,
+    // but its password went with the old data dir.
+    await rm(baseDir, { recursive: true });
+    const orphaned = await rejection(embeddedPostgres({ baseDir, port, relocation: { dir: shared, cluster: true } }));
+    assert.equal(orphaned.code, 'CM_ERR_EMBEDDED_PG_START');
+    assert.match(orphaned.message, new RegExp(`cluster ${first.dataDir} of ${baseDir} exists, but its password file`));
+    assert.match(orphaned.hint, new RegExp(`remove ${first.dataDir} to start with an empty database`));
   });
 
   it('as root, keeps an operator-chosen data dir it cannot use, and stops with what to change', { skip: asRoot ? false : 'runs as root only' }, async () => {
