@@ -221,7 +221,7 @@ export function createBroker(options: BrokerOptions): Broker {
 
 // ---- the process ----------------------------------------------------------------------------
 
-interface ProcessState { gate?: StartGate; embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopping: boolean; stopped: AbortController }
+interface ProcessState { gate?: StartGate; embedded?: EmbeddedPostgres; db?: Database; broker?: Broker; stopped: AbortController }
 
 /**
  * Wait until the database answers, retrying with backoff: a slow or restarting Postgres is
@@ -229,7 +229,7 @@ interface ProcessState { gate?: StartGate; embedded?: EmbeddedPostgres; db?: Dat
  * refuses us (wrong password, no such database or role) would refuse forever: that stops.
  */
 async function waitForDatabase(db: Database, url: string, log: Logger, state: ProcessState): Promise<boolean> {
-  for (let attempt = 0; !state.stopping; attempt += 1) {
+  for (let attempt = 0; !state.stopped.signal.aborted; attempt += 1) {
     if (await db.ping()) return true;
     const problem = diagnoseDb(db.lastError, url);
     state.gate?.waiting('waiting for the database', problem);
@@ -293,12 +293,11 @@ async function main(): Promise<void> {
   }
   const { config } = result;
   const log = createLogger({ level: config.logLevel });
-  const state: ProcessState = { stopping: false, stopped: new AbortController() };
+  const state: ProcessState = { stopped: new AbortController() };
 
   // After a failed start the `start failed` line is the last word: no shutdown chatter after it.
   async function stop(reason: string, code: number, quiet = false): Promise<void> {
-    if (state.stopping) return;
-    state.stopping = true;
+    if (state.stopped.signal.aborted) return;
     state.stopped.abort();
     setTimeout(() => {
       log.error('shutdown timed out', { limitMs: SHUTDOWN_HARD_LIMIT_MS });
@@ -333,7 +332,7 @@ async function main(): Promise<void> {
   } catch (error) {
     // A stop signal during the start closes what the start was using (the pool under a
     // migration, the embedded Postgres): what fails then is the stop at work, not the start.
-    if (state.stopping) return;
+    if (state.stopped.signal.aborted) return;
     if (isCmError(error)) log.error('start failed', { code: error.code, error: error.message, hint: error.hint });
     else log.error('start failed', { error });
     // A database that refuses the broker's credentials is a configuration to fix, like a bad variable.
