@@ -170,11 +170,14 @@ function requestIdOf(data: RawData, isBinary: boolean): string | undefined {
 /** Answer one frame of a connection that said hello. */
 async function dispatch(ctx: Context, peer: Peer, frame: ClientFrame, reply: (text: string) => void): Promise<void> {
   const { presence, delivery } = ctx;
-  // the two frames of every message first, before anything is allocated for the others
-  if (frame.type === 'send') return reply(JSON.stringify(await ctx.sender.send(peer, frame)));
-  if (frame.type === 'client_ack') return delivery.ack(peer, frame.messageIds);
   const id = frame.id === undefined ? {} : { id: frame.id };
   switch (frame.type) {
+    // Only the sends and acks that arrive while the hello is answered come here; the rest
+    // take serveConnection's direct path.
+    case 'send':
+      return reply(JSON.stringify(await ctx.sender.send(peer, frame)));
+    case 'client_ack':
+      return delivery.ack(peer, frame.messageIds);
     case 'hello':
     case 'session_hello':
       ctx.metrics.connectionsRejected.inc({ reason: 'duplicate_hello' });
