@@ -19,6 +19,7 @@ const SYSTEM_PREFIX = Buffer.from('{"type":"system"');
 // for the same reason: its head (type, id, digest) is, and whether the lists follow it.
 const HELLO_ACK_PREFIX = Buffer.from('{"type":"hello_ack"');
 const LISTS_MARK = Buffer.from(',"peers":');
+const startsWith = (data: unknown, prefix: Buffer): boolean => Buffer.isBuffer(data) && data.length > prefix.length && prefix.equals(data.subarray(0, prefix.length));
 
 interface Received { clientMessageId: string; messageId: string; at: number }
 
@@ -59,11 +60,11 @@ export class BenchPeer {
     const challenged = new Promise<string>((resolve) => socket.once('message', (data) => {
       resolve(String((JSON.parse(String(data)) as { nonce?: unknown }).nonce));
       socket.on('message', (more) => {
-        if (Buffer.isBuffer(more) && more.length > SYSTEM_PREFIX.length && SYSTEM_PREFIX.equals(more.subarray(0, SYSTEM_PREFIX.length))) {
-          this.systemBytes += more.length;
+        if (startsWith(more, SYSTEM_PREFIX)) {
+          this.systemBytes += (more as Buffer).length;
           return;
         }
-        const lists = Buffer.isBuffer(more) && HELLO_ACK_PREFIX.equals(more.subarray(0, HELLO_ACK_PREFIX.length)) ? more.indexOf(LISTS_MARK) : -1;
+        const lists = startsWith(more, HELLO_ACK_PREFIX) ? (more as Buffer).indexOf(LISTS_MARK) : -1;
         const text = lists > 0 ? `${(more as Buffer).toString('utf8', 0, lists)}}` : String(more);
         const frame = JSON.parse(text) as Record<string, any>;
         if (frame.type === 'hello_ack') this.helloAck = { bytes: Buffer.isBuffer(more) ? more.length : Buffer.byteLength(text), lists: lists > 0 || frame.peers !== undefined };
