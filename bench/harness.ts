@@ -14,6 +14,8 @@ import { freePort } from '../test/helpers/ports.ts';
 import { Sampler } from './sampler.ts';
 import type { Usage } from './sampler.ts';
 
+// How often the end of a burst asks whether every ack has been applied.
+const SETTLE_POLL_MS = 10;
 // The load test measures throughput, so the per-member limits are opened wide.
 const BENCH_BROKER_ENV = { SEND_BURST: '100000000', SEND_RATE_PER_SECOND: '1000000', LOOP_GUARD_BURST: '100000000', LOOP_GUARD_RATE_PER_SECOND: '1000000', MAX_CONNECTIONS_PER_MESH: '5000' };
 
@@ -65,6 +67,8 @@ export interface RunWorld {
   /** start sampling CPU and memory (of every instance together), and the event-loop window */
   measure(): () => { broker: Usage; postgres: Usage | undefined };
   eventLoopP99Ms(): Promise<number>;
+  /** wait until the broker holds no delivery queued (every ack applied); ms waited, or null at the limit */
+  settled(limitMs: number): Promise<number | null>;
   close(): Promise<void>;
 }
 
@@ -117,6 +121,25 @@ export async function startRun(postgres: Postgres, extraEnv: Record<string, stri
         return Number(/^nodejs_eventloop_delay_p99_seconds (\S+)$/m.exec(text)?.[1]) * 1000;
       }));
       return Math.max(...p99s);
+    },
+    async settled(limitMs) {
+      // The CPU a message costs includes applying its recipient's ack, which the broker does
+      // after the push, in batches: a window closed at the last push left a burst's last
+      // acks (tens of thousands of rows) to be applied outside it. LIMIT 1 on the queue's own
+      // partial index keeps each poll cheap.
+      const client = new pg.Client({ connectionString: url.toString() });
+      await client.connect();
+      try {
+        const started = performance.now();
+        while (performance.now() - started < limitMs) {
+          const { rowCount } = await client.query(`SELECT 1 FROM deliveries WHERE state = 'queued' LIMIT 1`);
+          if (rowCount === 0) return performance.now() - started;
+          await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MS));
+        }
+        return null;
+      } finally {
+        await client.end();
+      }
     },
     async close() {
       await Promise.all(brokers.map((each) => each.stop('SIGTERM')));

@@ -133,11 +133,11 @@ const lines: string[] = [];
 lines.push(`Machine: ${machine}; runs per point: ${runs} (median by p99 shown); seed ${SEED}; total ${((Date.now() - started) / 1000).toFixed(0)} s`);
 lines.push('');
 if (bursts.length > 0) {
-  lines.push('| point | delivered | lost | dup | send→ack p50/p99 ms | send→push p50/p95/p99/max ms | total s | msg/s | broker RSS MB | broker CPU s | PG CPU s | loop p99 ms |');
-  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push('| point | delivered | lost | dup | send→ack p50/p99 ms | send→push p50/p95/p99/max ms | total s | acks applied +s | msg/s | broker RSS MB | broker CPU s | PG CPU s | loop p99 ms |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 }
 for (const r of bursts) {
-  lines.push(`| ${r.point} | ${fmt(r.deliveredPercent, 2)}% | ${r.lost} | ${r.duplicates} | ${fmt(r.sendToAckMs.p50)} / ${fmt(r.sendToAckMs.p99)} | ${fmt(r.sendToPushMs.p50)} / ${fmt(r.sendToPushMs.p95)} / ${fmt(r.sendToPushMs.p99)} / ${fmt(r.sendToPushMs.max)} | ${fmt(r.totalMs / 1000, 2)} | ${fmt(r.messagesPerSecond, 0)} | ${fmt(r.brokerPeakRssMb, 0)} | ${fmt(r.brokerCpuSeconds)} | ${fmt(r.postgresCpuSeconds)} | ${fmt(r.eventLoopP99Ms)} |`);
+  lines.push(`| ${r.point} | ${fmt(r.deliveredPercent, 2)}% | ${r.lost} | ${r.duplicates} | ${fmt(r.sendToAckMs.p50)} / ${fmt(r.sendToAckMs.p99)} | ${fmt(r.sendToPushMs.p50)} / ${fmt(r.sendToPushMs.p95)} / ${fmt(r.sendToPushMs.p99)} / ${fmt(r.sendToPushMs.max)} | ${fmt(r.totalMs / 1000, 2)} | ${r.ackLagMs === null ? 'never' : fmt(r.ackLagMs / 1000, 2)} | ${fmt(r.messagesPerSecond, 0)} | ${fmt(r.brokerPeakRssMb, 0)} | ${fmt(r.brokerCpuSeconds)} | ${fmt(r.postgresCpuSeconds)} | ${fmt(r.eventLoopP99Ms)} |`);
 }
 for (const r of held) {
   lines.push('');

@@ -29,6 +29,8 @@ export interface BurstResult {
   sendToAckMs: Distribution;
   sendToPushMs: Distribution;
   totalMs: number;
+  /** from the last push until every ack was applied (inside the CPU window); null if never */
+  ackLagMs: number | null;
   messagesPerSecond: number;
   brokerPeakRssMb: number;
   brokerCpuSeconds: number;
@@ -108,6 +110,8 @@ interface BurstRun {
   plans: readonly Plan[];
   sentAt: ReadonlyMap<string, number>;
   pushAt: ReadonlyMap<string, number>;
+  /** from the last push until the broker had applied every ack; null if it never did */
+  ackLagMs: number | null;
   totalMs: number;
   usage: { broker: Usage; postgres: Usage | undefined };
   eventLoopP99Ms: number;
@@ -115,7 +119,7 @@ interface BurstRun {
 
 /** The figures of one run: ack and push latencies per message, losses, duplicates, resources. */
 function burstResult(run: BurstRun): BurstResult {
-  const { options, peers, plans, sentAt, pushAt, totalMs, usage } = run;
+  const { options, peers, plans, sentAt, pushAt, totalMs, ackLagMs, usage } = run;
   const acks: number[] = [];
   let refused = 0;
   for (const plan of plans) {
@@ -141,6 +145,7 @@ function burstResult(run: BurstRun): BurstResult {
     sendToAckMs: distribution(acks),
     sendToPushMs: distribution(pushes),
     totalMs,
+    ackLagMs,
     messagesPerSecond: delivered / (totalMs / 1000),
     brokerPeakRssMb: usage.broker.peakRssBytes / MB,
     brokerCpuSeconds: usage.broker.cpuSeconds,
@@ -171,9 +176,12 @@ export async function directTraffic(postgres: Postgres, options: { peers: number
     await sendPlans(plans, options.rate, started, sentAt);
     await waitUntil(() => received() - warmReceived >= plans.length, DELIVERY_LIMIT_MS);
     const finished = Math.max(...[...pushAt.values()], started);
-    await sleep(200); // let late duplicates show
+    // The CPU window closes once every ack is applied (harness.ts, settled), then a little
+    // later, to let late duplicates show.
+    const ackLagMs = (await world.settled(DELIVERY_LIMIT_MS)) === null ? null : performance.now() - finished;
+    await sleep(200);
     const usage = stop();
-    const result = burstResult({ options, peers, plans, sentAt, pushAt, totalMs: finished - started, usage, eventLoopP99Ms: await world.eventLoopP99Ms() });
+    const result = burstResult({ options, peers, plans, sentAt, pushAt, totalMs: finished - started, ackLagMs, usage, eventLoopP99Ms: await world.eventLoopP99Ms() });
     await Promise.all(peers.map((peer) => peer.close()));
     return result;
   } finally {

@@ -23,9 +23,14 @@ export const SWEEP_INTERVAL_MS = 60_000;
 const CATCH_UP_BATCH = 200;
 const REDELIVERY_SLICE = 2_000;
 // Acks only move rows to `delivered` (pushes are not waiting on them): gathered for a while,
-// they cost one statement per flush instead of one per recipient batch.
+// they cost one statement per flush instead of one per recipient batch. One statement runs at
+// a time; what gathers while it runs goes in the next, up to ACK_BATCH_MAX rows (a group
+// commit): a burst's 100,000 acks cost 25-38 statements instead of a queue of 110 flushes of
+// 1,000, each held in memory until its turn (docs/benchmarks.md, round seven).
 const ACK_FLUSH_MS = 20;
+// this many gathered start a statement without waiting for the timer
 const ACK_FLUSH_MAX = 1_000;
+const ACK_BATCH_MAX = 10_000;
 const EXPIRE_BATCH = 10_000;
 const PURGE_BATCH = 10_000;
 // How long final messages stay for `message_status` after their TTL ran out.
@@ -73,7 +78,8 @@ export class Delivery {
   readonly #catchingUp = new Map<Peer, { again: boolean; done: Promise<boolean> }>();
   #acks = { messageIds: [] as string[], recipients: [] as string[] };
   #ackTimer: NodeJS.Timeout | undefined;
-  #ackFlush: Promise<void> = Promise.resolve();
+  // the one ack statement running, if any (acks are applied one statement at a time)
+  #ackRunning: Promise<void> | undefined;
   readonly #tick: NodeJS.Timeout;
   readonly #sweep: NodeJS.Timeout;
   #ticking = false;
@@ -188,34 +194,49 @@ export class Delivery {
     }
   }
 
-  /** Acks from the recipient on `peer`, applied in one statement per flush. */
+  /** Acks from the recipient on `peer`, gathered and applied together (ACK_FLUSH_MS). */
   ack(peer: Peer, messageIds: readonly string[]): void {
     for (const messageId of messageIds) {
       this.#acks.messageIds.push(messageId);
       this.#acks.recipients.push(peer.key);
     }
-    if (this.#acks.messageIds.length >= ACK_FLUSH_MAX) void this.flushAcks();
-    else this.#ackTimer ??= setTimeout(() => void this.flushAcks(), ACK_FLUSH_MS);
+    this.#scheduleAcks();
   }
 
-  flushAcks(): Promise<void> {
+  /** Resolves once every ack gathered so far is applied (or its failure logged). */
+  async flushAcks(): Promise<void> {
+    while (this.#ackRunning !== undefined || this.#acks.messageIds.length > 0) {
+      this.#startAcks();
+      await this.#ackRunning;
+    }
+  }
+
+  #scheduleAcks(): void {
+    // A running statement picks up what gathered meanwhile when it ends.
+    if (this.#ackRunning !== undefined || this.#acks.messageIds.length === 0) return;
+    if (this.#acks.messageIds.length >= ACK_FLUSH_MAX) this.#startAcks();
+    else this.#ackTimer ??= setTimeout(() => this.#startAcks(), ACK_FLUSH_MS);
+  }
+
+  #startAcks(): void {
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
-    const batch = this.#acks;
-    if (batch.messageIds.length === 0) return this.#ackFlush;
-    this.#acks = { messageIds: [], recipients: [] };
-    this.#ackFlush = this.#ackFlush.then(() =>
+    if (this.#ackRunning !== undefined || this.#acks.messageIds.length === 0) return;
+    const count = Math.min(ACK_BATCH_MAX, this.#acks.messageIds.length);
+    const messageIds = this.#acks.messageIds.splice(0, count);
+    const recipients = this.#acks.recipients.splice(0, count);
+    this.#ackRunning = transaction(this.#ctx.pool, async (client) => {
       // An ack a crash loses costs one push made again (the daemon keeps each message once),
       // so its commit does not wait for the disk: the sends' commits do.
-      transaction(this.#ctx.pool, async (client) => {
-        await query(client, 'commit_without_flush', []);
-        await query(client, 'ack_deliveries', [arrayLiteral(batch.messageIds), arrayLiteral(batch.recipients)]);
-      }).then(
-        () => undefined,
-        (error: unknown) => this.#ctx.log.warn('ack flush failed; the rows stay queued and will be pushed again', { count: batch.messageIds.length, error }),
-      ),
-    );
-    return this.#ackFlush;
+      await query(client, 'commit_without_flush', []);
+      await query(client, 'ack_deliveries', [arrayLiteral(messageIds), arrayLiteral(recipients)]);
+    }).then(
+      () => undefined,
+      (error: unknown) => this.#ctx.log.warn('ack flush failed; the rows stay queued and will be pushed again', { count, error }),
+    ).finally(() => {
+      this.#ackRunning = undefined;
+      this.#scheduleAcks();
+    });
   }
 
   /** Surfaced or read, for this recipient's own rows only; states only move forward. */

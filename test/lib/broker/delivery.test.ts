@@ -17,6 +17,10 @@ const CLAIM_MS = 30_000;
 const LEASE_MS = 5_000;
 // Well inside the claim: pushed by the reattach itself, not by a lapsed claim.
 const REATTACH_PUSH_MS = 5_000;
+// Acks sent one by one while an ack statement waits, each further apart than the broker's
+// 20 ms gathering (lib/broker/delivery.ts), so that gathering alone would not join them.
+const ACKED_LATER = 4;
+const ACK_SPACING_MS = 40;
 
 describe('delivery', () => {
   let t: TestBroker;
@@ -106,5 +110,39 @@ describe('delivery', () => {
     const late = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: carol });
     assert.equal(late.read(await late.waitFor((frame) => frame.type === 'push')), 'carol is away');
     for (const peer of [sender, receiver, late]) await peer.close();
+  });
+
+  it('applies acks one statement at a time: those that gather while one runs go in the next, together', async () => {
+    const mesh = await seedMesh(t.db.pool, 2);
+    const [alice, bob] = [mesh.members[0]!, mesh.members[1]!];
+    const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: alice });
+    const receiver = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: bob });
+    const ids: string[] = [];
+    for (let k = 0; k < ACKED_LATER + 1; k += 1) ids.push(String((await sender.send(bob.publicKey, [bob.publicKey], `m${k}`)).messageId));
+    await waitUntil('all pushed', () => receiver.pushes().length === ids.length);
+    const [first, ...rest] = ids as [string, ...string[]];
+    // Hold the first row: the statement that acks it waits on the lock.
+    const holder = await t.db.pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM deliveries WHERE message_id = $1 FOR UPDATE', [first]);
+      receiver.clientAck([first]);
+      await waitUntil('the first ack statement waits on the lock', async () =>
+        (await t.db.pool.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE deliveries d SET%'")).rowCount === 1);
+      // Each ack in its own frame, further apart than the gathering time.
+      for (const id of rest) {
+        receiver.clientAck([id]);
+        await new Promise((resolve) => setTimeout(resolve, ACK_SPACING_MS));
+      }
+      await holder.query('COMMIT');
+    } finally {
+      holder.release();
+    }
+    const states = async () => (await t.db.pool.query('SELECT state, xmin::text AS xid FROM deliveries WHERE message_id = ANY($1::uuid[])', [rest])).rows;
+    await waitUntil('every ack applied', async () => (await states()).every((row) => row.state === 'delivered'));
+    const xids = new Set((await states()).map((row) => row.xid));
+    assert.equal(xids.size, 1, `the acks that gathered meanwhile were applied by one transaction, not ${xids.size}`);
+    await sender.close();
+    await receiver.close();
   });
 });
