@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { embeddedPostgres } from '../lib/embedded-pg.ts';
 import type { EmbeddedPostgres } from '../lib/embedded-pg.ts';
@@ -67,8 +68,8 @@ export interface RunWorld {
   /** start sampling CPU and memory (of every instance together), and the event-loop window */
   measure(): () => { broker: Usage; postgres: Usage | undefined };
   eventLoopP99Ms(): Promise<number>;
-  /** wait until the broker holds no delivery queued (every ack applied); ms waited, or null at the limit */
-  settled(limitMs: number): Promise<number | null>;
+  /** wait until the broker holds no delivery queued (every ack applied); false at the limit */
+  settled(limitMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -133,10 +134,10 @@ export async function startRun(postgres: Postgres, extraEnv: Record<string, stri
         const started = performance.now();
         while (performance.now() - started < limitMs) {
           const { rowCount } = await client.query(`SELECT 1 FROM deliveries WHERE state = 'queued' LIMIT 1`);
-          if (rowCount === 0) return performance.now() - started;
-          await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MS));
+          if (rowCount === 0) return true;
+          await sleep(SETTLE_POLL_MS);
         }
-        return null;
+        return false;
       } finally {
         await client.end();
       }

@@ -178,7 +178,7 @@ export async function directTraffic(postgres: Postgres, options: { peers: number
     const finished = Math.max(...[...pushAt.values()], started);
     // The CPU window closes once every ack is applied (harness.ts, settled), then a little
     // later, to let late duplicates show.
-    const ackLagMs = (await world.settled(DELIVERY_LIMIT_MS)) === null ? null : performance.now() - finished;
+    const ackLagMs = (await world.settled(DELIVERY_LIMIT_MS)) ? performance.now() - finished : null;
     await sleep(200);
     const usage = stop();
     const result = burstResult({ options, peers, plans, sentAt, pushAt, totalMs: finished - started, ackLagMs, usage, eventLoopP99Ms: await world.eventLoopP99Ms() });

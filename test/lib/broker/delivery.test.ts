@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { generateKeyPair } from '../../../lib/crypto.ts';
 import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
@@ -132,7 +133,7 @@ describe('delivery', () => {
       // Each ack in its own frame, further apart than the gathering time.
       for (const id of rest) {
         receiver.clientAck([id]);
-        await new Promise((resolve) => setTimeout(resolve, ACK_SPACING_MS));
+        await sleep(ACK_SPACING_MS);
       }
       await holder.query('COMMIT');
     } finally {
