@@ -301,9 +301,12 @@ export class Sender {
         inserted.set(pending.messageId, entry.at);
         continue;
       }
+      // Each row by its key (sql/008_one_unique_index.sql): the first envelope's row has the
+      // empty slot, and may stand beside the stored first row of the same recipient.
+      const first = pending.envelopes[0]?.to;
       for (const recipient of entry.recipients) {
         undo[0].push(pending.messageId);
-        undo[1].push(recipient);
+        undo[1].push(recipient === first ? '' : recipient);
       }
     }
     if (undo[0].length > 0) await query(client, 'delete_deliveries', undo);

@@ -156,10 +156,13 @@ UNION ALL
 SELECT NULL, NULL, NULL FROM signalled;
 
 -- name: delete_deliveries
--- ($1 message ids, $2 recipient keys, pairwise) rows a conflicting retry wrote, taken out again
+-- ($1 message ids, $2 slots, pairwise) rows a conflicting retry wrote, taken out again by
+-- their primary key: a retry whose first envelope is for another recipient writes a second
+-- row for the stored first row's recipient, which the pair (message, recipient) would not
+-- tell from the stored one
 DELETE FROM deliveries d
-USING unnest($1::uuid[], $2::text[]) AS k(message_id, recipient)
-WHERE d.message_id = k.message_id AND d.recipient_key = k.recipient;
+USING unnest($1::uuid[], $2::text[]) AS k(message_id, slot)
+WHERE d.message_id = k.message_id AND d.slot = k.slot;
 
 -- name: legacy_rows
 SELECT EXISTS (SELECT 1 FROM deliveries WHERE legacy) AS found;
@@ -189,7 +192,7 @@ WITH pick AS (
 )
 UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $5), claimed_by = $6, pushes = d.pushes + 1
 FROM pick
-WHERE d.message_id = pick.message_id AND d.recipient_key = $2
+WHERE d.message_id = pick.message_id AND d.slot = ANY (ARRAY['', $2]) AND d.recipient_key = $2
 RETURNING d.id, d.message_id, d.priority, d.nonce, d.ciphertext, d.sender_key, d.sender_member_key,
           d.queued_at AS created_at, d.client_message_id, d.hops, d.target;
 
@@ -204,8 +207,10 @@ UPDATE deliveries SET claimed_until = NULL
 WHERE mesh_id = $1 AND recipient_key = $2 AND state = 'queued' AND claimed_by = $3 AND claimed_until IS NOT NULL;
 
 -- name: ack_deliveries
--- ($1 message ids, $2 recipient keys, pairwise.) Only the primary key is in WHERE; whether the
--- row is still queued is decided in SET (anything else is left as it was). A filter here
+-- ($1 message ids, $2 recipient keys, pairwise.) Only the primary key and the recipient are in
+-- WHERE (the slot written as ANY (ARRAY[…]), which the index probes twice; written as IN it
+-- became an OR, a filter over every row of a wide message); whether the row is still queued
+-- is decided in SET (anything else is left as it was). A filter here
 -- would be estimated from statistics that lag a burst (after a warm-up every row looked
 -- delivered), and the planner then scanned the whole table once per acknowledged row.
 UPDATE deliveries d SET
@@ -213,7 +218,7 @@ UPDATE deliveries d SET
   delivered_at = CASE WHEN d.state = 'queued' THEN now() ELSE d.delivered_at END,
   claimed_until = CASE WHEN d.state = 'queued' THEN NULL ELSE d.claimed_until END
 FROM unnest($1::uuid[], $2::text[]) AS a(message_id, recipient)
-WHERE d.message_id = a.message_id AND d.recipient_key = a.recipient;
+WHERE d.message_id = a.message_id AND d.slot = ANY (ARRAY['', a.recipient]) AND d.recipient_key = a.recipient;
 
 -- name: commit_without_flush
 -- this transaction's COMMIT returns before its WAL reaches the disk (acks only: a lost one
@@ -227,7 +232,7 @@ UPDATE deliveries SET state = $4,
   surfaced_at = COALESCE(surfaced_at, now()),
   read_at = CASE WHEN $4 = 'read' THEN now() ELSE read_at END,
   claimed_until = NULL
-WHERE message_id = ANY($1::uuid[]) AND recipient_key = $2 AND mesh_id = $3
+WHERE message_id = ANY($1::uuid[]) AND slot = ANY (ARRAY['', $2]) AND recipient_key = $2 AND mesh_id = $3
   AND array_position(ARRAY['queued', 'delivered', 'surfaced', 'read'], state) < array_position(ARRAY['queued', 'delivered', 'surfaced', 'read'], $4::text);
 
 -- name: message_status

@@ -35,7 +35,7 @@ describe('migrate', () => {
 
   it('applies the shipped schema, then nothing on the second run', async () => {
     const first = await migrate(pool, quiet);
-    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql', '003_shared_state.sql', '004_orphan_leases.sql', '005_one_row_per_recipient.sql', '006_deliveries_fillfactor.sql', '007_deliveries_statistics.sql']);
+    assert.deepEqual(first.applied, ['001_initial.sql', '002_one_vocabulary.sql', '003_shared_state.sql', '004_orphan_leases.sql', '005_one_row_per_recipient.sql', '006_deliveries_fillfactor.sql', '007_deliveries_statistics.sql', '008_one_unique_index.sql']);
     const second = await migrate(pool, quiet);
     assert.deepEqual(second.applied, []);
     assert.equal(second.alreadyApplied, first.applied.length);
@@ -144,11 +144,11 @@ describe('migrate', () => {
       await own.query(`INSERT INTO deliveries (message_id, mesh_id, recipient_key, priority, nonce, ciphertext, expires_at)
         VALUES ($1, 'mesh-005x', $2, 'now', '\\x00', '\\x01', now() + interval '1 day')`, [legacyId, owner]);
 
-      assert.deepEqual((await migrate(own, quiet)).applied, ['005_one_row_per_recipient.sql', '006_deliveries_fillfactor.sql', '007_deliveries_statistics.sql']);
+      assert.deepEqual((await migrate(own, quiet)).applied, ['005_one_row_per_recipient.sql', '006_deliveries_fillfactor.sql', '007_deliveries_statistics.sql', '008_one_unique_index.sql']);
       const options = await own.query(`SELECT reloptions FROM pg_class WHERE relname = 'deliveries'`);
       assert.deepEqual(options.rows[0]?.reloptions, ['fillfactor=80'], 'pages keep room for the ack to update a row in place');
       const unanalyzed = await own.query(`SELECT attname FROM pg_attribute WHERE attrelid = 'deliveries'::regclass AND attstattarget = 0 ORDER BY attname`);
-      assert.deepEqual(unanalyzed.rows.map((row) => row.attname), ['ciphertext', 'fingerprint', 'nonce', 'target'], 'ANALYZE skips what no plan needs');
+      assert.deepEqual(unanalyzed.rows.map((row) => row.attname), ['ciphertext', 'fingerprint', 'nonce', 'slot', 'target'], 'ANALYZE skips what no plan needs');
       const { rows } = await own.query('SELECT message_id, sender_key, client_message_id, fingerprint, target, legacy FROM deliveries');
       assert.deepEqual(rows, [{ message_id: legacyId, sender_key: sender, client_message_id: 'cm-1', fingerprint: 'fp-1', target: owner, legacy: true }]);
 
@@ -156,6 +156,44 @@ describe('migrate', () => {
       assert.equal((await query(own, 'legacy_rows', [])).rows[0]?.found, true);
       const found = await query(own, 'existing_messages', [[messageIdOf('mesh-005x', sender, 'cm-1')], ['mesh-005x'], [sender], ['cm-1']]);
       assert.deepEqual(found.rows.map((row) => [row.id, row.fingerprint, row.recipients]), [[legacyId, 'fp-1', 1]]);
+    } finally {
+      await own.end();
+      await fresh.drop();
+    }
+  });
+
+  it('keeps rows stored before 008 under one key, which still turns away a retry with other recipients', async () => {
+    const shipped = new URL('../../../sql/', import.meta.url).pathname;
+    const before = await mkdtemp(join(tmpdir(), 'cm-migrations-'));
+    dirs.push(before);
+    for (const name of (await readdir(shipped)).filter((file) => /^00[1-7]_.*\.sql$/.test(file))) await copyFile(join(shipped, name), join(before, name));
+    const fresh = await createTestDatabase('migrate_008');
+    const own = new pg.Pool({ connectionString: fresh.url, max: 2 });
+    const [sender, bob, carol] = ['a'.repeat(64), 'b'.repeat(64), 'c'.repeat(64)];
+    const [direct, wide] = ['11111111-2222-4333-8444-000000000001', '11111111-2222-4333-8444-000000000002'];
+    const row = (id: string, recipient: string, first: boolean) => own.query(`INSERT INTO deliveries (message_id, mesh_id, sender_key, sender_member_key, client_message_id, fingerprint, target, priority, hops,
+        recipient_key, nonce, ciphertext, first_row, expires_at) VALUES ($1::uuid, 'mesh-008x', $2, $2, $1::text, 'fp', '*', 'now', 0, $3, '\\x00', '\\x01', $4, now() + interval '1 day')
+        ON CONFLICT DO NOTHING`, [id, sender, recipient, first]);
+    try {
+      await migrate(own, quiet, before);
+      await row(direct, bob, true);
+      await row(wide, bob, true);
+      await row(wide, carol, false);
+      assert.deepEqual((await migrate(own, quiet)).applied, ['008_one_unique_index.sql']);
+      const keys = await own.query(`SELECT message_id, recipient_key, slot FROM deliveries ORDER BY message_id, slot`);
+      assert.deepEqual(keys.rows, [
+        { message_id: direct, recipient_key: bob, slot: '' },
+        { message_id: wide, recipient_key: bob, slot: '' },
+        { message_id: wide, recipient_key: carol, slot: carol },
+      ]);
+      const indexes = (await own.query(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'deliveries' AND indexdef LIKE 'CREATE UNIQUE%'`)).rows;
+      assert.deepEqual(indexes.map((index) => index.indexname), ['deliveries_pkey'], 'one unique b-tree');
+      assert.match(String(indexes[0]?.indexdef), /\(message_id, slot\)/);
+      // A retry of the direct message to carol: its first row meets the stored one.
+      assert.equal((await row(direct, carol, true)).rowCount, 0);
+      // A retry of the wide message: each of its rows meets its stored twin.
+      assert.equal((await row(wide, carol, true)).rowCount, 0);
+      assert.equal((await row(wide, carol, false)).rowCount, 0);
     } finally {
       await own.end();
       await fresh.drop();

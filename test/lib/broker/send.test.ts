@@ -8,6 +8,7 @@ import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
 import { recipientsOf, seedMesh, TestPeer } from '../../helpers/peer.ts';
 import type { Frame } from '../../helpers/peer.ts';
+import { waitUntil } from '../../helpers/wait.ts';
 
 const settle = (ms = 100) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -148,6 +149,32 @@ describe('send and delivery', () => {
     const rows = await t.db.pool.query('SELECT message_id, recipient_key FROM deliveries WHERE client_message_id = $1', [clientMessageId]);
     assert.deepEqual(rows.rows, [{ message_id: one.messageId, recipient_key: b!.publicKey }]);
     await sender.close();
+  });
+
+  it('knows a retry whose envelopes come in another order, and a retry after the recipient acked, without touching the stored rows', async () => {
+    const mesh = await seedMesh(t.db.pool, 3);
+    const [a, b, c] = mesh.members;
+    const sender = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: a! });
+    const receiver = await TestPeer.connect(t.wsUrl, { meshId: mesh.meshId, member: b! });
+    const clientMessageId = randomUUID();
+    const envelopeFor = (to: string, fill: number) => ({ to, nonce: Buffer.alloc(24, fill).toString('base64'), ciphertext: Buffer.alloc(40, fill).toString('base64') });
+    const [toBob, toCarol] = [envelopeFor(b!.publicKey, 1), envelopeFor(c!.publicKey, 2)];
+    const sendAll = (envelopes: object[]) => sender.request({ type: 'send', clientMessageId, target: '*', priority: 'now', envelopes });
+    const first = await sendAll([toBob, toCarol]);
+    assert.equal(first.queued, true);
+    const push = await receiver.waitFor((frame) => frame.type === 'push' && frame.messageId === first.messageId);
+    receiver.clientAck([String(push.messageId)]);
+    await waitUntil('bob acked', async () => (await t.db.pool.query('SELECT state FROM deliveries WHERE message_id = $1 AND recipient_key = $2', [first.messageId, b!.publicKey])).rows[0]?.state === 'delivered');
+    // Carol's envelope first: its row would be the first row of the retry, and bob's a second
+    // row beside his stored one, written and taken out again in the retry's transaction.
+    const reordered = await sendAll([toCarol, toBob]);
+    assert.deepEqual([reordered.messageId, reordered.duplicate], [first.messageId, true]);
+    const changed = await sendAll([toCarol, envelopeFor(b!.publicKey, 3)]);
+    assert.equal(changed.code, 'CM_ERR_IDEMPOTENCY_CONFLICT');
+    const rows = await t.db.pool.query('SELECT recipient_key, state FROM deliveries WHERE message_id = $1 ORDER BY recipient_key', [first.messageId]);
+    assert.deepEqual(rows.rows, [{ recipient_key: b!.publicKey, state: 'delivered' }, { recipient_key: c!.publicKey, state: 'queued' }].sort((x, y) => x.recipient_key.localeCompare(y.recipient_key)));
+    await sender.close();
+    await receiver.close();
   });
 
   it('holds next while the recipient works and releases it when the recipient turns idle', async () => {
