@@ -208,11 +208,11 @@ WHERE mesh_id = $1 AND recipient_key = $2 AND state = 'queued' AND claimed_by = 
 
 -- name: ack_deliveries
 -- ($1 message ids, $2 recipient keys, pairwise.) Only the primary key and the recipient are in
--- WHERE (the slot written as ANY (ARRAY[…]), which the index probes twice; written as IN it
--- became an OR, a filter over every row of a wide message); whether the row is still queued
--- is decided in SET (anything else is left as it was). A filter here
--- would be estimated from statistics that lag a burst (after a warm-up every row looked
--- delivered), and the planner then scanned the whole table once per acknowledged row.
+-- WHERE: the slot as ANY (ARRAY[…]), which the index probes twice (written as IN, it became
+-- an OR, a filter over every row of a wide message). Whether the row is still queued is
+-- decided in SET (anything else is left as it was): a filter on the state would be estimated
+-- from statistics that lag a burst (after a warm-up every row looked delivered), and the
+-- planner then scanned the whole table once per acknowledged row.
 UPDATE deliveries d SET
   state = CASE WHEN d.state = 'queued' THEN 'delivered' ELSE d.state END,
   delivered_at = CASE WHEN d.state = 'queued' THEN now() ELSE d.delivered_at END,
