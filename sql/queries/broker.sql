@@ -157,9 +157,7 @@ SELECT NULL, NULL, NULL FROM signalled;
 
 -- name: delete_deliveries
 -- ($1 message ids, $2 slots, pairwise) rows a conflicting retry wrote, taken out again by
--- their primary key: a retry whose first envelope is for another recipient writes a second
--- row for the stored first row's recipient, which the pair (message, recipient) would not
--- tell from the stored one
+-- their key: one may name the recipient of the stored first row (sql/008_one_unique_index.sql)
 DELETE FROM deliveries d
 USING unnest($1::uuid[], $2::text[]) AS k(message_id, slot)
 WHERE d.message_id = k.message_id AND d.slot = k.slot;
@@ -207,12 +205,11 @@ UPDATE deliveries SET claimed_until = NULL
 WHERE mesh_id = $1 AND recipient_key = $2 AND state = 'queued' AND claimed_by = $3 AND claimed_until IS NOT NULL;
 
 -- name: ack_deliveries
--- ($1 message ids, $2 recipient keys, pairwise.) Only the primary key and the recipient are in
--- WHERE: the slot as ANY (ARRAY[…]), which the index probes twice (written as IN, it became
--- an OR, a filter over every row of a wide message). Whether the row is still queued is
--- decided in SET (anything else is left as it was): a filter on the state would be estimated
--- from statistics that lag a burst (after a warm-up every row looked delivered), and the
--- planner then scanned the whole table once per acknowledged row.
+-- ($1 message ids, $2 recipient keys, pairwise.) Only the key and the recipient are in WHERE:
+-- the slot as ANY (ARRAY[…]), two probes of the index (as IN, it became an OR filter over
+-- every row of a wide message). Whether the row is still queued is decided in SET: a filter
+-- on the state was estimated from statistics that lag a burst (after a warm-up every row
+-- looked delivered), and the planner then scanned the whole table once per acknowledged row.
 UPDATE deliveries d SET
   state = CASE WHEN d.state = 'queued' THEN 'delivered' ELSE d.state END,
   delivered_at = CASE WHEN d.state = 'queued' THEN now() ELSE d.delivered_at END,
