@@ -250,10 +250,11 @@ WHERE d.state = 'queued' AND (d.claimed_until IS NULL OR d.claimed_until < now()
 GROUP BY d.mesh_id, d.recipient_key;
 
 -- name: expire_deliveries
+-- by the primary key: `id` has no index, and a join on it read the whole table each sweep
 WITH due AS (
-  SELECT id FROM deliveries WHERE state = 'queued' AND expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
+  SELECT message_id, slot FROM deliveries WHERE state = 'queued' AND expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
 )
-UPDATE deliveries d SET state = 'expired', expired_at = now(), claimed_until = NULL FROM due WHERE d.id = due.id;
+UPDATE deliveries d SET state = 'expired', expired_at = now(), claimed_until = NULL FROM due WHERE d.message_id = due.message_id AND d.slot = due.slot;
 
 -- name: purge_messages
 -- final rows long past their message's TTL ($1 seconds of age), at most $2 at a time

@@ -4,8 +4,10 @@
 // are purged in time while undelivered ones are never dropped silently.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { loadQueries } from '../../../lib/broker/db.ts';
 import { generateKeyPair } from '../../../lib/crypto.ts';
 import { startTestBroker } from '../../helpers/broker.ts';
 import type { TestBroker } from '../../helpers/broker.ts';
@@ -22,6 +24,10 @@ const REATTACH_PUSH_MS = 5_000;
 // 20 ms gathering (lib/broker/delivery.ts), so that gathering alone would not join them.
 const ACKED_LATER = 4;
 const ACK_SPACING_MS = 40;
+// Enough rows that reading them all costs more than probing the key for each due one.
+const PLAN_ROWS = 20_000;
+const EXPIRE_LIMIT = 10_000;
+const QUERIES = new URL('../../../sql/queries/broker.sql', import.meta.url);
 
 describe('delivery', () => {
   let t: TestBroker;
@@ -145,5 +151,30 @@ describe('delivery', () => {
     assert.equal(xids.size, 1, `the acks that gathered meanwhile were applied by one transaction, not ${xids.size}`);
     await sender.close();
     await receiver.close();
+  });
+
+  it('expires what is due by its key, without reading the whole table', async () => {
+    const mesh = 'plan-expiry';
+    await t.db.pool.query(`INSERT INTO deliveries (message_id, mesh_id, sender_key, sender_member_key, client_message_id, fingerprint, target, priority, hops,
+        recipient_key, nonce, ciphertext, first_row, expires_at, state)
+      SELECT gen_random_uuid(), $1, 'a', 'a', 'c' || i, 'f', 't', 'now', 0, 'r' || (i % 50), '\\x00', '\\x01', true,
+             now() + CASE WHEN i % 100 = 0 THEN interval '-1 s' ELSE interval '1 day' END, CASE WHEN i % 10 = 0 THEN 'queued' ELSE 'delivered' END
+      FROM generate_series(1, $2::int) i`, [mesh, PLAN_ROWS]);
+    try {
+      await t.db.pool.query('ANALYZE deliveries');
+      const { rows } = await t.db.pool.query({ text: `EXPLAIN (FORMAT JSON) ${loadQueries(readFileSync(QUERIES, 'utf8')).get('expire_deliveries')}`, values: [EXPIRE_LIMIT] });
+      const scans: string[] = [];
+      const walk = (node: { 'Node Type': string; 'Relation Name'?: string; Plans?: unknown[] }) => {
+        if (node['Relation Name'] === 'deliveries') scans.push(node['Node Type']);
+        for (const child of node.Plans ?? []) walk(child as typeof node);
+      };
+      walk(rows[0]['QUERY PLAN'][0].Plan);
+      assert.ok(scans.length > 0 && !scans.includes('Seq Scan'), `deliveries read by ${scans.join(', ')}`);
+      await t.broker.context.delivery.sweep();
+      const states = await t.db.pool.query(`SELECT count(*) FILTER (WHERE state = 'expired')::int AS expired, count(*) FILTER (WHERE state = 'queued' AND expires_at <= now())::int AS due FROM deliveries WHERE mesh_id = $1`, [mesh]);
+      assert.deepEqual(states.rows[0], { expired: PLAN_ROWS / 100, due: 0 });
+    } finally {
+      await t.db.pool.query('DELETE FROM deliveries WHERE mesh_id = $1', [mesh]);
+    }
   });
 });
