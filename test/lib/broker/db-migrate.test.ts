@@ -23,6 +23,17 @@ describe('migrate', () => {
   let pool: pg.Pool;
   const dirs: string[] = [];
 
+  /** A folder with the shipped migrations numbered up to `last`: the schema an older release left. */
+  async function shippedUpTo(last: number): Promise<string> {
+    const shipped = new URL('../../../sql/', import.meta.url).pathname;
+    const dir = await mkdtemp(join(tmpdir(), 'cm-migrations-'));
+    dirs.push(dir);
+    for (const name of await readdir(shipped)) {
+      if (/^\d{3}_.*\.sql$/.test(name) && Number(name.slice(0, 3)) <= last) await copyFile(join(shipped, name), join(dir, name));
+    }
+    return dir;
+  }
+
   before(async () => {
     database = await createTestDatabase('migrate');
     pool = new pg.Pool({ connectionString: database.url, max: 4 });
@@ -127,10 +138,7 @@ describe('migrate', () => {
     });
   });
   it('keeps messages stored before 005 as legacy rows, and still knows their retries', async () => {
-    const shipped = new URL('../../../sql/', import.meta.url).pathname;
-    const before = await mkdtemp(join(tmpdir(), 'cm-migrations-'));
-    dirs.push(before);
-    for (const name of (await readdir(shipped)).filter((file) => /^00[1-4]_.*\.sql$/.test(file))) await copyFile(join(shipped, name), join(before, name));
+    const before = await shippedUpTo(4);
     const fresh = await createTestDatabase('migrate_005');
     const own = new pg.Pool({ connectionString: fresh.url, max: 2 });
     const [owner, sender] = ['a'.repeat(64), 'b'.repeat(64)];
@@ -167,10 +175,7 @@ describe('migrate', () => {
   });
 
   it('keeps rows stored before 008 under one key, which still turns away a retry with other recipients', async () => {
-    const shipped = new URL('../../../sql/', import.meta.url).pathname;
-    const before = await mkdtemp(join(tmpdir(), 'cm-migrations-'));
-    dirs.push(before);
-    for (const name of (await readdir(shipped)).filter((file) => /^00[1-7]_.*\.sql$/.test(file))) await copyFile(join(shipped, name), join(before, name));
+    const before = await shippedUpTo(7);
     const fresh = await createTestDatabase('migrate_008');
     const own = new pg.Pool({ connectionString: fresh.url, max: 2 });
     const [sender, bob, carol] = ['a'.repeat(64), 'b'.repeat(64), 'c'.repeat(64)];
